@@ -1,0 +1,36 @@
+// Package transform turns one input line into a validated FHIR R4 resource:
+// parse, map (flat records), validate, derive ids, rewrite references. It knows
+// nothing of where bytes come from or go.
+package transform
+
+import "fmt"
+
+// Reasons a line is rejected; they are dead-letter reason codes.
+const (
+	ReasonParse   = "parse"   // not JSON / not a record
+	ReasonInvalid = "invalid" // JSON but not a valid resource for the profile
+	ReasonMapping = "mapping" // a flat record that the mapping cannot map
+)
+
+// Error explains why a line was rejected. It never contains values from the
+// line (no PHI): only a location (FHIRPath-like, or a CSV column name) and a reason.
+type Error struct {
+	Reason   string // ReasonParse, ReasonInvalid or ReasonMapping
+	Location string // e.g. "Patient.name[0].family", "observations.csv:VALUE"
+	Message  string // e.g. "required element missing"
+}
+
+func (e *Error) Error() string {
+	if e.Location == "" {
+		return e.Reason + ": " + e.Message
+	}
+	return fmt.Sprintf("%s: %s: %s", e.Reason, e.Location, e.Message)
+}
+
+// Resource is a validated resource ready to send: Body is its JSON with ids and
+// references rewritten, number literals as written.
+type Resource struct {
+	Type string // "Patient" or "Observation"
+	ID   string
+	Body []byte
+}
