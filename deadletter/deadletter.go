@@ -4,8 +4,10 @@
 package deadletter
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"time"
+	"unicode/utf8"
 )
 
 // Entry is one dead-lettered line (DESIGN.md "Dead-letter entry").
@@ -47,4 +49,24 @@ type TransformInfo struct {
 	IDs         string `json:"ids,omitempty"`
 	Mapping     string `json:"mapping,omitempty"`
 	MappingHash string `json:"mapping_hash,omitempty"`
+}
+
+// MakeLine returns the fields Entry.Line and Entry.LineBase64 for the raw
+// line b: the text itself when b is valid UTF-8 (JSON keeps it verbatim),
+// else base64 of the bytes (JSON would replace invalid bytes).
+func MakeLine(b []byte) (line string, b64 string) {
+	if utf8.Valid(b) {
+		return string(b), ""
+	}
+	return "", base64.StdEncoding.EncodeToString(b)
+}
+
+// Bytes returns the verbatim bytes of the dead-lettered line.
+func (e Entry) Bytes() []byte {
+	if e.LineBase64 != "" {
+		if b, err := base64.StdEncoding.DecodeString(e.LineBase64); err == nil {
+			return b
+		}
+	}
+	return []byte(e.Line)
 }

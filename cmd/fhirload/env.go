@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/fhirload/fhirload/deadletter"
+	"github.com/fhirload/fhirload/fhirstore"
+	"github.com/fhirload/fhirload/loader"
+	"github.com/fhirload/fhirload/pipeline"
+	"github.com/fhirload/fhirload/transform"
+)
+
+// configFlag adds --config to fs and returns a loader for the result.
+func configFlag(fs *flag.FlagSet) func() (pipeline.Config, error) {
+	path := fs.String("config", "", "pipeline.yaml (default ./pipeline.yaml if present, else built-in defaults)")
+	return func() (pipeline.Config, error) {
+		p := *path
+		if p == "" {
+			if _, err := os.Stat("pipeline.yaml"); err != nil {
+				return pipeline.Defaults(), nil
+			}
+			p = "pipeline.yaml"
+		}
+		return pipeline.LoadConfig(p)
+	}
+}
+
+// fail prints the one clear line of a fatal condition and returns exit 1.
+func fail(stderr io.Writer, format string, args ...any) int {
+	fmt.Fprintf(stderr, "fhirload: "+format+"\n", args...)
+	return 1
+}
+
+func newLogger(cfg pipeline.LogConfig, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(cfg.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if cfg.Format == "json" {
+		enc = zapcore.NewJSONEncoder(ec)
+	} else {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+}
+
+func newRunID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return time.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+}
+
+// env is what a command builds from the configuration.
+type env struct {
+	cfg    pipeline.Config
+	log    *zap.Logger
+	runID  string
+	awsCfg *aws.Config
+	stops  []func()
+}
+
+func (e *env) close() {
+	for i := len(e.stops) - 1; i >= 0; i-- {
+		e.stops[i]()
+	}
+	_ = e.log.Sync()
+}
+
+// aws loads the AWS configuration from the standard credential chain.
+func (e *env) aws(ctx context.Context) (aws.Config, error) {
+	if e.awsCfg != nil {
+		return *e.awsCfg, nil
+	}
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(e.cfg.AWS.Region)}
+	c, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("aws config: %w", err)
+	}
+	if e.cfg.AWS.EndpointURL != "" {
+		c.BaseEndpoint = aws.String(e.cfg.AWS.EndpointURL)
+	}
+	e.awsCfg = &c
+	return c, nil
+}
+
+// awsHTTPClient is given to each service client (not through the config, so
+// that an AWS_CA_BUNDLE meant for real endpoints does not bite loopback ones).
+func awsHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	return &http.Client{Transport: t}
+}
+
+func (e *env) s3(ctx context.Context) (*s3.Client, error) {
+	c, err := e.aws(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s3.NewFromConfig(c, func(o *s3.Options) {
+		o.UsePathStyle = e.cfg.AWS.S3PathStyle
+		o.HTTPClient = awsHTTPClient()
+	}), nil
+}
+
+func (e *env) sqs(ctx context.Context) (*sqs.Client, error) {
+	c, err := e.aws(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return sqs.NewFromConfig(c, func(o *sqs.Options) { o.HTTPClient = awsHTTPClient() }), nil
+}
+
+func newEnv(cfg pipeline.Config, stderr io.Writer) (*env, error) {
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return nil, err
+	}
+	return &env{cfg: cfg, log: log, runID: newRunID()}, nil
+}
+
+func (e *env) transformer() (*transform.Transformer, error) {
+	return transform.New(transform.Options{
+		Profile: e.cfg.Transform.Profile, IDs: e.cfg.Transform.IDs,
+		Format: e.cfg.Source.Format, Mapping: e.cfg.Transform.Mapping,
+	})
+}
+
+func (e *env) deadLetters(ctx context.Context) (deadletter.Store, error) {
+	opts := deadletter.Options{SSE: e.cfg.DeadLetter.SSE, KMSKeyID: e.cfg.DeadLetter.KMSKeyID, Logger: e.log}
+	if strings.HasPrefix(e.cfg.DeadLetter.URL, "s3://") {
+		c, err := e.s3(ctx)
+		if err != nil {
+			return nil, err
+		}
+		opts.S3 = c
+	}
+	st, err := deadletter.Open(ctx, e.cfg.DeadLetter.URL, opts)
+	if err != nil {
+		return nil, fmt.Errorf("dead-letter store %s: %w", e.cfg.DeadLetter.URL, err)
+	}
+	e.stops = append(e.stops, func() { _ = st.Close() })
+	return st, nil
+}
+
+// writer builds the loader; for the embedded target it first starts the
+// local FHIR store in-process on loopback, with an ephemeral SigV4 key.
+func (e *env) writer(ctx context.Context, m *pipeline.Metrics) (*loader.Writer, error) {
+	t := e.cfg.Target
+	opts := loader.Options{
+		BaseURL: t.URL, Auth: t.Auth, Region: t.Region, Mode: t.Mode, BatchSize: t.BatchSize,
+		Concurrency: t.Concurrency, WriteUnitsPerSecond: t.WriteUnitsPerSecond,
+		Retry:  loader.RetryOptions{Initial: e.cfg.Retry.Initial, Max: e.cfg.Retry.Max, MaxElapsed: e.cfg.Retry.MaxElapsed},
+		Logger: e.log, ObserveLatency: m.ObserveLatency,
+	}
+	if t.URL == pipeline.EmbeddedTarget {
+		base, creds, err := e.startEmbedded(ctx)
+		if err != nil {
+			return nil, err
+		}
+		opts.BaseURL, opts.Auth, opts.Credentials = base, "sigv4", creds
+	} else if t.Auth == "sigv4" {
+		c, err := e.aws(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if t.Region != "" {
+			c.Region = t.Region
+		}
+		opts.Credentials = aws.NewCredentialsCache(c.Credentials)
+	}
+	w, err := loader.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	e.stops = append(e.stops, w.Close)
+	return w, nil
+}
+
+func (e *env) startEmbedded(ctx context.Context) (string, aws.CredentialsProvider, error) {
+	var kb [20]byte
+	_, _ = rand.Read(kb[:])
+	key := fhirstore.Key{AccessKeyID: "EMBEDDED" + strings.ToUpper(hex.EncodeToString(kb[:6])),
+		SecretAccessKey: hex.EncodeToString(kb[6:]), Scopes: []string{"system/*.*"}}
+	dir := e.cfg.Target.Data
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil, fmt.Errorf("embedded store: %w", err)
+	}
+	srv, err := fhirstore.Open(ctx, fhirstore.Options{Dir: dir, DatastoreID: "local", Auth: "sigv4",
+		Region: e.cfg.Target.Region, Keys: []fhirstore.Key{key}})
+	if err != nil {
+		return "", nil, fmt.Errorf("embedded store in %s: %w", dir, err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = srv.Close()
+		return "", nil, fmt.Errorf("embedded store: %w", err)
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(sctx, l)
+	}()
+	e.stops = append(e.stops, func() {
+		cancel()
+		<-done
+		_ = srv.Close()
+	})
+	abs, _ := filepath.Abs(dir)
+	e.log.Info("embedded FHIR store started", zap.String("data", abs), zap.String("addr", l.Addr().String()))
+	base := "http://" + l.Addr().String() + "/datastore/local/r4/"
+	return base, credentials.NewStaticCredentialsProvider(key.AccessKeyID, key.SecretAccessKey, ""), nil
+}
+
+// isFatalConfig tells a configuration problem from others.
+func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/fhirload/fhirload/ingest"
+	"github.com/fhirload/fhirload/pipeline"
+)
+
+// runCmd implements `run` and `validate`.
+func runCmd(ctx context.Context, sig *signals, command string, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	loadCfg := configFlag(fs)
+	reportPath := fs.String("report", "", "write the run report (JSON) to this file")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus /metrics, /healthz, /readyz on this address (default off)")
+	if err := fs.Parse(args); err != nil {
+		return 1
+	}
+	cfg, err := loadCfg()
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	sources := fs.Args()
+	if len(sources) == 0 {
+		sources = cfg.Source.Paths
+	}
+	if len(sources) == 0 {
+		return fail(stderr, "no sources: name files, folders, globs or s3://bucket/prefix, or set source.paths")
+	}
+	e, err := newEnv(cfg, stderr)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	defer e.close()
+
+	suffixes := cfg.Source.Suffixes
+	if len(suffixes) == 0 {
+		suffixes = pipeline.DefaultSuffixes(cfg.Source.Format)
+	}
+	// Resolve local sources first: a missing path is fatal before anything is written.
+	var local []string
+	var remote []string
+	for _, s := range sources {
+		if strings.HasPrefix(s, "s3://") {
+			remote = append(remote, s)
+		} else {
+			local = append(local, s)
+		}
+	}
+	var localObjs []ingest.Object
+	if len(local) > 0 {
+		localObjs, err = ingest.Local(local, ingest.LocalOptions{Suffixes: suffixes})
+		if err != nil {
+			return fail(stderr, "%v", err)
+		}
+	}
+	var s3src *ingest.S3Source
+	if len(remote) > 0 {
+		for _, r := range remote {
+			if _, _, err := ingest.ParseS3URI(r); err != nil {
+				return fail(stderr, "%v", err)
+			}
+		}
+		c, err := e.s3(ctx)
+		if err != nil {
+			return fail(stderr, "%v", err)
+		}
+		s3src = &ingest.S3Source{Client: c, Suffixes: suffixes, Logger: e.log}
+	}
+
+	tr, err := e.transformer()
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	var metrics *pipeline.Metrics
+	if *metricsAddr != "" || cfg.Metrics.Addr != "" {
+		metrics = pipeline.NewMetrics()
+	}
+	deps := pipeline.Deps{Config: cfg, Command: command, RunID: e.runID, Transformer: tr, Logger: e.log, Metrics: metrics}
+	if command == "run" {
+		dl, err := e.deadLetters(ctx)
+		if err != nil {
+			return fail(stderr, "%v", err)
+		}
+		w, err := e.writer(ctx, metrics)
+		if err != nil {
+			return fail(stderr, "%v", err)
+		}
+		if err := w.Check(ctx); err != nil {
+			return fail(stderr, "%v", err)
+		}
+		deps.DeadLetters, deps.Writer = dl, w
+		metrics.WriterStats(w)
+	}
+	if metrics != nil {
+		addr := *metricsAddr
+		if addr == "" {
+			addr = cfg.Metrics.Addr
+		}
+		if _, err := metrics.Serve(ctx, addr, nil); err != nil {
+			return fail(stderr, "metrics listener: %v", err)
+		}
+	}
+	runner := pipeline.NewRunner(deps)
+
+	objects := make(chan ingest.Object)
+	listErr := make(chan error, 1)
+	go func() {
+		defer close(objects)
+		send := func(o ingest.Object) error {
+			select {
+			case objects <- o:
+				return nil
+			case <-runner.Stopping():
+				return errStopped
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		for _, o := range localObjs {
+			if err := send(o); err != nil {
+				listErr <- nil
+				return
+			}
+		}
+		for _, r := range remote {
+			if err := s3src.List(ctx, r, send); err != nil && !errors.Is(err, errStopped) {
+				listErr <- err
+				return
+			}
+		}
+		listErr <- nil
+	}()
+
+	stopProgress := startProgress(runner, stderr, e.log)
+	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, objects) }, e.log)
+	stopProgress()
+	if err := <-listErr; err != nil && rep.Fatal == "" {
+		rep.Fatal = fmt.Sprintf("listing sources: %v", err)
+	}
+	return finish(rep, *reportPath, sig, stderr)
+}
+
+var errStopped = errors.New("stopped")
+
+// awaitRun runs fn; on the first signal it asks the runner to stop gracefully
+// and gives in-flight work a bounded time to drain before canceling.
+func awaitRun(ctx context.Context, sig *signals, runner *pipeline.Runner, fn func(context.Context) *pipeline.Report, log *zap.Logger) *pipeline.Report {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan *pipeline.Report, 1)
+	go func() { done <- fn(ctx) }()
+	select {
+	case rep := <-done:
+		return rep
+	case s := <-sig.graceful:
+		log.Warn("signal received: finishing in-flight lines, taking no new ones", zap.String("signal", s.String()))
+		sig.received = s
+		runner.Stop()
+	}
+	select {
+	case rep := <-done:
+		return rep
+	case <-time.After(drainTimeout):
+		log.Warn("drain timed out: abandoning in-flight requests (they are not acknowledged and will be redone)")
+		cancel()
+		return <-done
+	}
+}
+
+const drainTimeout = 7 * time.Second
+
+// finish writes the report and the summary and returns the exit code.
+func finish(rep *pipeline.Report, reportPath string, sig *signals, stderr io.Writer) int {
+	if reportPath != "" {
+		if err := rep.WriteFile(reportPath); err != nil {
+			fmt.Fprintf(stderr, "fhirload: write report: %v\n", err)
+		}
+	}
+	rep.Summary(stderr)
+	if rep.Fatal != "" {
+		return fail(stderr, "%s", rep.Fatal)
+	}
+	if rep.Interrupted && sig.received != nil {
+		return exitCodeFor(sig.received)
+	}
+	return rep.ExitCode()
+}

@@ -1,0 +1,500 @@
+package deadletter
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"go.uber.org/zap"
+)
+
+// ErrNotFound is returned (wrapped) by Get when no live entry has the ID.
+var ErrNotFound = errors.New("dead-letter entry not found")
+
+// ErrLocked is returned (wrapped) by Lock when another holder has the lease.
+var ErrLocked = errors.New("dead-letter lease held by another process")
+
+// SSE modes accepted in Options.SSE.
+const (
+	SSES3  = "AES256"
+	SSEKMS = "aws:kms"
+)
+
+// Options configures Open.
+type Options struct {
+	// S3 is the client used for s3:// URLs; required for them.
+	S3 *s3.Client
+	// SSE is the server-side encryption of S3 objects: "AES256" (the
+	// default) or "aws:kms".
+	SSE string
+	// KMSKeyID is the KMS key for SSE "aws:kms"; empty means the bucket's
+	// default AWS managed key.
+	KMSKeyID string
+	// Logger receives warnings (torn segment lines, lost leases). Nil means
+	// no logging.
+	Logger *zap.Logger
+}
+
+// Filter selects entries in List. Zero fields match everything; set fields
+// must all match.
+type Filter struct {
+	// Reason matches Entry.Reason exactly.
+	Reason string
+	// Source matches Source.URI: a path.Match glob, tried against the whole
+	// URI and against its last path element (so "*.ndjson.gz" matches
+	// "s3://b/x/y.ndjson.gz"); without glob characters it is a substring.
+	Source string
+	// RunID matches Entry.RunID exactly.
+	RunID string
+	// Since keeps entries whose LastFailed is not before it.
+	Since time.Time
+	// IDs keeps only the listed entry IDs.
+	IDs []string
+}
+
+// Store is a dead-letter store. Its methods are safe for concurrent use.
+//
+// The store is an append-only log of segments: entry records (the DESIGN.md
+// entry format, one JSON object per line), retire records
+// ({"op":"retire","id":…}) and replacement records (an entry with
+// "op":"replace"). Nothing is rewritten in place; readers fold all segments.
+// Every Store writes its own segments, so several processes may write to one
+// location at once.
+type Store interface {
+	// Append adds entries, filling ID (sortable, unique), FirstFailed and
+	// LastFailed when zero. Entries may be buffered until Sync.
+	Append(ctx context.Context, entries ...Entry) error
+	// Sync makes everything appended so far durable: the pipeline calls it
+	// before it acknowledges a source object.
+	Sync(ctx context.Context) error
+	// List returns the live entries matching f, oldest first.
+	List(ctx context.Context, f Filter) ([]Entry, error)
+	// Get returns one live entry by ID; the error wraps ErrNotFound when
+	// there is none.
+	Get(ctx context.Context, id string) (Entry, error)
+	// Retire removes entries from the live set for good (replayed, or
+	// purged). Durable on return.
+	Retire(ctx context.Context, ids ...string) error
+	// Replace durably records a new version of existing entries (a replay
+	// that failed again). The version with the most Attempts, then the
+	// latest LastFailed, then the one written last is the live one; a retired
+	// entry stays retired.
+	Replace(ctx context.Context, entries ...Entry) error
+	// Lock takes the exclusive lease name (e.g. "replay"), or returns an
+	// error wrapping ErrLocked while someone else holds it. A lease whose
+	// holder died may be taken over: locally at once (the kernel drops the
+	// holder's flock), on S3 once it has not been renewed for ttl. unlock
+	// releases the lease; it reports an error if the lease was lost.
+	Lock(ctx context.Context, name string, ttl time.Duration) (unlock func() error, err error)
+	// Close makes pending entries durable and releases the store.
+	Close() error
+}
+
+// Open opens the store at url: "file://DIR" or a plain directory path
+// (created 0700, files 0600), or "s3://bucket/prefix" (objects written with
+// server-side encryption).
+func Open(ctx context.Context, url string, opts Options) (Store, error) {
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	var (
+		b   backend
+		err error
+	)
+	switch {
+	case strings.HasPrefix(url, "s3://"):
+		b, err = openS3(ctx, strings.TrimPrefix(url, "s3://"), opts)
+	case strings.Contains(url, "://") && !strings.HasPrefix(url, "file://"):
+		return nil, fmt.Errorf("dead-letter url %q: unsupported scheme (want file:// or s3://)", url)
+	default:
+		b, err = openLocal(strings.TrimPrefix(url, "file://"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &store{b: b, log: log, now: time.Now}, nil
+}
+
+// flushThreshold bounds the memory of buffered records: past it they are
+// written out (not yet synced) before Sync is called.
+const flushThreshold = 4 << 20
+
+// backend is where segments live. write appends encoded records to this
+// writer's segment stream (durable on return when durable is set; the S3
+// backend is always durable).
+type backend interface {
+	write(ctx context.Context, data []byte, durable bool) error
+	// segments returns the names of all segments, in fold order.
+	segments(ctx context.Context) ([]string, error)
+	// read calls fn for each named segment, in the given order.
+	read(ctx context.Context, names []string, fn func(name string, r io.Reader) error) error
+	lock(ctx context.Context, name string, ttl time.Duration, now func() time.Time, log *zap.Logger) (lease, error)
+	close() error
+}
+
+// lease is a held lock.
+type lease interface {
+	release() error
+	// abandon drops the lease the way a crashed holder does (tests).
+	abandon()
+}
+
+type store struct {
+	b   backend
+	log *zap.Logger
+	now func() time.Time
+
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	closed bool
+}
+
+// record is one line of a segment: an entry, or an operation on one.
+type record struct {
+	Op string `json:"op,omitempty"`
+	Entry
+}
+
+type retireRecord struct {
+	Op string    `json:"op"`
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+}
+
+const (
+	opReplace = "replace"
+	opRetire  = "retire"
+)
+
+func (s *store) Append(ctx context.Context, entries ...Entry) error {
+	return s.add(ctx, "", entries, false)
+}
+
+func (s *store) Replace(ctx context.Context, entries ...Entry) error {
+	for _, e := range entries {
+		if e.ID == "" {
+			return errors.New("dead-letter replace: entry without id")
+		}
+	}
+	return s.add(ctx, opReplace, entries, true)
+}
+
+func (s *store) add(ctx context.Context, op string, entries []Entry, durable bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("dead-letter store is closed")
+	}
+	now := s.now().UTC()
+	mark := s.buf.Len()
+	enc := newEncoder(&s.buf)
+	for _, e := range entries {
+		if e.ID == "" {
+			id, err := newID(now)
+			if err != nil {
+				return err
+			}
+			e.ID = id
+		}
+		if e.FirstFailed.IsZero() {
+			e.FirstFailed = now
+		}
+		if e.LastFailed.IsZero() {
+			e.LastFailed = now
+		}
+		if len(e.OperationOutcome) > 0 && !json.Valid(e.OperationOutcome) {
+			// Keep a non-JSON error body (a proxy's HTML page) rather than
+			// fail the dead-letter write and with it the source's ack.
+			q, _ := json.Marshal(string(e.OperationOutcome))
+			e.OperationOutcome = q
+		}
+		if err := enc.Encode(record{Op: op, Entry: e}); err != nil {
+			s.buf.Truncate(mark)
+			return fmt.Errorf("dead-letter encode entry %s: %w", e.ID, err)
+		}
+	}
+	if durable {
+		return s.flush(ctx, true)
+	}
+	if s.buf.Len() >= flushThreshold {
+		return s.flush(ctx, false)
+	}
+	return nil
+}
+
+func (s *store) Retire(ctx context.Context, ids ...string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("dead-letter store is closed")
+	}
+	now := s.now().UTC()
+	mark := s.buf.Len()
+	enc := newEncoder(&s.buf)
+	for _, id := range ids {
+		if id == "" {
+			s.buf.Truncate(mark)
+			return errors.New("dead-letter retire: empty id")
+		}
+		if err := enc.Encode(retireRecord{Op: opRetire, ID: id, At: now}); err != nil {
+			s.buf.Truncate(mark)
+			return fmt.Errorf("dead-letter encode retire: %w", err)
+		}
+	}
+	return s.flush(ctx, true)
+}
+
+func (s *store) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flush(ctx, true)
+}
+
+// flush writes the buffer out; on failure the buffer is kept so a later
+// flush writes it again (duplicated records fold to one).
+func (s *store) flush(ctx context.Context, durable bool) error {
+	if s.buf.Len() == 0 && !durable {
+		return nil
+	}
+	if err := s.b.write(ctx, s.buf.Bytes(), durable); err != nil {
+		return err
+	}
+	s.buf.Reset()
+	return nil
+}
+
+func (s *store) List(ctx context.Context, f Filter) ([]Entry, error) {
+	if f.Source != "" {
+		if _, err := path.Match(f.Source, ""); err != nil {
+			return nil, fmt.Errorf("dead-letter source filter %q: %w", f.Source, err)
+		}
+	}
+	s.mu.Lock()
+	// Make this store's own buffered entries visible to the fold.
+	err := s.flush(ctx, false)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	live, err := s.fold(ctx, f.IDs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(live))
+	for _, v := range live {
+		if f.match(v) {
+			out = append(out, v)
+		}
+	}
+	slices.SortFunc(out, func(a, b Entry) int {
+		if c := a.FirstFailed.Compare(b.FirstFailed); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+func (s *store) Get(ctx context.Context, id string) (Entry, error) {
+	es, err := s.List(ctx, Filter{IDs: []string{id}})
+	if err != nil {
+		return Entry{}, err
+	}
+	if len(es) == 0 {
+		return Entry{}, fmt.Errorf("dead-letter entry %s: %w", id, ErrNotFound)
+	}
+	return es[0], nil
+}
+
+func (s *store) Lock(ctx context.Context, name string, ttl time.Duration) (func() error, error) {
+	l, err := s.lock(ctx, name, ttl)
+	if err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	var rerr error
+	return func() error {
+		once.Do(func() { rerr = l.release() })
+		return rerr
+	}, nil
+}
+
+func (s *store) lock(ctx context.Context, name string, ttl time.Duration) (lease, error) {
+	if !validLockName(name) {
+		return nil, fmt.Errorf("dead-letter lock name %q: want letters, digits, '.', '_' or '-'", name)
+	}
+	if ttl <= 0 {
+		ttl = defaultLeaseTTL
+	}
+	return s.b.lock(ctx, name, ttl, s.now, s.log)
+}
+
+// defaultLeaseTTL applies when Lock is given no ttl.
+const defaultLeaseTTL = 2 * time.Minute
+
+func validLockName(name string) bool {
+	if name == "" || name == "." || name == ".." {
+		return false
+	}
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var err error
+	if s.buf.Len() > 0 {
+		err = s.flush(context.Background(), true)
+	}
+	return errors.Join(err, s.b.close())
+}
+
+// supersedes reports whether entry record b, read after a, is the newer
+// version of the same entry. Attempts come first because replays increment
+// them and clocks of different machines may disagree.
+func supersedes(b, a Entry) bool {
+	if b.Attempts != a.Attempts {
+		return b.Attempts > a.Attempts
+	}
+	if c := b.LastFailed.Compare(a.LastFailed); c != 0 {
+		return c > 0
+	}
+	return true
+}
+
+// fold reads every segment and returns the live entries by ID, restricted to
+// ids when it is not empty.
+func (s *store) fold(ctx context.Context, ids []string) (map[string]Entry, error) {
+	names, err := s.b.segments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var want map[string]bool
+	if len(ids) > 0 {
+		want = make(map[string]bool, len(ids))
+		for _, id := range ids {
+			want[id] = true
+		}
+	}
+	live := map[string]Entry{}
+	retired := map[string]bool{}
+	err = s.b.read(ctx, names, func(name string, r io.Reader) error {
+		br := bufio.NewReaderSize(r, 64<<10)
+		for n := 1; ; n++ {
+			line, err := br.ReadBytes('\n')
+			if len(bytes.TrimSpace(line)) > 0 {
+				var rec record
+				if derr := json.Unmarshal(line, &rec); derr != nil || rec.ID == "" {
+					// A crash mid-write leaves a torn last line; losing
+					// it loses nothing acknowledged (Sync had not returned).
+					s.log.Warn("dead-letter: skipping unreadable segment line",
+						zap.String("segment", name), zap.Int("line", n), zap.Bool("last", err != nil))
+				} else if want == nil || want[rec.ID] {
+					switch {
+					case rec.Op == opRetire:
+						retired[rec.ID] = true
+						delete(live, rec.ID)
+					case retired[rec.ID]:
+					default:
+						if old, ok := live[rec.ID]; !ok || supersedes(rec.Entry, old) {
+							live[rec.ID] = rec.Entry
+						}
+					}
+				}
+			}
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("dead-letter read segment %s: %w", name, err)
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return live, nil
+}
+
+func (f Filter) match(e Entry) bool {
+	if f.Reason != "" && e.Reason != f.Reason {
+		return false
+	}
+	if f.RunID != "" && e.RunID != f.RunID {
+		return false
+	}
+	if !f.Since.IsZero() && e.LastFailed.Before(f.Since) {
+		return false
+	}
+	if f.Source != "" && !matchSource(f.Source, e.Source.URI) {
+		return false
+	}
+	return true
+}
+
+func matchSource(pattern, uri string) bool {
+	if !strings.ContainsAny(pattern, `*?[\`) {
+		return strings.Contains(uri, pattern)
+	}
+	if ok, _ := path.Match(pattern, uri); ok {
+		return true
+	}
+	ok, _ := path.Match(pattern, path.Base(uri))
+	return ok
+}
+
+func newEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
+}
+
+// newID returns a unique ID that sorts by creation time:
+// 20060102T150405.000000000Z-<8 random hex>.
+func newID(now time.Time) (string, error) {
+	r, err := randHex(4)
+	if err != nil {
+		return "", err
+	}
+	return now.UTC().Format("20060102T150405.000000000Z") + "-" + r, nil
+}
+
+// segmentName returns a fresh segment name that sorts by creation time.
+func segmentName(now time.Time, pid int) (string, error) {
+	r, err := randHex(4)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s-%d-%s.ndjson", now.UTC().Format("20060102T150405.000000000Z"), pid, r), nil
+}
+
+func randHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("dead-letter random id: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}

@@ -1,0 +1,297 @@
+package fhirstore
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+const (
+	sigv4Algorithm = "AWS4-HMAC-SHA256"
+	sigv4Service   = "healthlake"
+	amzDateFormat  = "20060102T150405Z"
+	maxClockSkew   = 5 * time.Minute
+)
+
+// verifier checks AWS Signature Version 4 on incoming requests.
+type verifier struct {
+	region string
+	keys   map[string]verifierKey
+	now    func() time.Time
+}
+
+type verifierKey struct {
+	secret string
+	grants grants
+}
+
+func newVerifier(region string, keys []Key, now func() time.Time) *verifier {
+	v := &verifier{region: region, keys: make(map[string]verifierKey, len(keys)), now: now}
+	for _, k := range keys {
+		v.keys[k.AccessKeyID] = verifierKey{secret: k.SecretAccessKey, grants: newGrants(k.Scopes)}
+	}
+	return v
+}
+
+func unauthorized(text string) *fhirError {
+	return &fhirError{status: http.StatusUnauthorized, code: "login", text: text}
+}
+
+// sigv4Auth is the parsed Authorization header.
+type sigv4Auth struct {
+	accessKey, date, region, service string
+	signedHeaders                    []string
+	signature                        []byte
+}
+
+func parseAuthorization(h string) (sigv4Auth, bool) {
+	var a sigv4Auth
+	rest, ok := strings.CutPrefix(h, sigv4Algorithm+" ")
+	if !ok {
+		return a, false
+	}
+	var cred, signed, sig string
+	for part := range strings.SplitSeq(rest, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return a, false
+		}
+		switch k {
+		case "Credential":
+			cred = v
+		case "SignedHeaders":
+			signed = v
+		case "Signature":
+			sig = v
+		default:
+			return a, false
+		}
+	}
+	c := strings.Split(cred, "/")
+	if len(c) != 5 || c[0] == "" || c[4] != "aws4_request" || signed == "" {
+		return a, false
+	}
+	s, err := hex.DecodeString(sig)
+	if err != nil || len(s) != sha256.Size {
+		return a, false
+	}
+	a.accessKey, a.date, a.region, a.service = c[0], c[1], c[2], c[3]
+	a.signedHeaders = strings.Split(signed, ";")
+	a.signature = s
+	return a, true
+}
+
+// verify checks r, whose body has already been read into body, and returns the
+// scopes of the key that signed it.
+func (v *verifier) verify(r *http.Request, body []byte) (grants, *fhirError) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return nil, unauthorized("Missing Authentication Token: the request must be signed with AWS Signature Version 4.")
+	}
+	a, ok := parseAuthorization(h)
+	if !ok {
+		return nil, unauthorized("Malformed Authorization header: expected AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=….")
+	}
+	key, ok := v.keys[a.accessKey]
+	if !ok {
+		return nil, unauthorized("The security token included in the request is invalid: unknown access key.")
+	}
+	if a.service != sigv4Service || a.region != v.region {
+		return nil, unauthorized("Credential should be scoped to region '" + v.region + "' and service '" + sigv4Service + "'.")
+	}
+	amzDate := r.Header.Get("X-Amz-Date")
+	t, err := time.Parse(amzDateFormat, amzDate)
+	if err != nil {
+		return nil, unauthorized("Missing or malformed X-Amz-Date header.")
+	}
+	if a.date != amzDate[:8] {
+		return nil, unauthorized("Credential date does not match X-Amz-Date.")
+	}
+	if d := v.now().Sub(t); d > maxClockSkew || d < -maxClockSkew {
+		return nil, unauthorized("Signature expired or not yet valid: request time is more than 5 minutes from the server time.")
+	}
+	if !slices.Contains(a.signedHeaders, "host") || !slices.IsSorted(a.signedHeaders) {
+		return nil, unauthorized("Malformed Authorization header: SignedHeaders must be sorted and include host.")
+	}
+	if r.Header.Get("X-Amz-Security-Token") != "" && !slices.Contains(a.signedHeaders, "x-amz-security-token") {
+		return nil, unauthorized("X-Amz-Security-Token must be a signed header.")
+	}
+	sum := sha256.Sum256(body)
+	payloadHash := hex.EncodeToString(sum[:])
+	if ph := r.Header.Get("X-Amz-Content-Sha256"); ph != "" && ph != payloadHash {
+		return nil, unauthorized("The provided x-amz-content-sha256 header does not match the request body.")
+	}
+
+	scope := a.date + "/" + a.region + "/" + a.service + "/aws4_request"
+	headers := canonicalHeaders(r, a.signedHeaders)
+	signingKey := deriveSigningKey(key.secret, a.date, a.region, a.service)
+	signedList := strings.Join(a.signedHeaders, ";")
+
+	// Clients disagree on how to canonicalise paths and queries: AWS SDKs
+	// escape the path a second time and re-encode the query, botocore signs
+	// the query as sent. Each candidate is a full, valid SigV4 form.
+	escaped := r.URL.EscapedPath()
+	paths := []string{awsEscape(escaped, true)}
+	if paths[0] != escaped {
+		paths = append(paths, escaped)
+	}
+	queries := []string{canonicalQueryEncoded(r.URL.RawQuery)}
+	if raw := canonicalQueryRaw(r.URL.RawQuery); raw != queries[0] {
+		queries = append(queries, raw)
+	}
+	match := false
+	for _, p := range paths {
+		for _, q := range queries {
+			creq := r.Method + "\n" + p + "\n" + q + "\n" + headers + "\n" + signedList + "\n" + payloadHash
+			crSum := sha256.Sum256([]byte(creq))
+			sts := sigv4Algorithm + "\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(crSum[:])
+			if hmac.Equal(hmacSHA256(signingKey, sts), a.signature) {
+				match = true
+			}
+		}
+	}
+	if !match {
+		return nil, unauthorized("The request signature we calculated does not match the signature you provided.")
+	}
+	return key.grants, nil
+}
+
+func canonicalHeaders(r *http.Request, names []string) string {
+	var b strings.Builder
+	for _, n := range names {
+		b.WriteString(n)
+		b.WriteByte(':')
+		if n == "host" {
+			b.WriteString(strings.TrimSpace(r.Host))
+		} else {
+			for i, v := range r.Header.Values(n) {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(strings.Join(strings.Fields(v), " "))
+			}
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// canonicalQueryEncoded decodes the query and re-encodes it the SigV4 way.
+func canonicalQueryEncoded(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	var pairs []string
+	for part := range strings.SplitSeq(raw, "&") {
+		if part == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(part, "=")
+		if dk, err := url.QueryUnescape(k); err == nil {
+			k = dk
+		}
+		if dv, err := url.QueryUnescape(v); err == nil {
+			v = dv
+		}
+		pairs = append(pairs, awsEscape(k, false)+"="+awsEscape(v, false))
+	}
+	slices.Sort(pairs)
+	return strings.Join(pairs, "&")
+}
+
+// canonicalQueryRaw sorts the query's pairs as sent, as botocore does.
+func canonicalQueryRaw(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	type kv struct{ k, v string }
+	var pairs []kv
+	for part := range strings.SplitSeq(raw, "&") {
+		k, v, _ := strings.Cut(part, "=")
+		pairs = append(pairs, kv{k, v})
+	}
+	slices.SortFunc(pairs, func(a, b kv) int {
+		if c := strings.Compare(a.k, b.k); c != 0 {
+			return c
+		}
+		return strings.Compare(a.v, b.v)
+	})
+	out := make([]string, len(pairs))
+	for i, p := range pairs {
+		out[i] = p.k + "=" + p.v
+	}
+	return strings.Join(out, "&")
+}
+
+// awsEscape percent-encodes everything but RFC 3986 unreserved characters
+// (and '/' when keepSlash).
+func awsEscape(s string, keepSlash bool) string {
+	const hexDigits = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_', c == '.', c == '~':
+			b.WriteByte(c)
+		case c == '/' && keepSlash:
+			b.WriteByte(c)
+		default:
+			b.WriteByte('%')
+			b.WriteByte(hexDigits[c>>4])
+			b.WriteByte(hexDigits[c&15])
+		}
+	}
+	return b.String()
+}
+
+func hmacSHA256(key []byte, data string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(data))
+	return m.Sum(nil)
+}
+
+func deriveSigningKey(secret, date, region, service string) []byte {
+	k := hmacSHA256([]byte("AWS4"+secret), date)
+	k = hmacSHA256(k, region)
+	k = hmacSHA256(k, service)
+	return hmacSHA256(k, "aws4_request")
+}
+
+// signRequest signs r for healthlake in region with the given key. It is the
+// test-side and tooling-side counterpart of verify.
+func signRequest(r *http.Request, body []byte, accessKey, secret, region, sessionToken string, t time.Time) {
+	amzDate := t.UTC().Format(amzDateFormat)
+	r.Header.Set("X-Amz-Date", amzDate)
+	if sessionToken != "" {
+		r.Header.Set("X-Amz-Security-Token", sessionToken)
+	}
+	sum := sha256.Sum256(body)
+	payloadHash := hex.EncodeToString(sum[:])
+	names := []string{"host", "x-amz-date"}
+	if r.Header.Get("Content-Type") != "" {
+		names = append(names, "content-type")
+	}
+	if sessionToken != "" {
+		names = append(names, "x-amz-security-token")
+	}
+	slices.Sort(names)
+	host := r.Host
+	if host == "" {
+		host = r.URL.Host
+	}
+	sr := &http.Request{Host: host, Header: r.Header}
+	headers := canonicalHeaders(sr, names)
+	creq := r.Method + "\n" + awsEscape(r.URL.EscapedPath(), true) + "\n" + canonicalQueryEncoded(r.URL.RawQuery) + "\n" +
+		headers + "\n" + strings.Join(names, ";") + "\n" + payloadHash
+	crSum := sha256.Sum256([]byte(creq))
+	scope := amzDate[:8] + "/" + region + "/" + sigv4Service + "/aws4_request"
+	sts := sigv4Algorithm + "\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(crSum[:])
+	sig := hmacSHA256(deriveSigningKey(secret, amzDate[:8], region, sigv4Service), sts)
+	r.Header.Set("Authorization", sigv4Algorithm+" Credential="+accessKey+"/"+scope+", SignedHeaders="+
+		strings.Join(names, ";")+", Signature="+hex.EncodeToString(sig))
+}

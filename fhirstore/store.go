@@ -1,0 +1,339 @@
+package fhirstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
+)
+
+// schema is the store's layout. resources holds the current version of every
+// resource (deleted ones as tombstones), history the versions before it, and
+// idx the search-index rows of current, live versions. idx is keyed for search;
+// its rid index serves the delete that precedes re-indexing on update.
+const schema = `
+CREATE TABLE IF NOT EXISTS resources (
+	rid     INTEGER PRIMARY KEY,
+	type    TEXT NOT NULL,
+	id      TEXT NOT NULL,
+	version INTEGER NOT NULL,
+	updated INTEGER NOT NULL,
+	deleted INTEGER NOT NULL DEFAULT 0,
+	body    BLOB,
+	UNIQUE (type, id)
+);
+CREATE TABLE IF NOT EXISTS history (
+	rid     INTEGER NOT NULL,
+	version INTEGER NOT NULL,
+	updated INTEGER NOT NULL,
+	deleted INTEGER NOT NULL,
+	body    BLOB,
+	PRIMARY KEY (rid, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idx (
+	type  TEXT NOT NULL,
+	param TEXT NOT NULL,
+	a     ANY,
+	b     ANY,
+	rid   INTEGER NOT NULL,
+	PRIMARY KEY (type, param, a, b, rid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_rid ON idx (rid);
+`
+
+// store is the SQLite database: one writer connection, serialised by wmu, and
+// a pool of read-only connections that WAL lets run beside it.
+type store struct {
+	path string
+	w    *sql.DB
+	r    *sql.DB
+	wmu  sync.Mutex
+
+	lookup, archive, update, insert, unindex, index, dupCheck *sql.Stmt
+}
+
+const dbFile = "fhirstore.db"
+
+func openStore(ctx context.Context, dir string) (*store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dir, dbFile)
+	// Create the file ourselves so it is private from its first byte; SQLite
+	// gives its -wal and -shm files the same mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create database file: %w", err)
+	}
+	_ = f.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, fmt.Errorf("restrict database file: %w", err)
+	}
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)"
+	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	st := &store{path: path, w: w}
+	if _, err := w.ExecContext(ctx, schema); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("create schema: %w", err)
+	}
+	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+	if err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	st.r = r
+	for _, s := range []struct {
+		dst **sql.Stmt
+		q   string
+	}{
+		{&st.lookup, `SELECT rid, version, deleted FROM resources WHERE type = ? AND id = ?`},
+		{&st.archive, `INSERT OR REPLACE INTO history (rid, version, updated, deleted, body) SELECT rid, version, updated, deleted, body FROM resources WHERE rid = ?`},
+		{&st.update, `UPDATE resources SET version = ?, updated = ?, deleted = ?, body = ? WHERE rid = ?`},
+		{&st.insert, `INSERT INTO resources (type, id, version, updated, deleted, body) VALUES (?, ?, ?, ?, 0, ?)`},
+		{&st.unindex, `DELETE FROM idx WHERE rid = ?`},
+		{&st.index, `INSERT OR IGNORE INTO idx (type, param, a, b, rid) VALUES (?, ?, ?, ?, ?)`},
+		{&st.dupCheck, `SELECT rid FROM idx WHERE type = ? AND param = 'identifier' AND a = ? AND b = ? AND rid <> ? LIMIT 1`},
+	} {
+		if *s.dst, err = w.PrepareContext(ctx, s.q); err != nil {
+			_ = st.close()
+			return nil, fmt.Errorf("prepare statement: %w", err)
+		}
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(path + suffix); err == nil {
+			_ = os.Chmod(path+suffix, 0o600)
+		}
+	}
+	return st, nil
+}
+
+func (st *store) close() error {
+	var errs []error
+	if st.w != nil {
+		// Let SQLite refresh its planner statistics for the next start.
+		_, _ = st.w.Exec(`PRAGMA optimize`)
+		errs = append(errs, st.w.Close())
+	}
+	if st.r != nil {
+		errs = append(errs, st.r.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// wtx is a write transaction.
+type wtx struct {
+	ctx context.Context
+	tx  *sql.Tx
+	st  *store
+}
+
+// write runs fn in a write transaction and commits it if fn returns nil.
+func (st *store) write(ctx context.Context, fn func(t *wtx) error) error {
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	tx, err := st.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(&wtx{ctx: ctx, tx: tx, st: st}); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// version is one stored version of a resource.
+type version struct {
+	rid     int64
+	typ, id string
+	version int64
+	updated time.Time
+	deleted bool
+	body    []byte
+}
+
+func (v *version) etag() string { return `W/"` + strconv.FormatInt(v.version, 10) + `"` }
+
+// lastUpdated formats t as FHIR instants in meta.lastUpdated are written.
+func lastUpdated(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+
+// current looks up the current version's key data, without the body.
+func (t *wtx) current(typ, id string) (rid, ver int64, deleted, found bool, err error) {
+	err = t.tx.StmtContext(t.ctx, t.st.lookup).QueryRowContext(t.ctx, typ, id).Scan(&rid, &ver, &deleted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, false, false, nil
+	}
+	if err != nil {
+		return 0, 0, false, false, fmt.Errorf("look up resource: %w", err)
+	}
+	return rid, ver, deleted, true, nil
+}
+
+// putOptions qualifies a put.
+type putOptions struct {
+	ifMatch  string // expected current version ("" = any)
+	mustNew  bool   // POST: the id was just assigned
+	dupCheck bool
+}
+
+// put writes p as the new current version of p.typ/id. It reports whether
+// the write created the resource (no live version existed).
+func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byte) (*version, bool, error) {
+	rid, ver, deleted, found, err := t.current(p.typ, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if opt.ifMatch != "" {
+		if !found || deleted || strconv.FormatInt(ver, 10) != opt.ifMatch {
+			return nil, false, errf(412, "conflict", "Version conflict: %s/%s is not at the version in If-Match.", p.typ, id)
+		}
+	}
+	created := !found || deleted
+	if created && opt.dupCheck {
+		for _, r := range p.rows {
+			if r.param != "identifier" || r.b == "" {
+				continue
+			}
+			var other int64
+			err := t.tx.StmtContext(t.ctx, t.st.dupCheck).QueryRowContext(t.ctx, p.typ, r.a, r.b, rid).Scan(&other)
+			if err == nil {
+				return nil, false, errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return nil, false, fmt.Errorf("check identifier: %w", err)
+			}
+		}
+	}
+	v := &version{typ: p.typ, id: id, version: ver + 1, updated: now}
+	v.body = stampResource(buf, p.body, p.ms, id, strconv.FormatInt(v.version, 10), lastUpdated(now))
+	if !found {
+		res, err := t.tx.StmtContext(t.ctx, t.st.insert).ExecContext(t.ctx, p.typ, id, v.version, now.UnixMilli(), v.body)
+		if err != nil {
+			return nil, false, fmt.Errorf("insert resource: %w", err)
+		}
+		if rid, err = res.LastInsertId(); err != nil {
+			return nil, false, fmt.Errorf("insert resource: %w", err)
+		}
+	} else {
+		if _, err := t.tx.StmtContext(t.ctx, t.st.archive).ExecContext(t.ctx, rid); err != nil {
+			return nil, false, fmt.Errorf("archive version: %w", err)
+		}
+		if _, err := t.tx.StmtContext(t.ctx, t.st.update).ExecContext(t.ctx, v.version, now.UnixMilli(), 0, v.body, rid); err != nil {
+			return nil, false, fmt.Errorf("update resource: %w", err)
+		}
+		if !deleted {
+			if _, err := t.tx.StmtContext(t.ctx, t.st.unindex).ExecContext(t.ctx, rid); err != nil {
+				return nil, false, fmt.Errorf("unindex resource: %w", err)
+			}
+		}
+	}
+	v.rid = rid
+	ins := t.tx.StmtContext(t.ctx, t.st.index)
+	for _, r := range p.rows {
+		a, b := r.args()
+		if _, err := ins.ExecContext(t.ctx, p.typ, r.param, a, b, rid); err != nil {
+			return nil, false, fmt.Errorf("index resource: %w", err)
+		}
+	}
+	return v, created, nil
+}
+
+// safeSystem returns an identifier system for error text: systems are
+// namespace URIs, not PHI, but are cut short and checked to be URI-like.
+func safeSystem(s string) string {
+	if len(s) > 200 {
+		return "(long system)"
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return "(system)"
+		}
+	}
+	return s
+}
+
+// remove deletes typ/id. found is false when it never existed; a resource
+// already deleted is left as it is.
+func (t *wtx) remove(typ, id string, now time.Time) (v *version, found bool, err error) {
+	rid, ver, deleted, found, err := t.current(typ, id)
+	if err != nil || !found {
+		return nil, false, err
+	}
+	if deleted {
+		return &version{rid: rid, typ: typ, id: id, version: ver, deleted: true}, true, nil
+	}
+	if _, err := t.tx.StmtContext(t.ctx, t.st.archive).ExecContext(t.ctx, rid); err != nil {
+		return nil, true, fmt.Errorf("archive version: %w", err)
+	}
+	if _, err := t.tx.StmtContext(t.ctx, t.st.update).ExecContext(t.ctx, ver+1, now.UnixMilli(), 1, nil, rid); err != nil {
+		return nil, true, fmt.Errorf("delete resource: %w", err)
+	}
+	if _, err := t.tx.StmtContext(t.ctx, t.st.unindex).ExecContext(t.ctx, rid); err != nil {
+		return nil, true, fmt.Errorf("unindex resource: %w", err)
+	}
+	return &version{rid: rid, typ: typ, id: id, version: ver + 1, updated: now, deleted: true}, true, nil
+}
+
+// querier is what reads need: the read pool or a write transaction.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// read returns the current version of typ/id, or nil.
+func read(ctx context.Context, q querier, typ, id string) (*version, error) {
+	v := &version{typ: typ, id: id}
+	var ms int64
+	err := q.QueryRowContext(ctx, `SELECT rid, version, updated, deleted, body FROM resources WHERE type = ? AND id = ?`, typ, id).
+		Scan(&v.rid, &v.version, &ms, &v.deleted, &v.body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read resource: %w", err)
+	}
+	v.updated = time.UnixMilli(ms).UTC()
+	return v, nil
+}
+
+// vread returns version ver of typ/id, or nil.
+func vread(ctx context.Context, q querier, typ, id string, ver int64) (*version, error) {
+	cur, err := read(ctx, q, typ, id)
+	if err != nil || cur == nil || cur.version == ver {
+		return cur, err
+	}
+	if ver > cur.version || ver < 1 {
+		return nil, nil
+	}
+	v := &version{rid: cur.rid, typ: typ, id: id, version: ver}
+	var ms int64
+	err = q.QueryRowContext(ctx, `SELECT updated, deleted, body FROM history WHERE rid = ? AND version = ?`, cur.rid, ver).
+		Scan(&ms, &v.deleted, &v.body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read version: %w", err)
+	}
+	v.updated = time.UnixMilli(ms).UTC()
+	return v, nil
+}

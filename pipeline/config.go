@@ -1,0 +1,273 @@
+// Package pipeline connects the stages: configuration (pipeline.yaml), the
+// runner that moves lines from sources through transform and loader to an
+// outcome, the run report, and metrics.
+package pipeline
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is pipeline.yaml. Every key has a default (see Defaults and the
+// annotated pipeline.yaml at the repository root).
+type Config struct {
+	Source     SourceConfig     `yaml:"source"`
+	Transform  TransformConfig  `yaml:"transform"`
+	Target     TargetConfig     `yaml:"target"`
+	Retry      RetryConfig      `yaml:"retry"`
+	AWS        AWSConfig        `yaml:"aws"`
+	DeadLetter DeadLetterConfig `yaml:"deadletter"`
+	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+	Log        LogConfig        `yaml:"log"`
+	Metrics    MetricsConfig    `yaml:"metrics"`
+}
+
+// SourceConfig says where work comes from and how it is read.
+type SourceConfig struct {
+	Paths                []string      `yaml:"paths"`
+	QueueURL             string        `yaml:"queue_url"`
+	Format               string        `yaml:"format"`
+	Suffixes             []string      `yaml:"suffixes"`
+	MaxLineBytes         int           `yaml:"max_line_bytes"`
+	MaxDecompressedBytes int64         `yaml:"max_decompressed_bytes"`
+	Objects              int           `yaml:"objects"`
+	VisibilityTimeout    time.Duration `yaml:"visibility_timeout"`
+	WaitSeconds          int32         `yaml:"wait_seconds"`
+}
+
+// TransformConfig selects the validation profile, id strategy and mapping.
+type TransformConfig struct {
+	Profile string `yaml:"profile"`
+	IDs     string `yaml:"ids"`
+	Mapping string `yaml:"mapping"`
+}
+
+// TargetConfig is the FHIR server written to.
+type TargetConfig struct {
+	URL                 string  `yaml:"url"`
+	Region              string  `yaml:"region"`
+	Auth                string  `yaml:"auth"`
+	Mode                string  `yaml:"mode"`
+	BatchSize           int     `yaml:"batch_size"`
+	BatchBytes          int     `yaml:"batch_bytes"`
+	Concurrency         int     `yaml:"concurrency"`
+	WriteUnitsPerSecond float64 `yaml:"write_units_per_second"`
+	Data                string  `yaml:"data"`
+}
+
+// RetryConfig is the loader's exponential backoff.
+type RetryConfig struct {
+	Initial    time.Duration `yaml:"initial"`
+	Max        time.Duration `yaml:"max"`
+	MaxElapsed time.Duration `yaml:"max_elapsed"`
+}
+
+// AWSConfig configures the S3 and SQS clients.
+type AWSConfig struct {
+	Region      string `yaml:"region"`
+	EndpointURL string `yaml:"endpoint_url"`
+	S3PathStyle bool   `yaml:"s3_path_style"`
+}
+
+// DeadLetterConfig is where lines that cannot be loaded go.
+type DeadLetterConfig struct {
+	URL      string `yaml:"url"`
+	SSE      string `yaml:"sse"`
+	KMSKeyID string `yaml:"kms_key_id"`
+}
+
+// CheckpointConfig is where `watch` records finished objects; empty means
+// next to the dead letters.
+type CheckpointConfig struct {
+	URL string `yaml:"url"`
+}
+
+// LogConfig configures zap.
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// MetricsConfig configures the Prometheus listener.
+type MetricsConfig struct {
+	Addr string `yaml:"addr"`
+}
+
+// EmbeddedTarget is the target URL that means "start the local store in-process".
+const EmbeddedTarget = "embedded"
+
+// Defaults returns the built-in configuration.
+func Defaults() Config {
+	return Config{
+		Source: SourceConfig{
+			Format:               "fhir",
+			MaxLineBytes:         8 << 20,
+			MaxDecompressedBytes: 64 << 30,
+			Objects:              2,
+			VisibilityTimeout:    5 * time.Minute,
+			WaitSeconds:          20,
+		},
+		Transform: TransformConfig{Profile: "seed", IDs: "keep"},
+		Target: TargetConfig{
+			URL: EmbeddedTarget, Region: "us-east-1", Auth: "sigv4", Mode: "batch",
+			BatchSize: 100, BatchBytes: 4 << 20, Concurrency: 16, WriteUnitsPerSecond: 0,
+			Data: ".fhirload",
+		},
+		Retry:      RetryConfig{Initial: 200 * time.Millisecond, Max: 30 * time.Second, MaxElapsed: 10 * time.Minute},
+		AWS:        AWSConfig{Region: "us-east-1"},
+		DeadLetter: DeadLetterConfig{URL: "file://.fhirload/deadletter", SSE: "AES256"},
+		Log:        LogConfig{Level: "info", Format: "console"},
+	}
+}
+
+// DefaultSuffixes returns the file suffixes taken from folders and prefixes
+// for a source format.
+func DefaultSuffixes(format string) []string {
+	switch format {
+	case "csv":
+		return []string{".csv", ".csv.gz"}
+	default:
+		return []string{".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz"}
+	}
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// LoadConfig reads a pipeline.yaml over the defaults. ${ENV} references are
+// expanded; unknown keys are errors naming the key and line.
+func LoadConfig(path string) (Config, error) {
+	cfg := Defaults()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if err := ParseConfig(path, b, &cfg); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes YAML bytes into cfg (which holds the defaults).
+func ParseConfig(name string, b []byte, cfg *Config) error {
+	var missing []string
+	b = envRef.ReplaceAllFunc(b, func(m []byte) []byte {
+		k := string(envRef.FindSubmatch(m)[1])
+		v, ok := os.LookupEnv(k)
+		if !ok {
+			missing = append(missing, k)
+		}
+		return []byte(v)
+	})
+	if len(missing) > 0 {
+		return fmt.Errorf("%s: environment variable %s is not set", name, strings.Join(missing, ", "))
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, errEOF(err)) {
+		return fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// errEOF lets an empty file decode to the defaults.
+func errEOF(err error) error {
+	if err != nil && err.Error() == "EOF" {
+		return err
+	}
+	return errors.New("not eof")
+}
+
+// Validate checks values that YAML types cannot.
+func (c *Config) Validate() error {
+	oneOf := func(key, v string, allowed ...string) error {
+		for _, a := range allowed {
+			if v == a {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: %q is not one of %s", key, v, strings.Join(allowed, ", "))
+	}
+	checks := []error{
+		oneOf("source.format", c.Source.Format, "fhir", "csv", "flat"),
+		oneOf("transform.profile", c.Transform.Profile, "seed", "base"),
+		oneOf("transform.ids", c.Transform.IDs, "keep", "derive"),
+		oneOf("target.auth", c.Target.Auth, "sigv4", "none"),
+		oneOf("target.mode", c.Target.Mode, "batch", "single"),
+		oneOf("log.format", c.Log.Format, "console", "json"),
+		oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error"),
+		oneOf("deadletter.sse", c.DeadLetter.SSE, "AES256", "aws:kms"),
+	}
+	if err := errors.Join(checks...); err != nil {
+		return err
+	}
+	switch {
+	case c.Source.Format != "fhir" && c.Transform.Mapping == "":
+		return fmt.Errorf("transform.mapping: required when source.format is %s", c.Source.Format)
+	case c.Target.BatchSize < 1 || c.Target.BatchSize > 500:
+		return fmt.Errorf("target.batch_size: %d is outside 1..500", c.Target.BatchSize)
+	case c.Target.Concurrency < 1:
+		return fmt.Errorf("target.concurrency: must be at least 1")
+	case c.Source.MaxLineBytes < 1024:
+		return fmt.Errorf("source.max_line_bytes: must be at least 1024")
+	case c.Source.Objects < 1:
+		return fmt.Errorf("source.objects: must be at least 1")
+	case c.Retry.Initial <= 0 || c.Retry.Max < c.Retry.Initial || c.Retry.MaxElapsed <= 0:
+		return fmt.Errorf("retry: need 0 < initial <= max and max_elapsed > 0")
+	}
+	if c.Target.URL != EmbeddedTarget {
+		u, err := url.Parse(c.Target.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("target.url: %q is not %q or an http(s) URL", c.Target.URL, EmbeddedTarget)
+		}
+	}
+	return nil
+}
+
+// CheckpointURL is where checkpoints live: checkpoint.url, else next to the
+// dead letters.
+func (c *Config) CheckpointURL() string {
+	if c.Checkpoint.URL != "" {
+		return c.Checkpoint.URL
+	}
+	u := strings.TrimSuffix(c.DeadLetter.URL, "/")
+	if i := strings.LastIndex(u, "/"); i > len("s3://") || (i > 0 && !strings.HasPrefix(u, "s3://")) {
+		return u[:i] + "/checkpoints"
+	}
+	return u + "/checkpoints"
+}
+
+// Effective renders the configuration as YAML (there are no secrets in it:
+// credentials only come from the AWS chain; query strings of URLs are masked).
+func (c Config) Effective() string {
+	cp := c
+	cp.Source.QueueURL = maskURL(cp.Source.QueueURL)
+	cp.Target.URL = maskURL(cp.Target.URL)
+	cp.AWS.EndpointURL = maskURL(cp.AWS.EndpointURL)
+	b, _ := yaml.Marshal(cp)
+	return string(b)
+}
+
+func maskURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || (u.User == nil && u.RawQuery == "") {
+		return s
+	}
+	if u.User != nil {
+		u.User = url.User("****")
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "****"
+	}
+	return u.String()
+}
