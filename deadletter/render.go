@@ -129,7 +129,8 @@ func WriteEntry(w io.Writer, e Entry) error {
 	tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s\t%s\n", k, v)
+			// Tabs and newlines would break the alignment.
+			fmt.Fprintf(tw, "%s\t%s\n", k, strings.Join(strings.Fields(v), " "))
 		}
 	}
 	row("ID", e.ID)

@@ -140,7 +140,8 @@ func (st *store) close() error {
 type wtx struct {
 	ctx context.Context
 	tx  *sql.Tx
-	st  *store
+
+	lookup, archive, update, insert, unindex, index, dupCheck *sql.Stmt
 }
 
 // write runs fn in a write transaction and commits it if fn returns nil.
@@ -151,7 +152,12 @@ func (st *store) write(ctx context.Context, fn func(t *wtx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(&wtx{ctx: ctx, tx: tx, st: st}); err != nil {
+	t := &wtx{ctx: ctx, tx: tx,
+		lookup: tx.StmtContext(ctx, st.lookup), archive: tx.StmtContext(ctx, st.archive),
+		update: tx.StmtContext(ctx, st.update), insert: tx.StmtContext(ctx, st.insert),
+		unindex: tx.StmtContext(ctx, st.unindex), index: tx.StmtContext(ctx, st.index),
+		dupCheck: tx.StmtContext(ctx, st.dupCheck)}
+	if err := fn(t); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -178,7 +184,7 @@ func lastUpdated(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:0
 
 // current looks up the current version's key data, without the body.
 func (t *wtx) current(typ, id string) (rid, ver int64, deleted, found bool, err error) {
-	err = t.tx.StmtContext(t.ctx, t.st.lookup).QueryRowContext(t.ctx, typ, id).Scan(&rid, &ver, &deleted)
+	err = t.lookup.QueryRowContext(t.ctx, typ, id).Scan(&rid, &ver, &deleted)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, 0, false, false, nil
 	}
@@ -214,7 +220,7 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 				continue
 			}
 			var other int64
-			err := t.tx.StmtContext(t.ctx, t.st.dupCheck).QueryRowContext(t.ctx, p.typ, r.a, r.b, rid).Scan(&other)
+			err := t.dupCheck.QueryRowContext(t.ctx, p.typ, r.a, r.b, rid).Scan(&other)
 			if err == nil {
 				return nil, false, errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
 			}
@@ -226,7 +232,7 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 	v := &version{typ: p.typ, id: id, version: ver + 1, updated: now}
 	v.body = stampResource(buf, p.body, p.ms, id, strconv.FormatInt(v.version, 10), lastUpdated(now))
 	if !found {
-		res, err := t.tx.StmtContext(t.ctx, t.st.insert).ExecContext(t.ctx, p.typ, id, v.version, now.UnixMilli(), v.body)
+		res, err := t.insert.ExecContext(t.ctx, p.typ, id, v.version, now.UnixMilli(), v.body)
 		if err != nil {
 			return nil, false, fmt.Errorf("insert resource: %w", err)
 		}
@@ -234,20 +240,20 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 			return nil, false, fmt.Errorf("insert resource: %w", err)
 		}
 	} else {
-		if _, err := t.tx.StmtContext(t.ctx, t.st.archive).ExecContext(t.ctx, rid); err != nil {
+		if _, err := t.archive.ExecContext(t.ctx, rid); err != nil {
 			return nil, false, fmt.Errorf("archive version: %w", err)
 		}
-		if _, err := t.tx.StmtContext(t.ctx, t.st.update).ExecContext(t.ctx, v.version, now.UnixMilli(), 0, v.body, rid); err != nil {
+		if _, err := t.update.ExecContext(t.ctx, v.version, now.UnixMilli(), 0, v.body, rid); err != nil {
 			return nil, false, fmt.Errorf("update resource: %w", err)
 		}
 		if !deleted {
-			if _, err := t.tx.StmtContext(t.ctx, t.st.unindex).ExecContext(t.ctx, rid); err != nil {
+			if _, err := t.unindex.ExecContext(t.ctx, rid); err != nil {
 				return nil, false, fmt.Errorf("unindex resource: %w", err)
 			}
 		}
 	}
 	v.rid = rid
-	ins := t.tx.StmtContext(t.ctx, t.st.index)
+	ins := t.index
 	for _, r := range p.rows {
 		a, b := r.args()
 		if _, err := ins.ExecContext(t.ctx, p.typ, r.param, a, b, rid); err != nil {
@@ -281,13 +287,13 @@ func (t *wtx) remove(typ, id string, now time.Time) (v *version, found bool, err
 	if deleted {
 		return &version{rid: rid, typ: typ, id: id, version: ver, deleted: true}, true, nil
 	}
-	if _, err := t.tx.StmtContext(t.ctx, t.st.archive).ExecContext(t.ctx, rid); err != nil {
+	if _, err := t.archive.ExecContext(t.ctx, rid); err != nil {
 		return nil, true, fmt.Errorf("archive version: %w", err)
 	}
-	if _, err := t.tx.StmtContext(t.ctx, t.st.update).ExecContext(t.ctx, ver+1, now.UnixMilli(), 1, nil, rid); err != nil {
+	if _, err := t.update.ExecContext(t.ctx, ver+1, now.UnixMilli(), 1, nil, rid); err != nil {
 		return nil, true, fmt.Errorf("delete resource: %w", err)
 	}
-	if _, err := t.tx.StmtContext(t.ctx, t.st.unindex).ExecContext(t.ctx, rid); err != nil {
+	if _, err := t.unindex.ExecContext(t.ctx, rid); err != nil {
 		return nil, true, fmt.Errorf("unindex resource: %w", err)
 	}
 	return &version{rid: rid, typ: typ, id: id, version: ver + 1, updated: now, deleted: true}, true, nil

@@ -57,11 +57,11 @@ type Options struct {
 	// 0 means no configured cap (the adaptive rate still applies once the server throttles).
 	WriteUnitsPerSecond float64
 	Retry               RetryOptions
-	HTTPClient          *http.Client                // nil: a tuned client owned (and closed) by the Writer
-	Logger              *zap.Logger                 // nil: no logging; resource bodies are never logged
-	ObserveLatency      func(time.Duration)         // optional, called once per HTTP request
-	clock               clock                       // tests inject a fake clock
-	jitter              func() float64              // tests make backoff deterministic; nil = backoff's own
+	HTTPClient          *http.Client        // nil: a tuned client owned (and closed) by the Writer
+	Logger              *zap.Logger         // nil: no logging; resource bodies are never logged
+	ObserveLatency      func(time.Duration) // optional, called once per HTTP request
+	clock               clock               // tests inject a fake clock
+	noJitter            bool                // tests make backoff deterministic
 }
 
 // FatalError is a condition that stops the whole run (exit 1): credentials refused, permission

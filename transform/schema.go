@@ -50,6 +50,11 @@ type elemDef struct {
 	choice   bool
 	valueSet string   // required binding (code elements only in R4 Patient/Observation)
 	targets  []string // Reference target types; "Resource" means any
+	// refDefault is the type a urn:uuid reference without a type element points at:
+	// the first target profile (Observation.subject → Patient, .encounter → Encounter,
+	// .performer → Practitioner), except Patient.generalPractitioner → Practitioner;
+	// empty where any resource may be referenced (Observation.focus, extensions).
+	refDefault string
 }
 
 // typeDef is a complex type, a resource or a backbone element (named by its path).
@@ -131,8 +136,9 @@ func setMin(t *typeDef, elem string, min int) {
 	}
 }
 
-// field finds the field named by the JSON key bytes (binary search, no allocation).
-func (t *typeDef) field(key []byte) *fieldDef {
+// field finds the index of the field named by the JSON key bytes (binary search, no
+// allocation), or -1.
+func (t *typeDef) field(key []byte) int {
 	lo, hi := 0, len(t.fields)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
@@ -143,9 +149,9 @@ func (t *typeDef) field(key []byte) *fieldDef {
 		}
 	}
 	if lo < len(t.fields) && t.fields[lo].json == string(key) {
-		return &t.fields[lo]
+		return lo
 	}
-	return nil
+	return -1
 }
 
 // resourceTypeIndex returns the schema type of a resource name, or -1 when the profile

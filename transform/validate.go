@@ -52,7 +52,7 @@ type validator struct {
 	err   *Error
 	root  string // resource type of the root, for locations
 
-	scratch []byte // unescaped string content
+	refCtx  *elemDef // the element holding the Reference being checked
 	arrs    []arrLen
 	keys    [][]span // per-depth keys of generically skipped objects
 
@@ -151,7 +151,7 @@ func (v *validator) expect(c byte) bool {
 }
 
 // str scans a JSON string at pos (after whitespace). It returns the span of its raw
-// content and the decoded content (raw bytes when there are no escapes, else scratch).
+// content and the decoded content (raw bytes when there are no escapes, else a copy).
 func (v *validator) str() (span, []byte, bool) {
 	if v.peek() != '"' {
 		return span{}, nil, v.syntax("expected a string")
@@ -172,7 +172,7 @@ func (v *validator) str() (span, []byte, bool) {
 			if !escaped {
 				return sp, b[sp.start:sp.end], true
 			}
-			return sp, v.unescape(b[sp.start:sp.end]), true
+			return sp, unescape(b[sp.start:sp.end]), true
 		case c == '\\':
 			escaped = true
 			if v.pos+1 >= len(b) {
@@ -221,9 +221,10 @@ func hexVal(b []byte) rune {
 	return r
 }
 
-// unescape decodes a syntactically checked string content into v.scratch.
-func (v *validator) unescape(raw []byte) []byte {
-	out := v.scratch[:0]
+// unescape decodes a syntactically checked string content into a new slice (escapes
+// are rare in resources, and the result must survive the next string).
+func unescape(raw []byte) []byte {
+	out := make([]byte, 0, len(raw))
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		if c != '\\' {
@@ -256,7 +257,6 @@ func (v *validator) unescape(raw []byte) []byte {
 			out = append(out, raw[i])
 		}
 	}
-	v.scratch = out
 	return out
 }
 
@@ -433,8 +433,7 @@ func containsByte(b []byte, c byte) bool {
 }
 
 func unescapedEqual(raw, key []byte) bool {
-	var tmp validator
-	return string(tmp.unescape(raw)) == string(key)
+	return string(unescape(raw)) == string(key)
 }
 
 // checkSyntax reports a parse error anywhere in the line; it runs only after a schema

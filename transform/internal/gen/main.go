@@ -92,6 +92,13 @@ type genElem struct {
 	Choice   bool
 	ValueSet string
 	Targets  []string
+	Default  string
+}
+
+// defaultTargets overrides the first target profile as the type a urn:uuid reference
+// without a type element is taken to point at, where the first listed is not the usual one.
+var defaultTargets = map[string]string{
+	"Patient.generalPractitioner": "Practitioner",
 }
 
 type genType struct {
@@ -251,6 +258,12 @@ func (g *generator) genType(sd *structureDefinition, path string, elems []elemen
 				for _, p := range tr.TargetProfile {
 					ge.Targets = append(ge.Targets, strings.TrimPrefix(p, "http://hl7.org/fhir/StructureDefinition/"))
 				}
+				if len(ge.Targets) > 0 && ge.Targets[0] != "Resource" {
+					ge.Default = ge.Targets[0]
+				}
+				if d, ok := defaultTargets[e.Path]; ok {
+					ge.Default = d
+				}
 			}
 			switch {
 			case primitiveKinds[code] != "":
@@ -363,13 +376,13 @@ func (g *generator) render() []byte {
 		}
 		fmt.Fprintf(&b, "\t\t}, elems: []elemDef{\n")
 		for _, e := range t.Elems {
-			fmt.Fprintf(&b, "\t\t\t{name: %q, min: %d, many: %v, choice: %v, valueSet: %q, targets: %#v},\n", e.Name, e.Min, e.Many, e.Choice, e.ValueSet, e.Targets)
+			fmt.Fprintf(&b, "\t\t\t{name: %q, min: %d, many: %v, choice: %v, valueSet: %q, targets: %#v, refDefault: %q},\n", e.Name, e.Min, e.Many, e.Choice, e.ValueSet, e.Targets, e.Default)
 		}
 		fmt.Fprintf(&b, "\t\t}},\n")
 	}
 	fmt.Fprintf(&b, "\t}\n}\n\n")
 	fmt.Fprintf(&b, "// Indexes of generated types used by hand-written code.\nconst (\n")
-	for _, n := range []string{"Patient", "Observation", "Element", "HumanName", "Reference", "Extension"} {
+	for _, n := range []string{"Patient", "Observation", "Element", "HumanName", "Reference", "Extension", "Identifier"} {
 		fmt.Fprintf(&b, "\ttype%s = %d\n", n, index[n])
 	}
 	fmt.Fprintf(&b, ")\n\n")

@@ -1,0 +1,215 @@
+package transform
+
+import (
+	"crypto/sha1"
+	"slices"
+)
+
+// produced reports whether resources of this type are written by fhirload, so that under
+// ids: derive their ids — and references to them — are derived.
+func produced(typ string) bool { return typ == "Patient" || typ == "Observation" }
+
+func producedBytes(typ []byte) (string, bool) {
+	switch string(typ) {
+	case "Patient":
+		return "Patient", true
+	case "Observation":
+		return "Observation", true
+	}
+	return "", false
+}
+
+// reference checks the syntax of Reference.reference and records how to rewrite it.
+//
+// Accepted forms: "Type/id" and "Type/id/_history/vid" (Type an R4 resource type allowed
+// by the element's target profiles, id a valid id), absolute URLs, "urn:uuid:" + UUID,
+// "urn:oid:" + OID, and "#id" (contained). Rewriting (see the package README):
+//   - urn:uuid:X becomes Type/X, Type being the reference's type element if set, else the
+//     element's default (refDefault); references on elements that allow any type and have
+//     no type element stay as they are;
+//   - under ids: derive, Type/X with Type Patient or Observation (also the result of the
+//     rule above) becomes Type/{uuid5(Type|X)}: the id the referenced resource gets when
+//     it is loaded with ids: derive from a source whose id is X;
+//   - everything else (absolute URLs, versioned references, other types) is kept.
+func (v *validator) reference(ctx *elemDef, sp span, ref, typ []byte) bool {
+	anyTarget := ctx == nil || len(ctx.targets) == 0 || slices.Contains(ctx.targets, "Resource")
+	var typeName []byte
+	if typ != nil && v.s.isResourceType(typ) {
+		typeName = typ
+		if !anyTarget && !containsName(ctx.targets, typ) {
+			return v.failAt(ReasonInvalid, "type", "resource type not allowed for this reference")
+		}
+	}
+	const bad = "invalid reference (expected Type/id, an absolute URL, urn:uuid:, urn:oid: or #id)"
+	switch {
+	case len(ref) > 0 && ref[0] == '#':
+		return true
+	case hasPrefix(ref, "urn:uuid:"):
+		u := ref[len("urn:uuid:"):]
+		if !isUUID(u, true) {
+			return v.failAt(ReasonInvalid, "reference", "invalid urn:uuid reference")
+		}
+		if !v.rewrite {
+			return true
+		}
+		var t string
+		switch {
+		case typeName != nil:
+			t = string(typeName)
+		case !anyTarget:
+			t = ctx.refDefault
+		default:
+			return true
+		}
+		v.edits = append(v.edits, refEdit{at: sp, typ: t, id: u, derive: v.derive && produced(t)})
+		return true
+	case hasPrefix(ref, "urn:oid:"):
+		if checkOID(ref) != "" {
+			return v.failAt(ReasonInvalid, "reference", "invalid urn:oid reference")
+		}
+		return true
+	case containsScheme(ref):
+		if checkURI(ref) != "" {
+			return v.failAt(ReasonInvalid, "reference", bad)
+		}
+		return true
+	}
+	// Relative: Type/id or Type/id/_history/vid.
+	slash := indexByte(ref, '/')
+	if slash < 0 {
+		return v.failAt(ReasonInvalid, "reference", bad)
+	}
+	rtype, rest := ref[:slash], ref[slash+1:]
+	id, hist := rest, []byte(nil)
+	if j := indexByte(rest, '/'); j >= 0 {
+		id, hist = rest[:j], rest[j+1:]
+		if !hasPrefix(hist, "_history/") || checkID(hist[len("_history/"):]) != "" {
+			return v.failAt(ReasonInvalid, "reference", bad)
+		}
+	}
+	if !v.s.isResourceType(rtype) || checkID(id) != "" {
+		return v.failAt(ReasonInvalid, "reference", bad)
+	}
+	if !anyTarget && !containsName(ctx.targets, rtype) {
+		return v.failAt(ReasonInvalid, "reference", "reference to a resource type not allowed here")
+	}
+	if typeName != nil && string(typeName) != string(rtype) {
+		return v.failAt(ReasonInvalid, "type", "reference and its type element disagree")
+	}
+	if v.rewrite && v.derive && hist == nil {
+		if t, ok := producedBytes(rtype); ok {
+			v.edits = append(v.edits, refEdit{at: sp, typ: t, id: id, derive: true})
+		}
+	}
+	return true
+}
+
+func containsName(list []string, b []byte) bool {
+	for _, s := range list {
+		if s == string(b) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// containsScheme reports an absolute URL: a scheme followed by "://" (http, https, ...).
+func containsScheme(b []byte) bool {
+	for i, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && (isDigit(c) || c == '+' || c == '-' || c == '.'):
+		case c == ':' && i > 0:
+			return hasPrefix(b[i:], "://")
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// idNamespace is the UUIDv5 namespace of ids derived by fhirload (a fixed random UUID).
+var idNamespace = [16]byte{0x6f, 0x3c, 0x1e, 0x52, 0x8a, 0x4d, 0x4b, 0x0e, 0x9d, 0x27, 0x51, 0xc3, 0x8e, 0x0a, 0x7f, 0x14}
+
+// DeriveID returns the id fhirload derives under ids: derive for a resource of type typ
+// whose key is key: the UUIDv5 (RFC 9562) of "typ|key" in fhirload's namespace. The key is
+// the source id for FHIR input (or "system|value" of the first identifier when there is
+// no id) and the mapping's key fields joined by "|" for flat records.
+func DeriveID(typ, key string) string {
+	var buf [36]byte
+	return string(appendDerivedID(buf[:0], typ, []byte(key)))
+}
+
+// appendDerivedID appends the 36-character derived id to dst.
+func appendDerivedID(dst []byte, typ string, key []byte) []byte {
+	var stack [256]byte
+	name := append(stack[:0], idNamespace[:]...)
+	name = append(name, typ...)
+	name = append(name, '|')
+	name = append(name, key...)
+	sum := sha1.Sum(name)
+	sum[6] = sum[6]&0x0f | 0x50
+	sum[8] = sum[8]&0x3f | 0x80
+	const hex = "0123456789abcdef"
+	for i := 0; i < 16; i++ {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst = append(dst, '-')
+		}
+		dst = append(dst, hex[sum[i]>>4], hex[sum[i]&0x0f])
+	}
+	return dst
+}
+
+// output builds the body: the line with the id (replaced or inserted) and references
+// spliced in; every other byte, number literals included, is copied as is. A nil newID
+// keeps the id as it is.
+func (v *validator) output(newID []byte) []byte {
+	slices.SortFunc(v.edits, func(a, b refEdit) int { return a.at.start - b.at.start })
+	size := len(v.b) + len(newID) + 8
+	for _, e := range v.edits {
+		size += len(e.typ) + 1 + 36 - (e.at.end - e.at.start)
+	}
+	out := make([]byte, 0, size)
+	last := 0
+	if newID != nil && v.idSpan.start < 0 {
+		out = append(out, v.b[:v.rootOpen]...)
+		out = append(out, `"id":"`...)
+		out = append(out, newID...)
+		out = append(out, `",`...)
+		last = v.rootOpen
+	}
+	idDone := newID == nil || v.idSpan.start < 0
+	for _, e := range v.edits {
+		if !idDone && v.idSpan.start < e.at.start {
+			out = append(out, v.b[last:v.idSpan.start]...)
+			out = append(out, newID...)
+			last = v.idSpan.end
+			idDone = true
+		}
+		out = append(out, v.b[last:e.at.start]...)
+		out = append(out, e.typ...)
+		out = append(out, '/')
+		if e.derive {
+			out = appendDerivedID(out, e.typ, e.id)
+		} else {
+			out = append(out, e.id...)
+		}
+		last = e.at.end
+	}
+	if !idDone {
+		out = append(out, v.b[last:v.idSpan.start]...)
+		out = append(out, newID...)
+		last = v.idSpan.end
+	}
+	return append(out, v.b[last:]...)
+}

@@ -1,0 +1,424 @@
+package transform
+
+// resource validates a whole line holding one resource. root is -1 to accept Patient or
+// Observation, else the schema type the resource must be.
+func (v *validator) resource() bool {
+	if v.peek() != '{' {
+		if v.pos >= len(v.b) {
+			return v.syntax("empty line")
+		}
+		if !v.skip() {
+			return false
+		}
+		return v.fail(ReasonParse, "not a JSON object")
+	}
+	t, ok := v.findResourceType(true)
+	if !ok {
+		return false
+	}
+	v.pos++ // '{'
+	v.rootOpen = v.pos
+	if !v.object(t, true) {
+		return false
+	}
+	if v.peek() != 0 {
+		return v.syntax("data after the JSON object")
+	}
+	return true
+}
+
+// findResourceType looks up "resourceType" of the object at pos without consuming it.
+// Producers put it first; otherwise the members are skipped until it is found.
+func (v *validator) findResourceType(root bool) (int, bool) {
+	start := v.pos
+	defer func() { v.pos = start }()
+	v.pos++
+	if v.peek() == '}' {
+		return -1, v.fail(ReasonInvalid, "resourceType missing")
+	}
+	for {
+		_, key, ok := v.str()
+		if !ok || !v.expect(':') {
+			return -1, false
+		}
+		if string(key) == "resourceType" {
+			sp, name, ok := v.str()
+			if !ok {
+				return -1, v.failAt(ReasonInvalid, "resourceType", "resourceType must be a string")
+			}
+			_ = sp
+			t := v.s.resourceTypeIndex(name)
+			if root {
+				if t < 0 {
+					return -1, v.fail(ReasonInvalid, "resourceType must be Patient or Observation")
+				}
+				v.root = v.s.types[t].name
+			} else if t < 0 && !v.s.isResourceType(name) {
+				return -1, v.failAt(ReasonInvalid, "resourceType", "unknown resource type")
+			}
+			return t, true
+		}
+		if !v.skip() {
+			return -1, false
+		}
+		switch v.peek() {
+		case ',':
+			v.pos++
+		case '}':
+			return -1, v.fail(ReasonInvalid, "resourceType missing")
+		default:
+			return -1, v.syntax("expected ',' or '}'")
+		}
+	}
+}
+
+// object validates the members of an object of type t; pos is just after '{'.
+func (v *validator) object(t int, isResource bool) bool {
+	if !v.enter() {
+		return false
+	}
+	td := &v.s.types[t]
+	var seen [4]uint64
+	var hasValue, hasExt uint64
+	arrBase := len(v.arrs)
+	isRef := t == typeReference
+	refCtx := v.refCtx
+	var refSpan span
+	var refVal, typeVal []byte
+	refSpan.start = -1
+	members := 0
+
+	if v.peek() == '}' {
+		v.pos++
+		if isResource {
+			return v.fail(ReasonInvalid, "resourceType missing")
+		}
+		return v.fail(ReasonInvalid, "empty object (an element must have a value or children)")
+	}
+	for {
+		ksp, key, ok := v.str()
+		if !ok || !v.expect(':') {
+			return false
+		}
+		fi := td.field(key)
+		if fi < 0 {
+			if isResource && string(key) == "resourceType" {
+				if seenResourceType(&seen) {
+					return v.fail(ReasonParse, "duplicate key resourceType (ambiguous)")
+				}
+				if _, _, ok := v.str(); !ok {
+					return false
+				}
+				goto next
+			}
+			if len(key) != ksp.end-ksp.start {
+				return v.failAt(ReasonInvalid, "(unknown key)", "unknown element")
+			}
+			return v.failAt(ReasonInvalid, safeKey(key), "unknown element")
+		}
+		{
+			f := &td.fields[fi]
+			if seen[fi>>6]&(1<<(fi&63)) != 0 {
+				return v.failAt(ReasonParse, f.json, "duplicate key (ambiguous)")
+			}
+			seen[fi>>6] |= 1 << (fi & 63)
+			e := &td.elems[f.elem]
+			bit := uint64(1) << f.elem
+			if f.primExt {
+				if e.choice && hasExt&bit != 0 {
+					return v.failAt(ReasonInvalid, f.json, "more than one type for "+e.name)
+				}
+				hasExt |= bit
+			} else {
+				if e.choice && hasValue&bit != 0 {
+					return v.failAt(ReasonInvalid, f.json, "more than one type for "+e.name)
+				}
+				hasValue |= bit
+			}
+			v.path = append(v.path, frame{name: f.json, index: -1})
+			var sp span
+			var val []byte
+			if e.many {
+				ok = v.array(f, e)
+			} else {
+				sp, val, ok = v.value(f, e, -1)
+			}
+			if !ok {
+				return false
+			}
+			v.path = v.path[:len(v.path)-1]
+			if isRef && !f.primExt {
+				switch f.json {
+				case "reference":
+					refSpan = sp
+					refVal = val
+				case "type":
+					typeVal = val
+				}
+			}
+			if t == typeIdentifier && v.ident.active && v.depth == 3 && !f.primExt {
+				switch f.json {
+				case "system":
+					v.ident.system = append(v.ident.system[:0], val...)
+				case "value":
+					v.ident.value = append(v.ident.value[:0], val...)
+				}
+			}
+			if isResource && v.depth == 1 && f.json == "id" {
+				v.idSpan = sp
+				v.id = val
+			}
+		}
+	next:
+		members++
+		switch v.peek() {
+		case ',':
+			v.pos++
+		case '}':
+			v.pos++
+			goto end
+		default:
+			return v.syntax("expected ',' or '}'")
+		}
+	}
+end:
+	if isResource && !seenResourceType(&seen) {
+		return v.fail(ReasonInvalid, "resourceType missing")
+	}
+	present := hasValue | hasExt
+	for i := range td.elems {
+		e := &td.elems[i]
+		if e.min > 0 && present&(1<<i) == 0 {
+			return v.failAt(ReasonInvalid, e.name, "required element missing")
+		}
+	}
+	if len(v.arrs) > arrBase {
+		if !v.checkArrays(td, arrBase, hasExt) {
+			return false
+		}
+		v.arrs = v.arrs[:arrBase]
+	}
+	if isRef && refSpan.start >= 0 {
+		if !v.reference(refCtx, refSpan, refVal, typeVal) {
+			return false
+		}
+	}
+	v.depth--
+	return true
+}
+
+// seenResourceType uses the last bit of the seen set (no generated type has 256 fields).
+func seenResourceType(seen *[4]uint64) bool {
+	const bit = uint64(1) << 63
+	if seen[3]&bit != 0 {
+		return true
+	}
+	seen[3] |= bit
+	return false
+}
+
+// checkArrays enforces the JSON rules for primitive arrays with "_" companions: equal
+// lengths, and null only where the companion carries the content.
+func (v *validator) checkArrays(td *typeDef, base int, hasExt uint64) bool {
+	arrs := v.arrs[base:]
+	for i, a := range arrs {
+		if a.ext {
+			continue
+		}
+		if a.null && hasExt&(1<<a.elem) == 0 {
+			return v.failAt(ReasonInvalid, td.elems[a.elem].name, "null in a primitive array without a matching _ array")
+		}
+		for _, b := range arrs[i+1:] {
+			if b.elem == a.elem && b.ext && b.n != a.n {
+				return v.failAt(ReasonInvalid, td.elems[a.elem].name, "primitive array and its _ array differ in length")
+			}
+		}
+		for _, b := range arrs[:i] {
+			if b.elem == a.elem && b.ext && b.n != a.n {
+				return v.failAt(ReasonInvalid, td.elems[a.elem].name, "primitive array and its _ array differ in length")
+			}
+		}
+	}
+	return true
+}
+
+// array validates a JSON array for an element with max "*".
+func (v *validator) array(f *fieldDef, e *elemDef) bool {
+	if v.peek() != '[' {
+		return v.fail(ReasonInvalid, "element must be an array (max cardinality *)")
+	}
+	v.pos++
+	if !v.enter() {
+		return false
+	}
+	if v.peek() == ']' {
+		return v.fail(ReasonInvalid, "empty array")
+	}
+	top := len(v.path) - 1
+	sawNull := false
+	n := 0
+	for {
+		v.path[top].index = n
+		if v.peek() == 'n' && (f.primExt || f.kind != kindObject && f.kind != kindResource) {
+			if !v.literal("null") {
+				return false
+			}
+			sawNull = true
+		} else {
+			identRoot := false
+			if v.depth == 2 && f.json == "identifier" && n == 0 && !v.ident.done {
+				v.ident.active, identRoot = true, true
+			}
+			if _, _, ok := v.value(f, e, n); !ok {
+				return false
+			}
+			if identRoot {
+				v.ident.active, v.ident.done = false, true
+			}
+		}
+		n++
+		switch v.peek() {
+		case ',':
+			v.pos++
+		case ']':
+			v.pos++
+			v.depth--
+			v.path[top].index = -1
+			if f.kind != kindObject || f.primExt {
+				v.arrs = append(v.arrs, arrLen{elem: f.elem, n: n, ext: f.primExt, null: sawNull && !f.primExt})
+			}
+			if f.primExt && sawNull && n == 1 {
+				return v.fail(ReasonInvalid, "_ array holds only null")
+			}
+			return true
+		default:
+			return v.syntax("expected ',' or ']'")
+		}
+	}
+}
+
+// value validates one value of field f. It returns the span and decoded content of a
+// string value (for ids and references).
+func (v *validator) value(f *fieldDef, e *elemDef, index int) (span, []byte, bool) {
+	c := v.peek()
+	if c == '[' {
+		return span{}, nil, v.fail(ReasonInvalid, "element must not be an array (max cardinality 1)")
+	}
+	if c == 'n' {
+		if !v.literal("null") {
+			return span{}, nil, false
+		}
+		return span{}, nil, v.fail(ReasonInvalid, "null is not a value")
+	}
+	switch f.kind {
+	case kindObject:
+		if c != '{' {
+			return span{}, nil, v.wrongType("an object")
+		}
+		v.pos++
+		if f.typ != typeReference {
+			return span{}, nil, v.object(f.typ, false)
+		}
+		saved := v.refCtx
+		v.refCtx = e
+		ok := v.object(f.typ, false)
+		v.refCtx = saved
+		return span{}, nil, ok
+	case kindResource:
+		if c != '{' {
+			return span{}, nil, v.wrongType("a resource object")
+		}
+		return span{}, nil, v.contained()
+	case kindBoolean:
+		switch c {
+		case 't':
+			return span{}, nil, v.literal("true")
+		case 'f':
+			return span{}, nil, v.literal("false")
+		}
+		return span{}, nil, v.wrongType("true or false")
+	case kindInteger, kindPositiveInt, kindUnsignedInt, kindDecimal:
+		if c != '-' && !isDigit(c) {
+			return span{}, nil, v.wrongType("a JSON number")
+		}
+		sp, ok := v.number()
+		if !ok {
+			return span{}, nil, false
+		}
+		if f.kind != kindDecimal {
+			if msg := checkInteger(v.b[sp.start:sp.end], f.kind); msg != "" {
+				return span{}, nil, v.fail(ReasonInvalid, msg)
+			}
+		}
+		return sp, nil, true
+	}
+	if c != '"' {
+		return span{}, nil, v.wrongType("a JSON string")
+	}
+	sp, val, ok := v.str()
+	if !ok {
+		return span{}, nil, false
+	}
+	if msg := checkPrimitive(f.kind, val); msg != "" {
+		return span{}, nil, v.fail(ReasonInvalid, msg)
+	}
+	if e.valueSet != "" {
+		vs := v.s.valueSets[e.valueSet]
+		if !vs.external && !vs.contains(val) {
+			return span{}, nil, v.fail(ReasonInvalid, "code not in the required value set "+e.valueSet)
+		}
+	}
+	return sp, val, true
+}
+
+func (v *validator) wrongType(want string) bool {
+	if !v.skip() {
+		return false
+	}
+	return v.fail(ReasonInvalid, "wrong JSON type: expected "+want)
+}
+
+// contained validates a contained resource: Patient and Observation against their
+// definitions; any other resource type must be a known R4 type, and its content is
+// checked for JSON syntax and a valid id only (its StructureDefinition is not shipped).
+func (v *validator) contained() bool {
+	t, ok := v.findResourceType(false)
+	if !ok {
+		return false
+	}
+	if t >= 0 {
+		v.pos++
+		return v.object(t, true)
+	}
+	// Generic resource: check id, then the JSON.
+	start := v.pos
+	if !v.skip() {
+		return false
+	}
+	end := v.pos
+	v.pos = start + 1
+	for v.pos < end {
+		_, key, ok := v.str()
+		if !ok || !v.expect(':') {
+			return false
+		}
+		if string(key) == "id" {
+			_, id, ok := v.str()
+			if !ok {
+				return v.failAt(ReasonInvalid, "id", "wrong JSON type: expected a JSON string")
+			}
+			if msg := checkID(id); msg != "" {
+				return v.failAt(ReasonInvalid, "id", msg)
+			}
+		} else if !v.skip() {
+			return false
+		}
+		if v.peek() == ',' {
+			v.pos++
+			continue
+		}
+		break
+	}
+	v.pos = end
+	return true
+}
