@@ -3,7 +3,6 @@ package deadletter
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 
 	"github.com/fhirload/fhirload/internal/testutil"
@@ -86,9 +85,6 @@ func BenchmarkList(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer r.Close()
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		b.Fatal(err)
-	}
 	b.ResetTimer()
 	for b.Loop() {
 		es, err := r.List(ctx, Filter{Reason: "retries-exhausted"})
@@ -100,4 +96,31 @@ func BenchmarkList(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "entries/s")
+}
+
+// BenchmarkGet measures one Get in a local store of 16,415 entries.
+func BenchmarkGet(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 16415 {
+		e := entry("retries-exhausted", "Observation.ndjson", int64(i+1), "run", t0)
+		e.Line = benchLine
+		if err := s.Append(ctx, e); err != nil {
+			b.Fatal(err)
+		}
+	}
+	es, err := s.List(ctx, Filter{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := es[len(es)/2].ID
+	for b.Loop() {
+		if _, err := s.Get(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -61,7 +61,8 @@ func mkdirPrivate(d string) error {
 	if err := os.Chmod(d, dirMode); err != nil {
 		return fmt.Errorf("dead-letter chmod %s: %w", d, err)
 	}
-	return nil
+	// The new directory's entry must survive a crash like the segments in it.
+	return syncDir(filepath.Dir(d))
 }
 
 func (b *localBackend) write(ctx context.Context, data []byte, durable bool) error {

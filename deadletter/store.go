@@ -73,8 +73,9 @@ type Filter struct {
 // Every Store writes its own segments, so several processes may write to one
 // location at once.
 type Store interface {
-	// Append adds entries, filling ID (sortable, unique), FirstFailed and
-	// LastFailed when zero. Entries may be buffered until Sync.
+	// Append adds entries, filling ID (sortable by time, unique) and, when
+	// zero, FirstFailed (now) and LastFailed (FirstFailed). Entries may be
+	// buffered until Sync.
 	Append(ctx context.Context, entries ...Entry) error
 	// Sync makes everything appended so far durable: the pipeline calls it
 	// before it acknowledges a source object.
@@ -205,6 +206,7 @@ func (s *store) add(ctx context.Context, op string, entries []Entry, durable boo
 		if e.ID == "" {
 			id, err := newID(now)
 			if err != nil {
+				s.buf.Truncate(mark)
 				return err
 			}
 			e.ID = id
@@ -213,7 +215,7 @@ func (s *store) add(ctx context.Context, op string, entries []Entry, durable boo
 			e.FirstFailed = now
 		}
 		if e.LastFailed.IsZero() {
-			e.LastFailed = now
+			e.LastFailed = e.FirstFailed
 		}
 		if len(e.OperationOutcome) > 0 && !json.Valid(e.OperationOutcome) {
 			// Keep a non-JSON error body (a proxy's HTML page) rather than
@@ -399,13 +401,18 @@ func (s *store) fold(ctx context.Context, ids []string) (map[string]Entry, error
 			want[id] = true
 		}
 	}
+	// For Get, lines that cannot be about the entry are not decoded.
+	var needle []byte
+	if len(ids) == 1 {
+		needle = []byte(ids[0])
+	}
 	live := map[string]Entry{}
 	retired := map[string]bool{}
 	err = s.b.read(ctx, names, func(name string, r io.Reader) error {
 		br := bufio.NewReaderSize(r, 64<<10)
 		for n := 1; ; n++ {
 			line, err := br.ReadBytes('\n')
-			if len(bytes.TrimSpace(line)) > 0 {
+			if len(bytes.TrimSpace(line)) > 0 && (needle == nil || bytes.Contains(line, needle)) {
 				var rec record
 				if derr := json.Unmarshal(line, &rec); derr != nil || rec.ID == "" {
 					// A crash mid-write leaves a torn last line; losing

@@ -134,9 +134,7 @@ func stampResource(dst, b []byte, ms []member, id, version, lastUpdated string) 
 				if m.key == "versionId" || m.key == "lastUpdated" {
 					continue
 				}
-				dst = strconv.AppendQuote(dst, m.key)
-				dst = append(dst, ':')
-				dst = append(dst, meta[m.start:m.end]...)
+				dst = append(dst, meta[m.kstart:m.end]...)
 				dst = append(dst, ',')
 			}
 		}

@@ -16,6 +16,8 @@ type fhirError struct {
 	text   string
 	// retryAfter is the Retry-After value in seconds for 429 responses.
 	retryAfter int
+	// etag is sent as ETag, for 410 Gone (the deletion's version).
+	etag string
 }
 
 func (e *fhirError) Error() string { return strconv.Itoa(e.status) + " " + e.code + ": " + e.text }
@@ -70,6 +72,9 @@ func awsErrorType(status int) string {
 // writeError writes e as the response.
 func writeError(w http.ResponseWriter, e *fhirError) {
 	h := w.Header()
+	if e.etag != "" {
+		h.Set("ETag", e.etag)
+	}
 	if e.status == http.StatusTooManyRequests {
 		ra := e.retryAfter
 		if ra < 1 {

@@ -261,37 +261,3 @@ func deriveSigningKey(secret, date, region, service string) []byte {
 	k = hmacSHA256(k, service)
 	return hmacSHA256(k, "aws4_request")
 }
-
-// signRequest signs r for healthlake in region with the given key. It is the
-// test-side and tooling-side counterpart of verify.
-func signRequest(r *http.Request, body []byte, accessKey, secret, region, sessionToken string, t time.Time) {
-	amzDate := t.UTC().Format(amzDateFormat)
-	r.Header.Set("X-Amz-Date", amzDate)
-	if sessionToken != "" {
-		r.Header.Set("X-Amz-Security-Token", sessionToken)
-	}
-	sum := sha256.Sum256(body)
-	payloadHash := hex.EncodeToString(sum[:])
-	names := []string{"host", "x-amz-date"}
-	if r.Header.Get("Content-Type") != "" {
-		names = append(names, "content-type")
-	}
-	if sessionToken != "" {
-		names = append(names, "x-amz-security-token")
-	}
-	slices.Sort(names)
-	host := r.Host
-	if host == "" {
-		host = r.URL.Host
-	}
-	sr := &http.Request{Host: host, Header: r.Header}
-	headers := canonicalHeaders(sr, names)
-	creq := r.Method + "\n" + awsEscape(r.URL.EscapedPath(), true) + "\n" + canonicalQueryEncoded(r.URL.RawQuery) + "\n" +
-		headers + "\n" + strings.Join(names, ";") + "\n" + payloadHash
-	crSum := sha256.Sum256([]byte(creq))
-	scope := amzDate[:8] + "/" + region + "/" + sigv4Service + "/aws4_request"
-	sts := sigv4Algorithm + "\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(crSum[:])
-	sig := hmacSHA256(deriveSigningKey(secret, amzDate[:8], region, sigv4Service), sts)
-	r.Header.Set("Authorization", sigv4Algorithm+" Credential="+accessKey+"/"+scope+", SignedHeaders="+
-		strings.Join(names, ";")+", Signature="+hex.EncodeToString(sig))
-}

@@ -76,7 +76,7 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 	if err := os.Chmod(path, 0o600); err != nil {
 		return nil, fmt.Errorf("restrict database file: %w", err)
 	}
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)" +
 		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)"
 	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
@@ -197,8 +197,7 @@ func (t *wtx) current(typ, id string) (rid, ver int64, deleted, found bool, err 
 // putOptions qualifies a put.
 type putOptions struct {
 	ifMatch  string // expected current version ("" = any)
-	mustNew  bool   // POST: the id was just assigned
-	dupCheck bool
+	dupCheck bool   // refuse a create whose identifier another resource has
 }
 
 // put writes p as the new current version of p.typ/id. It reports whether

@@ -227,7 +227,7 @@ func (w *Writer) writeBatch(ctx context.Context, items []Item, out []Outcome, pe
 			return fatalFor(res.status, d)
 		case Retry:
 			for _, i := range pending {
-				w.setLast(&out[i], res.status, d, nil)
+				w.setLast(&out[i], res.status, d, res.body)
 				cause[i] = d.Cause
 			}
 			retry = append(retry, pending...)

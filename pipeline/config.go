@@ -157,15 +157,7 @@ func LoadConfig(path string) (Config, error) {
 
 // ParseConfig decodes YAML bytes into cfg (which holds the defaults).
 func ParseConfig(name string, b []byte, cfg *Config) error {
-	var missing []string
-	b = envRef.ReplaceAllFunc(b, func(m []byte) []byte {
-		k := string(envRef.FindSubmatch(m)[1])
-		v, ok := os.LookupEnv(k)
-		if !ok {
-			missing = append(missing, k)
-		}
-		return []byte(v)
-	})
+	b, missing := expandEnv(b)
 	if len(missing) > 0 {
 		return fmt.Errorf("%s: environment variable %s is not set", name, strings.Join(missing, ", "))
 	}
@@ -178,6 +170,48 @@ func ParseConfig(name string, b []byte, cfg *Config) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
+}
+
+// expandEnv replaces ${VAR} outside comments, line by line (so that YAML
+// errors keep the file's line numbers), and lists unset variables.
+func expandEnv(b []byte) ([]byte, []string) {
+	var missing []string
+	lines := bytes.Split(b, []byte("\n"))
+	for i, line := range lines {
+		code, comment := line, []byte(nil)
+		if j := commentStart(line); j >= 0 {
+			code, comment = line[:j], line[j:]
+		}
+		code = envRef.ReplaceAllFunc(code, func(m []byte) []byte {
+			k := string(envRef.FindSubmatch(m)[1])
+			v, ok := os.LookupEnv(k)
+			if !ok {
+				missing = append(missing, k)
+			}
+			return []byte(v)
+		})
+		lines[i] = append(append([]byte(nil), code...), comment...)
+	}
+	return bytes.Join(lines, []byte("\n")), missing
+}
+
+// commentStart finds a YAML comment: '#' at the start or after a blank,
+// outside quotes.
+func commentStart(line []byte) int {
+	var quote byte
+	for i, c := range line {
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == '#' && (i == 0 || line[i-1] == ' ' || line[i-1] == '\t'):
+			return i
+		}
+	}
+	return -1
 }
 
 // errEOF lets an empty file decode to the defaults.

@@ -71,3 +71,13 @@ func TestCheckpointURL(t *testing.T) {
 	}
 	_ = os.Getenv
 }
+
+func TestEnvNotExpandedInComments(t *testing.T) {
+	cfg := Defaults()
+	if err := ParseConfig("p.yaml", []byte("# uses ${NOT_SET_ANYWHERE}\nlog: {level: debug} # ${ALSO_NOT}\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log.Level != "debug" {
+		t.Fatal(cfg.Log.Level)
+	}
+}

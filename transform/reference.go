@@ -138,8 +138,9 @@ func containsScheme(b []byte) bool {
 	return false
 }
 
-// idNamespace is the UUIDv5 namespace of ids derived by fhirload (a fixed random UUID).
-var idNamespace = [16]byte{0x6f, 0x3c, 0x1e, 0x52, 0x8a, 0x4d, 0x4b, 0x0e, 0x9d, 0x27, 0x51, 0xc3, 0x8e, 0x0a, 0x7f, 0x14}
+// idNamespace is the UUIDv5 namespace of ids derived by fhirload (a fixed random UUID,
+// 6f3c1e52-8a4d-4b0e-9d27-51c38e0a7f14).
+const idNamespace = "\x6f\x3c\x1e\x52\x8a\x4d\x4b\x0e\x9d\x27\x51\xc3\x8e\x0a\x7f\x14"
 
 // DeriveID returns the id fhirload derives under ids: derive for a resource of type typ
 // whose key is key: the UUIDv5 (RFC 9562) of "typ|key" in fhirload's namespace. The key is
@@ -153,7 +154,7 @@ func DeriveID(typ, key string) string {
 // appendDerivedID appends the 36-character derived id to dst.
 func appendDerivedID(dst []byte, typ string, key []byte) []byte {
 	var stack [256]byte
-	name := append(stack[:0], idNamespace[:]...)
+	name := append(stack[:0], idNamespace...)
 	name = append(name, typ...)
 	name = append(name, '|')
 	name = append(name, key...)

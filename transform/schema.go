@@ -8,8 +8,8 @@ import "slices"
 type kind uint8
 
 const (
-	kindObject kind = iota // a complex type or backbone element (typeDef)
-	kindResource           // a contained resource
+	kindObject   kind = iota // a complex type or backbone element (typeDef)
+	kindResource             // a contained resource
 	kindBoolean
 	kindInteger
 	kindPositiveInt

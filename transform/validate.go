@@ -52,9 +52,9 @@ type validator struct {
 	err   *Error
 	root  string // resource type of the root, for locations
 
-	refCtx  *elemDef // the element holding the Reference being checked
-	arrs    []arrLen
-	keys    [][]span // per-depth keys of generically skipped objects
+	refCtx *elemDef // the element holding the Reference being checked
+	arrs   []arrLen
+	keys   [][]span // per-depth keys of generically skipped objects
 
 	// collected for the output
 	rewrite  bool // record reference edits

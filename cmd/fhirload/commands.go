@@ -104,6 +104,7 @@ func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer
 		e.log.Info("metrics listening", zap.String("addr", addr.String()))
 	}
 
+	defer src.Close()
 	objects := make(chan ingest.Object)
 	rctx, stopReceive := context.WithCancel(ctx)
 	recvErr := make(chan error, 1)

@@ -28,14 +28,18 @@ type workspace struct {
 	dir, config string
 }
 
-func newWorkspace(t *testing.T, extra string) workspace {
+// target holds extra target keys ("url: ..., auth: none"); extra more YAML.
+func newWorkspace(t *testing.T, target, extra string) workspace {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := fmt.Sprintf(`target: {data: %q}
+	if target != "" {
+		target = ", " + target
+	}
+	cfg := fmt.Sprintf(`target: {data: %q%s}
 deadletter: {url: "file://%s"}
 log: {level: warn}
 retry: {initial: 10ms, max: 200ms, max_elapsed: 5s}
-%s`, filepath.Join(dir, "store"), filepath.Join(dir, "deadletter"), extra)
+%s`, filepath.Join(dir, "store"), target, filepath.Join(dir, "deadletter"), extra)
 	p := filepath.Join(dir, "pipeline.yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -108,7 +112,7 @@ func (s *storeClient) count(typ string) int {
 }
 
 func TestRunLoadsSharedDataIdempotently(t *testing.T) {
-	w := newWorkspace(t, "")
+	w := newWorkspace(t, "", "")
 	code, rep, stderr := w.run(t, "run", samplePatients, sampleObservations)
 	if code != 0 || rep == nil {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
@@ -142,7 +146,7 @@ func TestRunLoadsSharedDataIdempotently(t *testing.T) {
 }
 
 func TestRunObservationsFirstLoadTheSame(t *testing.T) {
-	w := newWorkspace(t, "")
+	w := newWorkspace(t, "", "")
 	code, rep, stderr := w.run(t, "run", sampleObservations, samplePatients)
 	if code != 0 || rep.Loaded != 16415 || rep.Created != 16415 {
 		t.Fatalf("exit %d %+v\n%s", code, rep, stderr)
@@ -154,10 +158,10 @@ func TestRunObservationsFirstLoadTheSame(t *testing.T) {
 }
 
 const goodPatient = `{"resourceType":"Patient","id":"p1","name":[{"family":"Doe","given":["Jane"]}],"gender":"female","birthDate":"1970-01-01"}`
-const goodObservation = `{"resourceType":"Observation","id":"o1","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8302-2"}]},"subject":{"reference":"urn:uuid:p1"},"valueQuantity":{"value":170.0,"unit":"cm","system":"http://unitsofmeasure.org","code":"cm"}}`
+const goodObservation = `{"resourceType":"Observation","id":"o1","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8302-2"}]},"subject":{"reference":"Patient/p1"},"valueQuantity":{"value":170.0,"unit":"cm","system":"http://unitsofmeasure.org","code":"cm"}}`
 
 func TestRunMixedFileDeadLettersEachBadLine(t *testing.T) {
-	w := newWorkspace(t, "")
+	w := newWorkspace(t, "", "")
 	lines := []string{
 		goodPatient,
 		"",
@@ -215,18 +219,18 @@ func TestRunMixedFileDeadLettersEachBadLine(t *testing.T) {
 
 func TestRunFatalConditionsExit1WithOneLine(t *testing.T) {
 	cases := []struct {
-		name, extra string
+		name, target string
 		args        []string
 		want        string
 	}{
-		{"unreachable target", `target: {url: "http://127.0.0.1:1/datastore/x/r4/", auth: none}`,
+		{"unreachable target", `url: "http://127.0.0.1:1/datastore/x/r4/", auth: none`,
 			[]string{samplePatients}, "127.0.0.1:1"},
 		{"missing source", "", []string{filepath.Join("nope", "missing.ndjson")}, "missing.ndjson"},
-		{"non-loopback http", `target: {url: "http://203.0.113.7/r4/", auth: none}`, []string{samplePatients}, "https"},
+		{"non-loopback http", `url: "http://203.0.113.7/r4/", auth: none`, []string{samplePatients}, "https"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			w := newWorkspace(t, c.extra)
+			w := newWorkspace(t, c.target, "")
 			code, _, stderr := w.run(t, append([]string{"run"}, c.args...)...)
 			if code != 1 {
 				t.Fatalf("exit %d, want 1\n%s", code, stderr)

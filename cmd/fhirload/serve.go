@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/fhirload/fhirload/fhirstore"
+)
+
+// serveCmd runs `fhirload serve`: the local HealthLake-compatible FHIR
+// server, until ctx is canceled. It returns the process exit code.
+func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address `host:port`")
+	dir := fs.String("data", ".fhirload", "data `directory` (database file fhirstore.db, mode 0600)")
+	dsID := fs.String("datastore-id", fhirstore.DefaultDatastoreID, "datastore `id` in the base URL /datastore/{id}/r4/")
+	auth := fs.String("auth", "sigv4", "request authentication: sigv4 or none")
+	keysFile := fs.String("keys", "", "JSON `file` of accepted keys and their scopes (default: the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY pair, all scopes)")
+	region := fs.String("region", fhirstore.DefaultRegion, "`region` requests must be signed for")
+	wups := fs.Float64("write-units-per-second", 0, "write units (1 per started KB of body) per second before 429; 0 = unlimited")
+	certFile := fs.String("tls-cert", "", "TLS certificate `file` (PEM); with --tls-key serves HTTPS")
+	keyFile := fs.String("tls-key", "", "TLS private key `file` (PEM)")
+	c429 := fs.Float64("chaos-429", 0, "`probability` of an injected 429 per request and per batch entry")
+	c500 := fs.Float64("chaos-500", 0, "`probability` of an injected 500 per request and per batch entry")
+	clat := fs.Duration("chaos-latency", 0, "injected latency per request, random in [0, `duration`)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 1
+	}
+	if err := serve(ctx, stderr, *addr, *certFile, *keyFile, *keysFile, fhirstore.Options{
+		Dir: *dir, DatastoreID: *dsID, Auth: *auth, Region: *region, WriteUnitsPerSecond: *wups,
+		Chaos429: *c429, Chaos500: *c500, ChaosLatency: *clat,
+	}, fs.NArg()); err != nil {
+		fmt.Fprintf(stderr, "fhirload serve: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, stderr io.Writer, addr, certFile, keyFile, keysFile string, opts fhirstore.Options, nargs int) error {
+	if nargs > 0 {
+		return errors.New("serve takes no arguments")
+	}
+	if (certFile == "") != (keyFile == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if keysFile != "" {
+		if opts.Auth == "none" {
+			return errors.New("--keys needs --auth sigv4")
+		}
+		keys, err := fhirstore.LoadKeys(keysFile)
+		if err != nil {
+			return err
+		}
+		opts.Keys = keys
+	}
+	var tlsConf *tls.Config
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("load TLS key pair: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	srv, err := fhirstore.Open(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	l, err := (&net.ListenConfig{KeepAlive: 30 * time.Second}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	scheme := "http"
+	if tlsConf != nil {
+		l = tls.NewListener(l, tlsConf)
+		scheme = "https"
+	}
+	fmt.Fprintf(stderr, "fhirload serve: listening on %s://%s%s\n", scheme, l.Addr(), srv.BasePath())
+	if err := srv.Serve(ctx, l); err != nil {
+		return err
+	}
+	return srv.Close()
+}

@@ -1,0 +1,123 @@
+package fhirstore
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+// benchObservations returns n Observations made from the sample by giving
+// copies new ids, spread over the sample's patients.
+func benchObservations(b *testing.B, n int) [][]byte {
+	b.Helper()
+	src := readNDJSON(b, "Observation.ndjson.gz")
+	out := make([][]byte, 0, n)
+	for i := 0; len(out) < n; i++ {
+		o := src[i%len(src)]
+		o = bytes.Replace(o, []byte(`"subject":{"reference":"urn:uuid:`), []byte(`"subject":{"reference":"Patient/`), 1)
+		// Ids in the sample are UUIDs: swap the first 8 hex digits for a counter.
+		id := bytes.Index(o, []byte(`"id":"`)) + 6
+		o = bytes.Clone(o)
+		copy(o[id:id+8], fmt.Appendf(nil, "%08x", i))
+		out = append(out, o)
+	}
+	return out
+}
+
+// BenchmarkBatchPut measures writes through batch Bundles of 100 PUT entries
+// into the file-backed store, over loopback HTTP with SigV4, from 4 clients.
+// It reports resources/s.
+func BenchmarkBatchPut(b *testing.B) {
+	e := newEnv(&testing.T{}, Options{Dir: b.TempDir()})
+	defer e.ts.Close()
+	defer e.srv.Close()
+	obs := benchObservations(b, 20000)
+	var bundles [][]byte
+	for chunk := range slices.Chunk(obs, 100) {
+		bundles = append(bundles, batchOfPuts(b, "Observation", chunk))
+	}
+	const clients = 4
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	work := make(chan []byte)
+	for range clients {
+		wg.Go(func() {
+			for body := range work {
+				if err := postBatch(e, body); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	}
+	for i := 0; i < b.N; i++ {
+		work <- bundles[i%len(bundles)]
+	}
+	close(work)
+	wg.Wait()
+	b.ReportMetric(float64(b.N*100)/time.Since(start).Seconds(), "resources/s")
+}
+
+func postBatch(e *testEnv, body []byte) error {
+	req, _ := http.NewRequest("POST", e.base, bytes.NewReader(body))
+	req.Header.Set("Content-Type", contentTypeFHIR)
+	signRequest(req, body, testKeyID, testSecret, testRegion, "", time.Now())
+	res, err := e.ts.Client().Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(res.Body)
+	if res.StatusCode != 200 || bytes.Contains(buf.Bytes(), []byte(`"status":"4`)) {
+		return fmt.Errorf("batch: %d %.300s", res.StatusCode, buf.Bytes())
+	}
+	return nil
+}
+
+// BenchmarkSearchPatientCode measures a patient+code search over 100,000
+// Observations (the sample, copied) and reports p50 and p99 latency.
+func BenchmarkSearchPatientCode(b *testing.B) {
+	e := newEnv(&testing.T{}, Options{Dir: b.TempDir()})
+	defer e.ts.Close()
+	defer e.srv.Close()
+	obs := benchObservations(b, 100000)
+	for chunk := range slices.Chunk(obs, 100) {
+		if err := postBatch(e, batchOfPuts(b, "Observation", chunk)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sample := parseSampleObs(&testing.T{}, readNDJSON(b, "Observation.ndjson.gz"))
+	var queries []string
+	for _, o := range sample[:200] {
+		queries = append(queries, "Observation?patient="+o.Patient[len("urn:uuid:"):]+"&code="+url.QueryEscape(o.Codes[0]))
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		req, _ := http.NewRequest("GET", e.base+queries[i%len(queries)], nil)
+		signRequest(req, nil, testKeyID, testSecret, testRegion, "", time.Now())
+		res, err := e.ts.Client().Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || !bytes.Contains(buf.Bytes(), []byte(`"entry"`)) {
+			b.Fatalf("search: %d %.300s", res.StatusCode, buf.Bytes())
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}

@@ -1,0 +1,575 @@
+package fhirstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+const contentTypeFHIR = "application/fhir+json"
+
+// Interactions.
+const (
+	opRead = iota + 1
+	opVRead
+	opHistory
+	opSearch
+	opCreate
+	opUpdate
+	opDelete
+	opBundle
+	opMetadata
+)
+
+// call is one interaction: a routed request or a Bundle entry.
+type call struct {
+	op      int
+	typ, id string
+	vid     int64
+	query   []kv
+	body    []byte
+	parsed  *parsed // body, when already parsed
+	ifMatch string
+	minimal bool // Prefer: return=minimal
+}
+
+// perm is the scope permission the call needs.
+func (c *call) perm() int {
+	switch c.op {
+	case opRead, opVRead, opHistory:
+		return permRead
+	case opSearch:
+		return permSearch
+	case opCreate:
+		return permCreate
+	case opUpdate:
+		return permUpdate
+	case opDelete:
+		return permDelete
+	}
+	return 0
+}
+
+func (c *call) writes() bool { return c.op == opCreate || c.op == opUpdate || c.op == opDelete }
+
+// result is what an interaction produced.
+type result struct {
+	status   int
+	v        *version // the version written or read
+	body     []byte   // response body: a resource or a Bundle
+	location string   // relative: Type/id/_history/n
+}
+
+// statusWriter remembers the status for the access log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	w := &statusWriter{ResponseWriter: rw}
+	route := "-"
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("panic serving request", zap.String("method", r.Method), zap.String("route", route), zap.Any("panic", p))
+			if w.status == 0 {
+				writeError(w, &fhirError{status: http.StatusInternalServerError, code: "exception", text: "Internal server error."})
+			}
+		}
+		s.log.Debug("request", zap.String("method", r.Method), zap.String("route", route),
+			zap.Int("status", w.status), zap.Duration("duration", time.Since(start)))
+	}()
+	if d := s.latency(); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	var body []byte
+	if r.Body != nil {
+		var err error
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				writeError(w, errf(http.StatusRequestEntityTooLarge, "too-long", "Request body exceeds %d bytes.", s.opts.MaxBodyBytes))
+				return
+			}
+			writeError(w, badRequest("Could not read the request body."))
+			return
+		}
+	}
+	g := grants{{typ: "*", perms: permAll}}
+	if s.ver != nil {
+		var e *fhirError
+		if g, e = s.ver.verify(r, body); e != nil {
+			writeError(w, e)
+			return
+		}
+	}
+	c, e := s.route(r, body)
+	if c != nil {
+		route = routeName(c)
+	}
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	if c.op != opMetadata && c.op != opBundle && !g.allows(c.typ, c.perm()) {
+		writeError(w, forbidden(c))
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && c.op != opSearch && s.bucket != nil {
+		if ok, wait := s.bucket.take(writeUnits(len(body))); !ok {
+			writeError(w, &fhirError{status: http.StatusTooManyRequests, code: "throttled", text: "Rate exceeded: write units per second limit reached.", retryAfter: wait})
+			return
+		}
+	}
+	if e := s.chaos(); e != nil {
+		writeError(w, e)
+		return
+	}
+	base := baseURL(r, s.BasePath())
+	switch c.op {
+	case opMetadata:
+		w.Header().Set("Content-Type", contentTypeFHIR)
+		_, _ = w.Write(s.capability)
+		return
+	case opBundle:
+		out, e := s.bundle(r.Context(), body, g, base, preferRepresentation(r))
+		if e != nil {
+			s.writeFailure(w, r, e)
+			return
+		}
+		w.Header().Set("Content-Type", contentTypeFHIR)
+		_, _ = w.Write(out)
+		return
+	}
+	res, err := s.execOne(r.Context(), c, base)
+	if err != nil {
+		s.writeFailure(w, r, err)
+		return
+	}
+	h := w.Header()
+	if res.v != nil && !res.v.deleted {
+		h.Set("ETag", res.v.etag())
+		h.Set("Last-Modified", res.v.updated.UTC().Format(http.TimeFormat))
+	}
+	if res.location != "" {
+		h.Set("Location", base+res.location)
+	}
+	if res.body == nil || (c.writes() && c.minimal) {
+		w.WriteHeader(res.status)
+		return
+	}
+	h.Set("Content-Type", contentTypeFHIR)
+	w.WriteHeader(res.status)
+	_, _ = w.Write(res.body)
+}
+
+// writeFailure writes a *fhirError as is and anything else as a PHI-free 500.
+func (s *Server) writeFailure(w http.ResponseWriter, r *http.Request, err error) {
+	var fe *fhirError
+	if errors.As(err, &fe) {
+		writeError(w, fe)
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	s.log.Error("request failed", zap.String("method", r.Method), zap.Error(err))
+	writeError(w, &fhirError{status: http.StatusInternalServerError, code: "exception", text: "Internal server error."})
+}
+
+func forbidden(c *call) *fhirError {
+	return &fhirError{status: http.StatusForbidden, code: "forbidden",
+		text: "User is not authorized to perform this action: the key has no scope for " + c.typ + " " + permName(c.perm()) + "."}
+}
+
+func permName(p int) string {
+	switch p {
+	case permRead:
+		return "read"
+	case permSearch:
+		return "search"
+	case permCreate:
+		return "create"
+	case permUpdate:
+		return "update"
+	case permDelete:
+		return "delete"
+	}
+	return "access"
+}
+
+func routeName(c *call) string {
+	switch c.op {
+	case opMetadata:
+		return "metadata"
+	case opBundle:
+		return "bundle"
+	case opSearch:
+		return c.typ + "?"
+	case opCreate:
+		return c.typ
+	case opVRead:
+		return c.typ + "/" + c.id + "/_history/" + strconv.FormatInt(c.vid, 10)
+	case opHistory:
+		return c.typ + "/" + c.id + "/_history"
+	}
+	return c.typ + "/" + c.id
+}
+
+func preferRepresentation(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Prefer"), "return=representation")
+}
+
+// baseURL is the absolute FHIR base URL the client used.
+func baseURL(r *http.Request, basePath string) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + basePath
+}
+
+func methodNotAllowed(allow ...string) *fhirError {
+	return errf(http.StatusMethodNotAllowed, "not-supported", "Method not allowed here; allowed: %s.", strings.Join(allow, ", "))
+}
+
+// route maps a request to a call, checking method and content type.
+func (s *Server) route(r *http.Request, body []byte) (*call, *fhirError) {
+	rest, ok := strings.CutPrefix(r.URL.Path, "/datastore/")
+	if !ok {
+		return nil, errf(http.StatusNotFound, "not-found", "Not found: the FHIR base URL is %s.", s.BasePath())
+	}
+	ds, rest, _ := strings.Cut(rest, "/")
+	if ds != s.opts.DatastoreID {
+		return nil, errf(http.StatusNotFound, "not-found", "Datastore not found.")
+	}
+	ver, rest, _ := strings.Cut(rest, "/")
+	if ver != "r4" {
+		return nil, errf(http.StatusNotFound, "not-found", "Not found: only FHIR R4 is served, under %s.", s.BasePath())
+	}
+	minimal := strings.Contains(r.Header.Get("Prefer"), "return=minimal")
+	needsBody := func() *fhirError {
+		if !isJSONType(r.Header.Get("Content-Type")) {
+			return errf(http.StatusUnsupportedMediaType, "not-supported", "Content-Type must be application/fhir+json or application/json.")
+		}
+		return nil
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	if rest == "" {
+		if r.Method != http.MethodPost {
+			return nil, methodNotAllowed("POST")
+		}
+		if e := needsBody(); e != nil {
+			return nil, e
+		}
+		return &call{op: opBundle}, nil
+	}
+	if rest == "metadata" {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return nil, methodNotAllowed("GET")
+		}
+		return &call{op: opMetadata}, nil
+	}
+	c, e := parseTarget(r.Method, rest, r.URL.RawQuery)
+	if e != nil {
+		return c, e
+	}
+	c.body, c.minimal = body, minimal
+	switch c.op {
+	case opCreate, opUpdate:
+		if e := needsBody(); e != nil {
+			return c, e
+		}
+		c.ifMatch = parseETag(r.Header.Get("If-Match"))
+	case opSearch:
+		if r.Method == http.MethodPost {
+			mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			if mt != "application/x-www-form-urlencoded" {
+				return c, errf(http.StatusUnsupportedMediaType, "not-supported", "POST _search takes application/x-www-form-urlencoded.")
+			}
+			form, e := parseQuery(string(body))
+			if e != nil {
+				return c, e
+			}
+			c.query = append(c.query, form...)
+		}
+	}
+	return c, nil
+}
+
+func isJSONType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == contentTypeFHIR || mt == "application/json")
+}
+
+// parseETag turns W/"3" (or "3", or 3) into "3".
+func parseETag(s string) string {
+	s = strings.TrimPrefix(strings.TrimSpace(s), "W/")
+	return strings.Trim(s, `"`)
+}
+
+// parseTarget routes a path relative to the base ("Patient", "Patient/1",
+// "Patient/1/_history/2", "Patient/_search") and a method to a call. It serves
+// both HTTP requests and Bundle entries.
+func parseTarget(method, rest, rawQuery string) (*call, *fhirError) {
+	parts := strings.Split(rest, "/")
+	typ := parts[0]
+	if !knownType(typ) {
+		return nil, errf(http.StatusBadRequest, "not-supported", "Unknown resource type '%s'.", safeName(typ))
+	}
+	c := &call{typ: typ}
+	if len(parts) > 1 && parts[1] != "_search" && !validID(parts[1]) {
+		return c, badRequest("Invalid resource id: 1-64 characters of A-Z a-z 0-9 - and '.'.")
+	}
+	switch {
+	case len(parts) == 1:
+		switch method {
+		case http.MethodGet, http.MethodHead:
+			c.op = opSearch
+		case http.MethodPost:
+			c.op = opCreate
+		default:
+			return c, methodNotAllowed("GET", "POST")
+		}
+	case len(parts) == 2 && parts[1] == "_search":
+		if method != http.MethodPost && method != http.MethodGet {
+			return c, methodNotAllowed("GET", "POST")
+		}
+		c.op = opSearch
+	case len(parts) == 2:
+		c.id = parts[1]
+		switch method {
+		case http.MethodGet, http.MethodHead:
+			c.op = opRead
+		case http.MethodPut:
+			c.op = opUpdate
+		case http.MethodDelete:
+			c.op = opDelete
+		default:
+			return c, methodNotAllowed("GET", "PUT", "DELETE")
+		}
+	case len(parts) == 3 && parts[2] == "_history":
+		c.id, c.op = parts[1], opHistory
+		if method != http.MethodGet && method != http.MethodHead {
+			return c, methodNotAllowed("GET")
+		}
+	case len(parts) == 4 && parts[2] == "_history":
+		c.id, c.op = parts[1], opVRead
+		if method != http.MethodGet && method != http.MethodHead {
+			return c, methodNotAllowed("GET")
+		}
+		v, err := strconv.ParseInt(parts[3], 10, 64)
+		if err != nil || v < 1 {
+			return c, errf(http.StatusNotFound, "not-found", "Version not found: %s/%s/_history/%s.", typ, c.id, safeName(parts[3]))
+		}
+		c.vid = v
+	default:
+		return c, errf(http.StatusNotFound, "not-found", "Not found.")
+	}
+	if c.op == opSearch {
+		q, e := parseQuery(rawQuery)
+		if e != nil {
+			return c, e
+		}
+		c.query = q
+	}
+	return c, nil
+}
+
+// execOne runs a single (non-Bundle) interaction.
+func (s *Server) execOne(ctx context.Context, c *call, base string) (*result, error) {
+	if !c.writes() {
+		return s.execRead(ctx, s.st.r, c, base)
+	}
+	var res *result
+	err := s.st.write(ctx, func(t *wtx) error {
+		var err error
+		res, err = s.execWrite(t, c, s.now(), nil)
+		return err
+	})
+	return res, err
+}
+
+// execRead runs a read, vread, history or search through q.
+func (s *Server) execRead(ctx context.Context, q querier, c *call, base string) (*result, error) {
+	switch c.op {
+	case opRead, opVRead:
+		var v *version
+		var err error
+		if c.op == opRead {
+			v, err = read(ctx, q, c.typ, c.id)
+		} else {
+			v, err = vread(ctx, q, c.typ, c.id, c.vid)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			if c.op == opVRead {
+				return nil, errf(http.StatusNotFound, "not-found", "Version not found: %s/%s/_history/%d.", c.typ, c.id, c.vid)
+			}
+			return nil, errf(http.StatusNotFound, "not-found", "Resource not found: %s/%s.", c.typ, c.id)
+		}
+		if v.deleted {
+			return nil, &fhirError{status: http.StatusGone, code: "deleted", text: "Resource deleted: " + c.typ + "/" + c.id + ".", etag: v.etag()}
+		}
+		return &result{status: http.StatusOK, v: v, body: v.body}, nil
+	case opSearch:
+		srch, e := compileSearch(c.typ, c.query)
+		if e != nil {
+			return nil, e
+		}
+		var out bytes.Buffer
+		if err := srch.run(ctx, q, base, &out, lastUpdated(s.now())); err != nil {
+			return nil, err
+		}
+		return &result{status: http.StatusOK, body: out.Bytes()}, nil
+	case opHistory:
+		out, err := history(ctx, q, c.typ, c.id, base, lastUpdated(s.now()))
+		if err != nil {
+			return nil, err
+		}
+		return &result{status: http.StatusOK, body: out}, nil
+	}
+	return nil, errf(http.StatusMethodNotAllowed, "not-supported", "Interaction not supported.")
+}
+
+// execWrite runs a create, update or delete inside t.
+func (s *Server) execWrite(t *wtx, c *call, now time.Time, buf []byte) (*result, error) {
+	now = now.Truncate(time.Millisecond)
+	if c.op == opDelete {
+		v, found, err := t.remove(c.typ, c.id, now)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, errf(http.StatusNotFound, "not-found", "Resource not found: %s/%s.", c.typ, c.id)
+		}
+		return &result{status: http.StatusNoContent, v: v}, nil
+	}
+	p := c.parsed
+	if p == nil {
+		var e *fhirError
+		if p, e = parseResource(c.body); e != nil {
+			return nil, e
+		}
+	}
+	if p.typ != c.typ {
+		return nil, badRequest("The resourceType %s does not match the URL's resource type %s.", p.typ, c.typ)
+	}
+	id := c.id
+	opt := putOptions{ifMatch: c.ifMatch, dupCheck: true}
+	if c.op == opCreate {
+		if id == "" { // a transaction may have assigned it to resolve urn:uuid references
+			id = newID()
+		}
+	} else if p.id != id {
+		if p.id == "" {
+			return nil, badRequest("The resource has no id; on update it must equal the id in the URL.")
+		}
+		return nil, badRequest("The resource id %s does not match the id %s in the URL.", p.id, id)
+	}
+	v, created, err := t.put(p, id, opt, now, buf)
+	if err != nil {
+		return nil, err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	return &result{status: status, v: v, body: v.body,
+		location: c.typ + "/" + id + "/_history/" + strconv.FormatInt(v.version, 10)}, nil
+}
+
+// history renders the history Bundle of one resource, newest first.
+func history(ctx context.Context, q querier, typ, id, base, now string) ([]byte, error) {
+	cur, err := read(ctx, q, typ, id)
+	if err != nil {
+		return nil, err
+	}
+	if cur == nil {
+		return nil, errf(http.StatusNotFound, "not-found", "Resource not found: %s/%s.", typ, id)
+	}
+	var out bytes.Buffer
+	out.WriteString(`{"resourceType":"Bundle","id":"` + newID() + `","meta":{"lastUpdated":"` + now + `"},"type":"history","total":` +
+		strconv.FormatInt(cur.version, 10) + `,"entry":[`)
+	full := base + typ + "/" + id
+	for ver := cur.version; ver >= 1; ver-- {
+		v, err := vread(ctx, q, typ, id, ver)
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			continue
+		}
+		if ver != cur.version {
+			out.WriteByte(',')
+		}
+		out.WriteString(`{"fullUrl":`)
+		writeJSONString(&out, full)
+		method := "PUT"
+		status := "200"
+		if v.deleted {
+			method, status = "DELETE", "204"
+		} else {
+			out.WriteString(`,"resource":`)
+			out.Write(v.body)
+			if ver == 1 {
+				status = "201"
+			}
+		}
+		out.WriteString(`,"request":{"method":"` + method + `","url":`)
+		writeJSONString(&out, typ+"/"+id)
+		out.WriteString(`},"response":{"status":"` + status + `","etag":"W/\"` + strconv.FormatInt(ver, 10) +
+			`\"","lastModified":"` + lastUpdated(v.updated) + `"}}`)
+	}
+	out.WriteString("]}")
+	return out.Bytes(), nil
+}
+
+// relativeTarget strips an absolute base from a Bundle entry's request.url.
+func relativeTarget(u string) (path, rawQuery string) {
+	if i := strings.Index(u, "/r4/"); i >= 0 && (strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://")) {
+		u = u[i+4:]
+	}
+	u = strings.TrimPrefix(u, "/")
+	path, rawQuery, _ = strings.Cut(u, "?")
+	if p, err := url.PathUnescape(path); err == nil {
+		path = p
+	}
+	return path, rawQuery
+}

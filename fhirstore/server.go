@@ -1,0 +1,250 @@
+package fhirstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Defaults of Options.
+const (
+	DefaultDatastoreID  = "local"
+	DefaultRegion       = "us-east-1"
+	DefaultMaxBodyBytes = 32 << 20
+	// MaxBundleEntries is the largest batch or transaction Bundle accepted.
+	MaxBundleEntries = 500
+)
+
+// Options configures a Server. The zero value of every field but Dir is a
+// usable default.
+type Options struct {
+	// Dir is the data directory; the database is Dir/fhirstore.db (mode
+	// 0600). It is created if absent.
+	Dir string
+	// DatastoreID is the {ID} in /datastore/{ID}/r4/. Default "local".
+	DatastoreID string
+	// Auth is "sigv4" (default) or "none".
+	Auth string
+	// Region is the region requests must be signed for. Default "us-east-1".
+	Region string
+	// Keys are the keys accepted by SigV4 verification. When empty, the key
+	// pair in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY is accepted with all
+	// scopes.
+	Keys []Key
+	// WriteUnitsPerSecond limits writes: every POST, PUT and DELETE costs one
+	// unit per started KB of body, and requests beyond the rate get 429 with
+	// Retry-After. 0 means unlimited.
+	WriteUnitsPerSecond float64
+	// Chaos429 and Chaos500 are the probabilities (0..1) that a request, and
+	// independently each entry of a batch Bundle, fails with 429 or 500.
+	Chaos429, Chaos500 float64
+	// ChaosLatency delays every request by a random duration in [0, ChaosLatency).
+	ChaosLatency time.Duration
+	// ChaosSeed seeds the chaos random source; 0 picks a random seed.
+	ChaosSeed uint64
+	// MaxBodyBytes is the largest request body accepted (413 beyond).
+	// Default 32 MiB.
+	MaxBodyBytes int64
+	// Logger receives one line per request (method, route, status, duration;
+	// never bodies). Nil means no logs.
+	Logger *zap.Logger
+
+	// now replaces the clock in tests.
+	now func() time.Time
+}
+
+// Server is a local HealthLake-compatible FHIR R4 server on SQLite.
+type Server struct {
+	opts       Options
+	st         *store
+	ver        *verifier
+	bucket     *bucket
+	log        *zap.Logger
+	now        func() time.Time
+	capability []byte
+
+	rngMu sync.Mutex
+	rng   *mrand.Rand
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (creating if needed) the store in opts.Dir and returns a Server
+// ready to serve. Close releases it.
+func Open(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("fhirstore: Options.Dir is required")
+	}
+	if opts.DatastoreID == "" {
+		opts.DatastoreID = DefaultDatastoreID
+	}
+	if !validID(opts.DatastoreID) {
+		return nil, fmt.Errorf("fhirstore: invalid datastore id %q", opts.DatastoreID)
+	}
+	if opts.Region == "" {
+		opts.Region = DefaultRegion
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.Chaos429 < 0 || opts.Chaos429 > 1 || opts.Chaos500 < 0 || opts.Chaos500 > 1 || opts.ChaosLatency < 0 {
+		return nil, errors.New("fhirstore: chaos probabilities must be within 0..1 and latency not negative")
+	}
+	if opts.WriteUnitsPerSecond < 0 {
+		return nil, errors.New("fhirstore: WriteUnitsPerSecond must not be negative")
+	}
+	now := opts.now
+	if now == nil {
+		now = time.Now
+	}
+	s := &Server{opts: opts, log: opts.Logger, now: now}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	switch opts.Auth {
+	case "", "sigv4":
+		keys := opts.Keys
+		if len(keys) == 0 {
+			id, secret := os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+			if id == "" || secret == "" {
+				return nil, errors.New("fhirstore: sigv4 auth needs keys, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment")
+			}
+			keys = []Key{{AccessKeyID: id, SecretAccessKey: secret, Scopes: []string{"system/*.*"}}}
+		}
+		for _, k := range keys {
+			if k.AccessKeyID == "" || k.SecretAccessKey == "" {
+				return nil, errors.New("fhirstore: every key needs an access key id and a secret")
+			}
+			for _, sc := range k.Scopes {
+				if _, err := parseScope(sc); err != nil {
+					return nil, fmt.Errorf("fhirstore: key %s: %w", k.AccessKeyID, err)
+				}
+			}
+		}
+		s.ver = newVerifier(opts.Region, keys, now)
+	case "none":
+	default:
+		return nil, fmt.Errorf("fhirstore: unknown auth %q (want sigv4 or none)", opts.Auth)
+	}
+	if opts.WriteUnitsPerSecond > 0 {
+		s.bucket = newBucket(opts.WriteUnitsPerSecond, now)
+	}
+	seed := opts.ChaosSeed
+	if seed == 0 {
+		seed = mrand.Uint64()
+	}
+	s.rng = mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	s.capability = capabilityStatement(now())
+	st, err := openStore(ctx, opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("fhirstore: %w", err)
+	}
+	s.st = st
+	return s, nil
+}
+
+// BasePath is the path prefix of the FHIR base URL, /datastore/{ID}/r4/.
+func (s *Server) BasePath() string { return "/datastore/" + s.opts.DatastoreID + "/r4/" }
+
+// Handler returns the HTTP handler serving the FHIR API under BasePath.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// Serve serves HTTP on l until ctx is done, then shuts down gracefully
+// (in-flight requests get up to 10 s) and returns. It does not close the
+// store; call Close after Serve returns.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ErrorLog:          zap.NewStdLog(s.log),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("fhirstore: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("fhirstore: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close closes the store. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		if err := s.st.close(); err != nil {
+			s.closeErr = fmt.Errorf("fhirstore: close: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// chance draws from the chaos random source.
+func (s *Server) chance(p float64) bool {
+	if p <= 0 {
+		return false
+	}
+	s.rngMu.Lock()
+	defer s.rngMu.Unlock()
+	return s.rng.Float64() < p
+}
+
+func (s *Server) latency() time.Duration {
+	if s.opts.ChaosLatency <= 0 {
+		return 0
+	}
+	s.rngMu.Lock()
+	defer s.rngMu.Unlock()
+	return time.Duration(s.rng.Int64N(int64(s.opts.ChaosLatency)))
+}
+
+// chaos returns the injected failure for one request or batch entry, if any.
+func (s *Server) chaos() *fhirError {
+	if s.chance(s.opts.Chaos429) {
+		return &fhirError{status: http.StatusTooManyRequests, code: "throttled", text: "Rate exceeded (injected by chaos-429).", retryAfter: 1}
+	}
+	if s.chance(s.opts.Chaos500) {
+		return &fhirError{status: http.StatusInternalServerError, code: "exception", text: "Internal server error (injected by chaos-500)."}
+	}
+	return nil
+}
+
+// newID returns a random UUID (version 4), used for server-assigned ids.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:])
+	return string(out[:])
+}

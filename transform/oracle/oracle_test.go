@@ -1,0 +1,162 @@
+// Package oracle compares transform's validator with github.com/google/fhir/go (the
+// accurate Go FHIR library) on the shared data and on mutations of it. It is a separate
+// module so that fhirload does not carry google/fhir's dependencies:
+//
+//	cd transform/oracle && go test ./...
+package oracle
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fhirload/fhirload/transform"
+	"github.com/google/fhir/go/fhirversion"
+	"github.com/google/fhir/go/jsonformat"
+)
+
+func readLines(t testing.TB, name string) [][]byte {
+	t.Helper()
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(name, ".gz") {
+		if r, err = gzip.NewReader(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out [][]byte
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 8<<20)
+	for sc.Scan() {
+		if len(sc.Bytes()) > 0 {
+			out = append(out, bytes.Clone(sc.Bytes()))
+		}
+	}
+	return out
+}
+
+func corpus(t testing.TB) map[string][][]byte {
+	sets := map[string][][]byte{}
+	for _, f := range []string{"../../testdata/sample/Patient.ndjson.gz", "../../testdata/sample/Observation.ndjson.gz",
+		"../../testdata/shared/fhir/pathling/Patient.ndjson", "../../testdata/shared/fhir/pathling/Observation.ndjson.gz"} {
+		lines := readLines(t, f)
+		if len(lines) > 1500 {
+			lines = lines[:1500]
+		}
+		sets[filepath.Base(f)] = lines
+	}
+	files, _ := filepath.Glob("../../testdata/shared/fhir/examples/*.json")
+	for _, f := range files {
+		raw, _ := os.ReadFile(f)
+		var b bytes.Buffer
+		if err := json.Compact(&b, raw); err != nil {
+			t.Fatal(err)
+		}
+		sets["examples"] = append(sets["examples"], b.Bytes())
+	}
+	return sets
+}
+
+type oracle struct{ u *jsonformat.Unmarshaller }
+
+func newOracle(t testing.TB) oracle {
+	u, err := jsonformat.NewUnmarshaller("UTC", fhirversion.R4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return oracle{u}
+}
+
+func (o oracle) accepts(line []byte) (bool, error) {
+	_, err := o.u.Unmarshal(line)
+	return err == nil, err
+}
+
+// mutations are edits of valid resources; each either keeps or breaks validity.
+var mutations = []struct {
+	name     string
+	old, new string
+}{
+	{"feb30", `"effectiveDateTime":"20`, `"effectiveDateTime":"2021-02-30T00:00:00Z","x":"`},
+	{"bad status", `"status":"final"`, `"status":"finished"`},
+	{"drop status", `"status":"final",`, ``},
+	{"unknown element", `"status":"final"`, `"status":"final","statusX":"final"`},
+	{"two values", `"valueQuantity":{`, `"valueString":"x","valueQuantity":{`},
+	{"value as string", `"value":`, `"value":"1"`},
+	{"bad gender", `"gender":"male"`, `"gender":"M"`},
+	{"bad gender female", `"gender":"female"`, `"gender":"F"`},
+	{"birthDate datetime", `"birthDate":"19`, `"birthDate":"1990-01-01T00:00:00Z","_x":"`},
+	{"long id", `"id":"`, `"id":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa`},
+	{"id underscore", `"id":"`, `"id":"a_`},
+	{"empty string", `"display":"`, `"display":"","x":"`},
+	{"array for single", `"code":{`, `"code":[{`},
+	{"name use bad", `"use":"official"`, `"use":"formal"`},
+	{"issued no zone", `"issued":"`, `"issued":"2020-01-01T00:00:00","x":"`},
+	{"decimal literal", `"value":`, `"value":1.50E+3,"x":`},
+	{"extra valid extension", `"status":"final"`, `"status":"final","extension":[{"url":"http://x","valueString":"y"}]`},
+	{"null value", `"status":"final"`, `"status":null`},
+	{"duplicate key", `"status":"final"`, `"status":"final","status":"final"`},
+}
+
+// explained lists the known disagreements (mutation name → why). Every other case —
+// the shared data, the official examples and all other mutations — agrees.
+var explained = map[string]string{
+	"duplicate key": "google/fhir decodes with encoding/json into a map, so a duplicate key silently keeps " +
+		"the last value; we reject it as ambiguous (the JSON is not one resource).",
+	"null value": "google/fhir treats \"status\":null as present (it does not report the null and its " +
+		"required-field check passes); FHIR JSON forbids null outside primitive arrays and we reject it.",
+}
+
+func TestDifferential(t *testing.T) {
+	tr, err := transform.New(transform.Options{Profile: "base"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := newOracle(t)
+	var disagreements []string
+	check := func(label string, line []byte) {
+		ours := tr.Validate(line) == nil
+		theirs, terr := o.accepts(line)
+		if ours != theirs {
+			disagreements = append(disagreements, label)
+			if testing.Verbose() {
+				t.Logf("%s: ours=%v google=%v (%v) ourErr=%v", label, ours, theirs, terr, tr.Validate(line))
+			}
+		}
+	}
+	for set, lines := range corpus(t) {
+		for i, l := range lines {
+			check(set+"/"+"orig", l)
+			if i%10 != 0 {
+				continue
+			}
+			for _, m := range mutations {
+				if bytes.Contains(l, []byte(m.old)) {
+					check(m.name, bytes.Replace(l, []byte(m.old), []byte(m.new), 1))
+				}
+			}
+		}
+	}
+	counts := map[string]int{}
+	for _, d := range disagreements {
+		counts[d]++
+	}
+	for name, n := range counts {
+		why, ok := explained[name]
+		if !ok {
+			t.Errorf("unexplained disagreement %q (%d lines)", name, n)
+			continue
+		}
+		t.Logf("disagreement %q (%d lines): %s", name, n, why)
+	}
+}
