@@ -35,9 +35,11 @@ func newWorkspace(t *testing.T, target, extra string) workspace {
 	if target != "" {
 		target = ", " + target
 	}
+	if !strings.Contains(extra, "log:") {
+		extra += "\nlog: {level: warn}\n"
+	}
 	cfg := fmt.Sprintf(`target: {data: %q%s}
 deadletter: {url: "file://%s"}
-log: {level: warn}
 retry: {initial: 10ms, max: 200ms, max_elapsed: 5s}
 %s`, filepath.Join(dir, "store"), target, filepath.Join(dir, "deadletter"), extra)
 	p := filepath.Join(dir, "pipeline.yaml")
@@ -166,7 +168,7 @@ func TestRunMixedFileDeadLettersEachBadLine(t *testing.T) {
 		goodPatient,
 		"",
 		`{"resourceType":"Patient","id":"p2","name":[{"family":"Roe"`, // malformed JSON
-		`{"resourceType":"Encounter","id":"e1","status":"finished"}`,   // wrong type
+		`{"resourceType":"Encounter","id":"e1","status":"finished"}`,  // wrong type
 		`{"resourceType":"Patient","id":"p3","name":[{"given":["NoFamily"]}]}`,
 		`{"resourceType":"Patient","id":"bad id!","name":[{"family":"X","given":["Y"]}]}`,
 		"   ",
@@ -220,8 +222,8 @@ func TestRunMixedFileDeadLettersEachBadLine(t *testing.T) {
 func TestRunFatalConditionsExit1WithOneLine(t *testing.T) {
 	cases := []struct {
 		name, target string
-		args        []string
-		want        string
+		args         []string
+		want         string
 	}{
 		{"unreachable target", `url: "http://127.0.0.1:1/datastore/x/r4/", auth: none`,
 			[]string{samplePatients}, "127.0.0.1:1"},

@@ -1,0 +1,311 @@
+// Package benchkit holds what the benchmarks share: a deterministic generator of
+// Synthea-like FHIR NDJSON and a no-op FHIR endpoint that answers like a server
+// without storing anything. It is used by cmd/fhirload-gen, cmd/noopfhir,
+// pipeline benchmarks and scripts/bench.sh; nothing in the product depends on it.
+package benchkit
+
+import (
+	"bufio"
+	"crypto/sha1"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strconv"
+)
+
+// GenOptions configures Generate. Zero values take the defaults.
+type GenOptions struct {
+	// Bytes is the approximate total size to write (Patients plus Observations);
+	// generation stops after the first Patient group that reaches it. Used when
+	// Patients is 0; default 10 MB.
+	Bytes int64
+	// Patients is the exact number of Patients (each with its Observations).
+	Patients int
+	// ObservationsPerPatient is how many Observations each Patient gets, default 40.
+	ObservationsPerPatient int
+	// Seed selects the data set; the same options always produce the same bytes.
+	Seed uint64
+}
+
+// GenStats says what Generate wrote.
+type GenStats struct {
+	Patients, Observations int64
+	PatientBytes, ObsBytes int64
+}
+
+// Resources is the number of resources written.
+func (s GenStats) Resources() int64 { return s.Patients + s.Observations }
+
+// Generate writes Synthea-like Patients to patients and their Observations to
+// observations, one resource per line. Patients are about 1.2 KB, Observations
+// 0.8-1.3 KB (vital signs, lab values, blood-pressure panels). Ids are stable
+// UUIDs derived from the seed and the record number; each Observation's
+// subject is a urn:uuid: reference to its Patient, as in a Synthea bundle
+// export. Every line is valid under the transform's "seed" profile. Nothing
+// in it is real: names, dates and values are drawn from small fixed lists.
+func Generate(patients, observations io.Writer, o GenOptions) (GenStats, error) {
+	if o.ObservationsPerPatient <= 0 {
+		o.ObservationsPerPatient = 40
+	}
+	if o.Patients <= 0 && o.Bytes <= 0 {
+		o.Bytes = 10 << 20
+	}
+	pw := &countWriter{w: patients}
+	ow := &countWriter{w: observations}
+	pb := bufio.NewWriterSize(pw, 256<<10)
+	ob := bufio.NewWriterSize(ow, 1<<20)
+	g := gen{rnd: rand.New(rand.NewPCG(o.Seed, 0x9e3779b97f4a7c15)), seed: o.Seed}
+	var st GenStats
+	var line []byte
+	for p := 0; ; p++ {
+		if o.Patients > 0 && p >= o.Patients {
+			break
+		}
+		if o.Patients <= 0 && pw.n+ow.n+int64(pb.Buffered()+ob.Buffered()) >= o.Bytes {
+			break
+		}
+		pid := g.uuid("Patient", int64(p))
+		line = g.patient(line[:0], pid, p)
+		if _, err := pb.Write(line); err != nil {
+			return st, fmt.Errorf("write patients: %w", err)
+		}
+		st.Patients++
+		for k := 0; k < o.ObservationsPerPatient; k++ {
+			n := int64(p)*int64(o.ObservationsPerPatient) + int64(k)
+			line = g.observation(line[:0], g.uuid("Observation", n), pid, p, k)
+			if _, err := ob.Write(line); err != nil {
+				return st, fmt.Errorf("write observations: %w", err)
+			}
+			st.Observations++
+		}
+	}
+	if err := pb.Flush(); err != nil {
+		return st, fmt.Errorf("write patients: %w", err)
+	}
+	if err := ob.Flush(); err != nil {
+		return st, fmt.Errorf("write observations: %w", err)
+	}
+	st.PatientBytes, st.ObsBytes = pw.n, ow.n
+	return st, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+type gen struct {
+	rnd  *rand.Rand
+	seed uint64
+	buf  [64]byte
+}
+
+// uuid is a stable version-5-shaped UUID of (seed, kind, n).
+func (g *gen) uuid(kind string, n int64) []byte {
+	h := sha1.New()
+	b := strconv.AppendUint(g.buf[:0], g.seed, 10)
+	b = append(b, '|')
+	b = append(b, kind...)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, n, 10)
+	h.Write(b)
+	var sum [sha1.Size]byte
+	s := h.Sum(sum[:0])
+	s[6] = s[6]&0x0f | 0x50
+	s[8] = s[8]&0x3f | 0x80
+	const hex = "0123456789abcdef"
+	out := make([]byte, 0, 36)
+	for i := 0; i < 16; i++ {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, hex[s[i]>>4], hex[s[i]&0xf])
+	}
+	return out
+}
+
+var (
+	families = []string{"Lemke", "Okuneva", "Schinner", "Hartmann", "Bergstrom", "Kuvalis", "Runolfsdottir", "Wisozk", "Hermiston", "Keebler"}
+	givens   = []string{"Abram", "Lettie", "Marcos", "Shanna", "Dewey", "Karine", "Hollis", "Mirella", "Tyree", "Augustina"}
+	cities   = []string{"Boston", "Easthampton", "Worcester", "Springfield", "Lowell", "Cambridge", "Quincy", "Salem"}
+	streets  = []string{"Nikolaus Gate", "Harber Way", "Kuhic Rue", "Bode Brook", "Cremin Wall", "Dach Center"}
+)
+
+func pick(r *rand.Rand, s []string) string { return s[r.IntN(len(s))] }
+
+func (g *gen) date(b []byte, fromYear, years int) []byte {
+	y := fromYear + g.rnd.IntN(years)
+	m := 1 + g.rnd.IntN(12)
+	d := 1 + g.rnd.IntN(28)
+	b = strconv.AppendInt(b, int64(y), 10)
+	b = append(b, '-')
+	b = pad2(b, m)
+	b = append(b, '-')
+	return pad2(b, d)
+}
+
+func pad2(b []byte, n int) []byte {
+	if n < 10 {
+		b = append(b, '0')
+	}
+	return strconv.AppendInt(b, int64(n), 10)
+}
+
+func (g *gen) digits(b []byte, n int) []byte {
+	for i := 0; i < n; i++ {
+		b = append(b, byte('0'+g.rnd.IntN(10)))
+	}
+	return b
+}
+
+func (g *gen) patient(b, id []byte, p int) []byte {
+	r := g.rnd
+	b = append(b, `{"resourceType":"Patient","id":"`...)
+	b = append(b, id...)
+	b = append(b, `","meta":{"profile":["http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"]},"extension":[{"url":"http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName","valueString":"`...)
+	b = append(b, pick(r, givens)...)
+	b = append(b, ' ')
+	b = append(b, pick(r, families)...)
+	b = append(b, `"},{"url":"http://hl7.org/fhir/StructureDefinition/patient-birthPlace","valueAddress":{"city":"`...)
+	b = append(b, pick(r, cities)...)
+	b = append(b, `","state":"Massachusetts","country":"US"}}],"identifier":[{"system":"https://github.com/synthetichealth/synthea","value":"`...)
+	b = append(b, id...)
+	b = append(b, `"},{"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"MR","display":"Medical Record Number"}],"text":"Medical Record Number"},"system":"http://hospital.smarthealthit.org","value":"MRN`...)
+	b = strconv.AppendInt(b, int64(p), 10)
+	b = append(b, `"},{"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"SS","display":"Social Security Number"}],"text":"Social Security Number"},"system":"http://hl7.org/fhir/sid/us-ssn","value":"999-`...)
+	b = g.digits(b, 2)
+	b = append(b, '-')
+	b = g.digits(b, 4)
+	b = append(b, `"}],"name":[{"use":"official","family":"`...)
+	b = append(b, pick(r, families)...)
+	b = append(b, `","given":["`...)
+	b = append(b, pick(r, givens)...)
+	b = append(b, `"],"prefix":["`...)
+	male := r.IntN(2) == 0
+	if male {
+		b = append(b, `Mr."]}],"telecom":[{"system":"phone","value":"555-`...)
+	} else {
+		b = append(b, `Ms."]}],"telecom":[{"system":"phone","value":"555-`...)
+	}
+	b = g.digits(b, 3)
+	b = append(b, '-')
+	b = g.digits(b, 4)
+	b = append(b, `","use":"home"}],"gender":"`...)
+	if male {
+		b = append(b, "male"...)
+	} else {
+		b = append(b, "female"...)
+	}
+	b = append(b, `","birthDate":"`...)
+	b = g.date(b, 1930, 85)
+	b = append(b, `","address":[{"line":["`...)
+	b = strconv.AppendInt(b, int64(1+r.IntN(999)), 10)
+	b = append(b, ' ')
+	b = append(b, pick(r, streets)...)
+	b = append(b, `"],"city":"`...)
+	b = append(b, pick(r, cities)...)
+	b = append(b, `","state":"Massachusetts","postalCode":"0`...)
+	b = g.digits(b, 4)
+	b = append(b, `","country":"US"}],"maritalStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-MaritalStatus","code":"M","display":"M"}],"text":"M"},"multipleBirthBoolean":false,"communication":[{"language":{"coding":[{"system":"urn:ietf:bcp:47","code":"en-US","display":"English"}],"text":"English"}}]}`...)
+	return append(b, '\n')
+}
+
+// vital is one single-valued Observation kind.
+type vital struct {
+	category, loinc, display, unit string
+	lo, hi                         float64
+}
+
+var vitals = []vital{
+	{"vital-signs", "8302-2", "Body Height", "cm", 140, 200},
+	{"vital-signs", "29463-7", "Body Weight", "kg", 40, 130},
+	{"vital-signs", "39156-5", "Body Mass Index", "kg/m2", 17, 40},
+	{"vital-signs", "8867-4", "Heart rate", "/min", 50, 110},
+	{"vital-signs", "9279-1", "Respiratory rate", "/min", 10, 24},
+	{"laboratory", "2339-0", "Glucose [Mass/volume] in Blood", "mg/dL", 60, 180},
+	{"laboratory", "2093-3", "Cholesterol [Mass/volume] in Serum or Plasma", "mg/dL", 120, 280},
+	{"laboratory", "38483-4", "Creatinine [Mass/volume] in Blood", "mg/dL", 0.5, 1.5},
+}
+
+func (g *gen) observation(b, id, pid []byte, p, k int) []byte {
+	r := g.rnd
+	b = append(b, `{"resourceType":"Observation","id":"`...)
+	b = append(b, id...)
+	b = append(b, `","meta":{"profile":["http://hl7.org/fhir/us/core/StructureDefinition/us-core-vital-signs"]},"status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"`...)
+	bp := k%5 == 4 // every fifth is a blood-pressure panel with two components
+	v := vitals[r.IntN(len(vitals))]
+	cat := v.category
+	if bp {
+		cat = "vital-signs"
+	}
+	b = append(b, cat...)
+	b = append(b, `","display":"`...)
+	b = append(b, cat...)
+	b = append(b, `"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"`...)
+	if bp {
+		b = append(b, `85354-9","display":"Blood pressure panel with all children optional"}],"text":"Blood pressure panel with all children optional"}`...)
+	} else {
+		b = append(b, v.loinc...)
+		b = append(b, `","display":"`...)
+		b = append(b, v.display...)
+		b = append(b, `"}],"text":"`...)
+		b = append(b, v.display...)
+		b = append(b, `"}`...)
+	}
+	b = append(b, `,"subject":{"reference":"urn:uuid:`...)
+	b = append(b, pid...)
+	b = append(b, `"},"encounter":{"reference":"urn:uuid:`...)
+	b = append(b, g.uuid("Encounter", int64(p)*64+int64(k/8))...)
+	b = append(b, `"},"effectiveDateTime":"`...)
+	ts := len(b)
+	b = g.date(b, 2005, 18)
+	b = append(b, 'T')
+	b = pad2(b, r.IntN(24))
+	b = append(b, ':')
+	b = pad2(b, r.IntN(60))
+	b = append(b, ':')
+	b = pad2(b, r.IntN(60))
+	b = append(b, "-05:00"...)
+	stamp := b[ts:]
+	b = append(b, `","issued":"`...)
+	b = append(b, stamp[:19]...)
+	b = append(b, `.`...)
+	b = g.digits(b, 3)
+	b = append(b, `-05:00","performer":[{"reference":"urn:uuid:`...)
+	b = append(b, g.uuid("Practitioner", int64(p%97))...)
+	b = append(b, `"}]`...)
+	if bp {
+		b = append(b, `,"component":[`...)
+		b = g.component(b, "8462-4", "Diastolic Blood Pressure", 60, 95)
+		b = append(b, ',')
+		b = g.component(b, "8480-6", "Systolic Blood Pressure", 100, 160)
+		b = append(b, "]}\n"...)
+		return b
+	}
+	b = append(b, `,"valueQuantity":{"value":`...)
+	b = strconv.AppendFloat(b, v.lo+(v.hi-v.lo)*r.Float64(), 'f', 1, 64)
+	b = append(b, `,"unit":"`...)
+	b = append(b, v.unit...)
+	b = append(b, `","system":"http://unitsofmeasure.org","code":"`...)
+	b = append(b, v.unit...)
+	b = append(b, `"},"interpretation":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation","code":"N","display":"Normal"}],"text":"Normal"}]}`...)
+	return append(b, '\n')
+}
+
+func (g *gen) component(b []byte, loinc, display string, lo, hi float64) []byte {
+	b = append(b, `{"code":{"coding":[{"system":"http://loinc.org","code":"`...)
+	b = append(b, loinc...)
+	b = append(b, `","display":"`...)
+	b = append(b, display...)
+	b = append(b, `"}],"text":"`...)
+	b = append(b, display...)
+	b = append(b, `"},"valueQuantity":{"value":`...)
+	b = strconv.AppendInt(b, int64(lo+(hi-lo)*g.rnd.Float64()), 10)
+	return append(b, `,"unit":"mm[Hg]","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}`...)
+}

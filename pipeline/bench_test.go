@@ -1,0 +1,162 @@
+package pipeline_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/fhirload/fhirload/deadletter"
+	"github.com/fhirload/fhirload/ingest"
+	"github.com/fhirload/fhirload/internal/benchkit"
+	"github.com/fhirload/fhirload/loader"
+	"github.com/fhirload/fhirload/pipeline"
+	"github.com/fhirload/fhirload/transform"
+)
+
+// benchData writes a synthetic data set (Patients and Observations, ~1 KB
+// each) and returns its folder, resource count and size.
+func benchData(b *testing.B, patients int) (dir string, resources, size int64) {
+	b.Helper()
+	dir = b.TempDir()
+	pf, err := os.Create(filepath.Join(dir, "Patient.ndjson"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	of, err := os.Create(filepath.Join(dir, "Observation.ndjson"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := benchkit.Generate(pf, of, benchkit.GenOptions{Patients: patients, Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pf.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if err := of.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return dir, st.Resources(), st.PatientBytes + st.ObsBytes
+}
+
+type pipeCase struct {
+	mode        string // batch | single | validate (no writer)
+	batchSize   int
+	concurrency int
+	latency     time.Duration // added by the no-op server per request
+}
+
+// runPipeline runs the whole pipeline — read, validate, map, batch, sign
+// (SigV4), send, classify, dead-letter store — over dir into a no-op FHIR
+// endpoint on loopback, b.N times.
+func runPipeline(b *testing.B, c pipeCase, dir string, resources, size int64) {
+	b.Helper()
+	ctx := context.Background()
+	cfg := pipeline.Defaults()
+	cfg.Target.Mode = c.mode
+	cfg.Target.BatchSize = c.batchSize
+	cfg.Target.Concurrency = c.concurrency
+	tr, err := transform.New(transform.Options{Profile: "seed", IDs: "keep"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	noop := &benchkit.Noop{Latency: c.latency}
+	srv := httptest.NewServer(noop)
+	defer srv.Close()
+	var w *loader.Writer
+	if c.mode != "validate" {
+		w, err = loader.New(loader.Options{
+			BaseURL: srv.URL + "/datastore/noop/r4/", Auth: loader.AuthSigV4, Region: "us-east-1",
+			Credentials: credentials.NewStaticCredentialsProvider("AKIDBENCHMARK", "benchmark-secret", ""),
+			Mode:        c.mode, BatchSize: c.batchSize, Concurrency: c.concurrency,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer w.Close()
+		if err := w.Check(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	dl, err := deadletter.Open(ctx, "file://"+b.TempDir(), deadletter.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dl.Close()
+	objs, err := ingest.Local([]string{dir}, ingest.LocalOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		deps := pipeline.Deps{Config: cfg, Command: "run", RunID: "bench", Transformer: tr, DeadLetters: dl}
+		if w != nil {
+			deps.Writer = w
+		} else {
+			deps.Command, deps.DeadLetters = "validate", nil
+		}
+		r := pipeline.NewRunner(deps)
+		ch := make(chan ingest.Object, len(objs))
+		for _, o := range objs {
+			ch <- o
+		}
+		close(ch)
+		rep := r.Run(ctx, ch)
+		if rep.Loaded != resources || rep.Fatal != "" {
+			b.Fatalf("loaded %d of %d (fatal %q, dead-lettered %d)", rep.Loaded, resources, rep.Fatal, rep.DeadLettered)
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(resources)*float64(b.N)/elapsed.Seconds(), "resources/s")
+	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(resources)/float64(b.N), "ns/resource")
+	if w != nil && noop.Stats().Entries < resources*int64(b.N) {
+		b.Fatalf("the endpoint received %d entries, want %d", noop.Stats().Entries, resources*int64(b.N))
+	}
+}
+
+// BenchmarkPipeline is the full pipeline with the defaults (batch 100,
+// concurrency 16), in batch and single mode, and validation alone.
+func BenchmarkPipeline(b *testing.B) {
+	dir, n, size := benchData(b, 250) // 10,250 resources, ~11 MB
+	for _, c := range []pipeCase{
+		{mode: "batch", batchSize: 100, concurrency: 16},
+		{mode: "single", batchSize: 100, concurrency: 16},
+		{mode: "validate", batchSize: 100, concurrency: 16},
+	} {
+		b.Run(c.mode, func(b *testing.B) { runPipeline(b, c, dir, n, size) })
+	}
+}
+
+// BenchmarkPipelineBatchSize sweeps target.batch_size in batch mode.
+func BenchmarkPipelineBatchSize(b *testing.B) {
+	dir, n, size := benchData(b, 250)
+	for _, bs := range []int{10, 50, 100, 500} {
+		b.Run(strconv.Itoa(bs), func(b *testing.B) {
+			runPipeline(b, pipeCase{mode: "batch", batchSize: bs, concurrency: 16}, dir, n, size)
+		})
+	}
+}
+
+// BenchmarkPipelineConcurrency sweeps target.concurrency in batch mode, once
+// against an instant server and once against one that takes 5 ms per request
+// (a remote server's round trip), where concurrency is what hides latency.
+func BenchmarkPipelineConcurrency(b *testing.B) {
+	dir, n, size := benchData(b, 250)
+	for _, lat := range []time.Duration{0, 5 * time.Millisecond} {
+		for _, cc := range []int{1, 4, 16, 64} {
+			b.Run("latency="+lat.String()+"/"+strconv.Itoa(cc), func(b *testing.B) {
+				runPipeline(b, pipeCase{mode: "batch", batchSize: 100, concurrency: cc, latency: lat}, dir, n, size)
+			})
+		}
+	}
+}
