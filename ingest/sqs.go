@@ -35,6 +35,9 @@ type SQSOptions struct {
 	// else left for redelivery (and the queue's redrive policy). When nil,
 	// such messages are logged and left.
 	OnNotEvent func(ctx context.Context, messageID string, body []byte, reason string) error
+	// OnReceived and OnDeleted, when set, are told of each message received
+	// and each message deleted (for metrics).
+	OnReceived, OnDeleted func()
 }
 
 func (o SQSOptions) withDefaults() SQSOptions {
@@ -136,6 +139,11 @@ func (q *SQSSource) Receive(ctx context.Context, out chan<- Object) error {
 			continue
 		}
 		failures = 0
+		if q.opts.OnReceived != nil {
+			for range res.Messages {
+				q.opts.OnReceived()
+			}
+		}
 		// Heartbeats start for the whole batch before any send blocks: the
 		// visibility clock of every received message is already running.
 		msgs := make([]*message, len(res.Messages))
@@ -247,6 +255,9 @@ func (q *SQSSource) delete(ctx context.Context, handle string) error {
 	_, err := q.client.DeleteMessage(ctx, &sqs.DeleteMessageInput{
 		QueueUrl: aws.String(q.opts.QueueURL), ReceiptHandle: aws.String(handle),
 	})
+	if err == nil && q.opts.OnDeleted != nil {
+		q.opts.OnDeleted()
+	}
 	return err
 }
 

@@ -84,7 +84,7 @@ func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer
 		Writer: w, DeadLetters: dl, Checkpoints: cps, Logger: e.log, Metrics: metrics})
 	src := ingest.NewSQSSource(sqsc, &ingest.S3Source{Client: s3c, Suffixes: suffixes, Logger: e.log}, ingest.SQSOptions{
 		QueueURL: cfg.Source.QueueURL, WaitSeconds: cfg.Source.WaitSeconds, VisibilityTimeout: cfg.Source.VisibilityTimeout,
-		Logger: e.log,
+		Logger: e.log, OnReceived: metrics.SQSReceived, OnDeleted: metrics.SQSDeleted,
 		OnNotEvent: func(ctx context.Context, id string, body []byte, reason string) error {
 			return runner.DeadLetterMessage(ctx, cfg.Source.QueueURL, id, body, reason)
 		},

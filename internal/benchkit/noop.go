@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"strconv"
@@ -139,41 +140,32 @@ func isResourceType(s string) bool {
 
 // batchEntries counts the entries of a Bundle without parsing it: one pass
 // that tracks strings and nesting, counting the objects directly inside the
-// top-level "entry" array. ok is false when the body is not a JSON object or
-// its brackets do not balance.
+// top-level "entry" array. Strings are skipped with bytes.IndexByte, so most
+// of the body is passed over at memchr speed. ok is false when the body is
+// not a JSON object or its brackets do not balance.
 func batchEntries(b []byte) (count int, ok bool) {
 	depth := 0
-	inString, escaped := false, false
-	var keyStart int
-	lastKey := ""
+	lastKey := []byte(nil)
 	inEntry := false
 	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-				if depth == 1 {
-					lastKey = string(b[keyStart:i])
-				}
-			}
-			continue
-		}
-		switch c {
+		switch b[i] {
 		case '"':
-			inString, keyStart = true, i+1
-		case '{', '[':
-			if depth == 0 && c != '{' {
+			end := stringEnd(b, i+1)
+			if end < 0 {
 				return 0, false
 			}
-			if depth == 1 && c == '[' {
-				inEntry = lastKey == "entry"
+			if depth == 1 {
+				lastKey = b[i+1 : end]
 			}
-			if depth == 2 && c == '{' && inEntry {
+			i = end
+		case '{', '[':
+			if depth == 0 && b[i] != '{' {
+				return 0, false
+			}
+			if depth == 1 && b[i] == '[' {
+				inEntry = string(lastKey) == "entry"
+			}
+			if depth == 2 && b[i] == '{' && inEntry {
 				count++
 			}
 			depth++
@@ -188,4 +180,24 @@ func batchEntries(b []byte) (count int, ok bool) {
 		}
 	}
 	return count, depth == 0 && len(b) > 0
+}
+
+// stringEnd returns the index of the quote that closes the string starting at
+// from, or -1.
+func stringEnd(b []byte, from int) int {
+	for {
+		j := bytes.IndexByte(b[from:], '"')
+		if j < 0 {
+			return -1
+		}
+		end := from + j
+		bs := 0
+		for k := end - 1; k >= from && b[k] == '\\'; k-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			return end
+		}
+		from = end + 1
+	}
 }
