@@ -34,9 +34,7 @@ func benchObservations(b *testing.B, n int) [][]byte {
 // into the file-backed store, over loopback HTTP with SigV4, from 4 clients.
 // It reports resources/s.
 func BenchmarkBatchPut(b *testing.B) {
-	e := newEnv(&testing.T{}, Options{Dir: b.TempDir()})
-	defer e.ts.Close()
-	defer e.srv.Close()
+	e := newEnv(b, Options{})
 	obs := benchObservations(b, 20000)
 	var bundles [][]byte
 	for chunk := range slices.Chunk(obs, 100) {
@@ -84,16 +82,14 @@ func postBatch(e *testEnv, body []byte) error {
 // BenchmarkSearchPatientCode measures a patient+code search over 100,000
 // Observations (the sample, copied) and reports p50 and p99 latency.
 func BenchmarkSearchPatientCode(b *testing.B) {
-	e := newEnv(&testing.T{}, Options{Dir: b.TempDir()})
-	defer e.ts.Close()
-	defer e.srv.Close()
+	e := newEnv(b, Options{})
 	obs := benchObservations(b, 100000)
 	for chunk := range slices.Chunk(obs, 100) {
 		if err := postBatch(e, batchOfPuts(b, "Observation", chunk)); err != nil {
 			b.Fatal(err)
 		}
 	}
-	sample := parseSampleObs(&testing.T{}, readNDJSON(b, "Observation.ndjson.gz"))
+	sample := parseSampleObs(b, readNDJSON(b, "Observation.ndjson.gz"))
 	var queries []string
 	for _, o := range sample[:200] {
 		queries = append(queries, "Observation?patient="+o.Patient[len("urn:uuid:"):]+"&code="+url.QueryEscape(o.Codes[0]))

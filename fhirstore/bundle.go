@@ -88,7 +88,7 @@ func (s *Server) bundle(ctx context.Context, body []byte, g grants, base string,
 			var err error
 			if e.c.writes() {
 				e.res, err = s.execWrite(t, e.c, s.now(), nil)
-			} else {
+			} else if err = t.flush(); err == nil {
 				e.res, err = s.execRead(ctx, t.tx, e.c, base)
 			}
 			var fe *fhirError

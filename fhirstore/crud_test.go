@@ -95,6 +95,23 @@ func TestCRUDLifecycle(t *testing.T) {
 		t.Errorf("minimal body = %s", r.body)
 	}
 
+	// _id and _lastUpdated combine with indexed parameters.
+	for q, want := range map[string]float64{
+		"Patient?_id=p1&gender=male":                                    1,
+		"Patient?_id=p1,nope&identifier=urn:test:mrn%7CMRN-1":           1,
+		"Patient?_lastUpdated=ge2000&identifier=urn:test:mrn%7CMRN-2":   1,
+		"Patient?_lastUpdated=lt2000&identifier=urn:test:mrn%7CMRN-2":   0,
+		"Patient?_id=" + id + "&identifier=urn:test:mrn%7CMRN-1":        0,
+		"Patient?gender=male&birthdate=1965-01&family:contains=EMK":     2,
+		"Patient?identifier=urn:test:mrn%7C&_summary=count&gender=male": 2,
+	} {
+		r := e.do("GET", q, nil)
+		mustStatus(t, r, http.StatusOK, q)
+		if got := r.json(t)["total"]; got != want {
+			t.Errorf("%s: total %v, want %v", q, got, want)
+		}
+	}
+
 	cs := e.do("GET", "metadata", nil)
 	mustStatus(t, cs, http.StatusOK, "metadata")
 	if cs.json(t)["resourceType"] != "CapabilityStatement" || cs.json(t)["fhirVersion"] != "4.0.1" {

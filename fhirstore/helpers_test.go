@@ -21,9 +21,17 @@ const (
 	testRegion = "us-east-1"
 )
 
+// Keys with narrower scopes than the full-scope test key.
+var (
+	obsKey      = Key{AccessKeyID: "AKIDOBS", SecretAccessKey: "secret-obs", Scopes: []string{"system/Observation.*"}}
+	readKey     = Key{AccessKeyID: "AKIDREAD", SecretAccessKey: "secret-read", Scopes: []string{"system/*.read"}}
+	patWriteKey = Key{AccessKeyID: "AKIDPATW", SecretAccessKey: "secret-patw", Scopes: []string{"system/Patient.write"}}
+	v2Key       = Key{AccessKeyID: "AKIDV2", SecretAccessKey: "secret-v2", Scopes: []string{"system/Patient.rs", "system/Observation.cu"}}
+)
+
 // testEnv is a Server on an httptest listener with a signing client.
 type testEnv struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *Server
 	ts   *httptest.Server
 	base string // absolute base URL, ending in /
@@ -34,13 +42,13 @@ type testEnv struct {
 
 // newEnv opens a Server in a temporary directory. opts.Dir, Keys and the
 // clock are filled in unless set.
-func newEnv(t *testing.T, opts Options) *testEnv {
+func newEnv(t testing.TB, opts Options) *testEnv {
 	t.Helper()
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
 	}
 	if opts.Keys == nil && opts.Auth != "none" {
-		opts.Keys = []Key{{AccessKeyID: testKeyID, SecretAccessKey: testSecret, Scopes: []string{"system/*.*"}}}
+		opts.Keys = []Key{{AccessKeyID: testKeyID, SecretAccessKey: testSecret, Scopes: []string{"system/*.*"}}, obsKey, readKey, patWriteKey, v2Key}
 	}
 	if opts.now == nil {
 		opts.now = time.Now
@@ -198,3 +206,10 @@ func signRequest(r *http.Request, body []byte, accessKey, secret, region, sessio
 	r.Header.Set("Authorization", sigv4Algorithm+" Credential="+accessKey+"/"+scope+", SignedHeaders="+
 		strings.Join(names, ";")+", Signature="+hex.EncodeToString(sig))
 }
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func nopCloser(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }

@@ -87,6 +87,8 @@ type search struct {
 	typ          string
 	where        []string
 	args         []any
+	subs         []string // index subqueries yielding rids, intersected
+	subArgs      []any
 	count        int
 	summaryCount bool
 	cursor       int64
@@ -286,9 +288,9 @@ func (s *search) add(def searchParam, name, mod, value string) *fhirError {
 			args = append(args, a...)
 		}
 	}
-	s.where = append(s.where, "r.rid IN (SELECT rid FROM idx WHERE type = ? AND param = ? AND ("+strings.Join(ors, " OR ")+"))")
-	s.args = append(s.args, s.typ, def.index)
-	s.args = append(s.args, args...)
+	s.subs = append(s.subs, "SELECT rid FROM idx WHERE type = ? AND param = ? AND ("+strings.Join(ors, " OR ")+")")
+	s.subArgs = append(s.subArgs, s.typ, def.index)
+	s.subArgs = append(s.subArgs, args...)
 	return nil
 }
 
@@ -349,9 +351,9 @@ func dateCondition(lo, hi, name, v string) (string, []any, *fhirError) {
 
 // run executes the search and writes the searchset Bundle into out.
 func (s *search) run(ctx context.Context, q querier, base string, out *bytes.Buffer, now string) error {
-	where := strings.Join(s.where, " AND ")
+	countSQL, countArgs, where, qargs := s.sql()
 	var total int64
-	if err := q.QueryRowContext(ctx, "SELECT count(*) FROM resources r WHERE "+where, s.args...).Scan(&total); err != nil {
+	if err := q.QueryRowContext(ctx, countSQL, countArgs...).Scan(&total); err != nil {
 		return fmt.Errorf("count search: %w", err)
 	}
 	out.WriteString(`{"resourceType":"Bundle","id":"`)
@@ -368,7 +370,7 @@ func (s *search) run(ctx context.Context, q querier, base string, out *bytes.Buf
 		out.WriteString("]}")
 		return nil
 	}
-	args := append(slices.Clip(s.args), s.cursor, s.count+1)
+	args := append(slices.Clip(qargs), s.cursor, s.count+1)
 	rows, err := q.QueryContext(ctx, "SELECT r.rid, r.id, r.body FROM resources r WHERE "+where+" AND r.rid > ? ORDER BY r.rid LIMIT ?", args...)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
@@ -416,6 +418,28 @@ func (s *search) run(ctx context.Context, q querier, base string, out *bytes.Buf
 	}
 	out.WriteString("}")
 	return nil
+}
+
+// sql returns the count query and the WHERE clause of the page query, with
+// their arguments. The index subqueries are intersected into one set of rids
+// that drives the query. Index rows exist only for live, current versions of
+// their type, so with no other condition the count needs no resource rows at
+// all; otherwise the type condition is kept from using the (type, id) index
+// ("+r.type"), which would have SQLite walk every resource of the type.
+func (s *search) sql() (count string, countArgs []any, where string, args []any) {
+	if len(s.subs) == 0 {
+		where = strings.Join(s.where, " AND ")
+		return "SELECT count(*) FROM resources r WHERE " + where, s.args, where, s.args
+	}
+	rids := "r.rid IN (" + strings.Join(s.subs, " INTERSECT ") + ")"
+	if len(s.where) == 2 { // only the type and not-deleted conditions
+		return "SELECT count(DISTINCT rid) FROM (" + strings.Join(s.subs, " INTERSECT ") + ")", s.subArgs, rids, s.subArgs
+	}
+	w := slices.Clone(s.where)
+	w[0] = "+r.type = ?"
+	where = strings.Join(append(w, rids), " AND ")
+	args = append(slices.Clone(s.args), s.subArgs...)
+	return "SELECT count(*) FROM resources r WHERE " + where, args, where, args
 }
 
 // link is the URL of the page after cursor.

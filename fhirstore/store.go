@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,7 +57,9 @@ type store struct {
 	r    *sql.DB
 	wmu  sync.Mutex
 
-	lookup, archive, update, insert, unindex, index, dupCheck *sql.Stmt
+	lookup, archive, update, insert, unindex, dupCheck *sql.Stmt
+	// multi[n] inserts n index rows at once, for n in multiSizes.
+	multi map[int]*sql.Stmt
 }
 
 const dbFile = "fhirstore.db"
@@ -76,7 +79,7 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 	if err := os.Chmod(path, 0o600); err != nil {
 		return nil, fmt.Errorf("restrict database file: %w", err)
 	}
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)" +
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
 		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)"
 	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
@@ -85,7 +88,7 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	st := &store{path: path, w: w}
+	st := &store{path: path, w: w, multi: map[int]*sql.Stmt{}}
 	if _, err := w.ExecContext(ctx, schema); err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("create schema: %w", err)
@@ -107,10 +110,16 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		{&st.update, `UPDATE resources SET version = ?, updated = ?, deleted = ?, body = ? WHERE rid = ?`},
 		{&st.insert, `INSERT INTO resources (type, id, version, updated, deleted, body) VALUES (?, ?, ?, ?, 0, ?)`},
 		{&st.unindex, `DELETE FROM idx WHERE rid = ?`},
-		{&st.index, `INSERT OR IGNORE INTO idx (type, param, a, b, rid) VALUES (?, ?, ?, ?, ?)`},
 		{&st.dupCheck, `SELECT rid FROM idx WHERE type = ? AND param = 'identifier' AND a = ? AND b = ? AND rid <> ? LIMIT 1`},
 	} {
 		if *s.dst, err = w.PrepareContext(ctx, s.q); err != nil {
+			_ = st.close()
+			return nil, fmt.Errorf("prepare statement: %w", err)
+		}
+	}
+	for _, n := range multiSizes() {
+		q := "INSERT OR IGNORE INTO idx (type, param, a, b, rid) VALUES " + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?),", n), ",")
+		if st.multi[n], err = w.PrepareContext(ctx, q); err != nil {
 			_ = st.close()
 			return nil, fmt.Errorf("prepare statement: %w", err)
 		}
@@ -140,8 +149,16 @@ func (st *store) close() error {
 type wtx struct {
 	ctx context.Context
 	tx  *sql.Tx
+	st  *store
 
-	lookup, archive, update, insert, unindex, index, dupCheck *sql.Stmt
+	// Index rows are inserted in multi-row statements when the transaction
+	// ends (or a read inside it needs them): far fewer statement executions
+	// than one per row. pendIdent lets the duplicate check see pending
+	// identifiers.
+	pend      []pendRow
+	pendIdent map[identKey]int64
+
+	lookup, archive, update, insert, unindexStmt, dupCheck *sql.Stmt
 }
 
 // write runs fn in a write transaction and commits it if fn returns nil.
@@ -152,17 +169,80 @@ func (st *store) write(ctx context.Context, fn func(t *wtx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	t := &wtx{ctx: ctx, tx: tx,
+	t := &wtx{ctx: ctx, tx: tx, st: st,
 		lookup: tx.StmtContext(ctx, st.lookup), archive: tx.StmtContext(ctx, st.archive),
 		update: tx.StmtContext(ctx, st.update), insert: tx.StmtContext(ctx, st.insert),
-		unindex: tx.StmtContext(ctx, st.unindex), index: tx.StmtContext(ctx, st.index),
-		dupCheck: tx.StmtContext(ctx, st.dupCheck)}
-	if err := fn(t); err != nil {
+		unindexStmt: tx.StmtContext(ctx, st.unindex), dupCheck: tx.StmtContext(ctx, st.dupCheck),
+		pendIdent: map[identKey]int64{}}
+	err = fn(t)
+	if err == nil {
+		err = t.flush()
+	}
+	if err != nil {
 		_ = tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+type pendRow struct {
+	typ, param string
+	a, b       any
+	rid        int64
+}
+
+type identKey struct{ typ, system, value string }
+
+// multiSizes are the row counts of the multi-row index inserts, largest
+// first; 1 must be last.
+func multiSizes() []int { return []int{64, 16, 4, 1} }
+
+const multiRows = 64
+
+// flush inserts the pending index rows.
+func (t *wtx) flush() error {
+	for len(t.pend) > 0 {
+		n := 1
+		for _, size := range multiSizes() {
+			if len(t.pend) >= size {
+				n = size
+				break
+			}
+		}
+		stmt := t.st.multi[n]
+		args := make([]any, 0, 5*n)
+		for _, r := range t.pend[:n] {
+			args = append(args, r.typ, r.param, r.a, r.b, r.rid)
+		}
+		if _, err := t.tx.StmtContext(t.ctx, stmt).ExecContext(t.ctx, args...); err != nil {
+			return fmt.Errorf("index resources: %w", err)
+		}
+		t.pend = t.pend[n:]
+	}
+	t.pend = nil
+	clear(t.pendIdent)
+	return nil
+}
+
+// unindex removes the index rows of rid, stored and pending.
+func (t *wtx) unindex(rid int64) error {
+	if _, err := t.unindexStmt.ExecContext(t.ctx, rid); err != nil {
+		return fmt.Errorf("unindex resource: %w", err)
+	}
+	keep := t.pend[:0]
+	for _, r := range t.pend {
+		if r.rid != rid {
+			keep = append(keep, r)
+		}
+	}
+	t.pend = keep
+	for k, v := range t.pendIdent {
+		if v == rid {
+			delete(t.pendIdent, k)
+		}
 	}
 	return nil
 }
@@ -218,6 +298,9 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 			if r.param != "identifier" || r.b == "" {
 				continue
 			}
+			if other, ok := t.pendIdent[identKey{p.typ, r.b, r.a}]; ok && other != rid {
+				return nil, false, errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
+			}
 			var other int64
 			err := t.dupCheck.QueryRowContext(t.ctx, p.typ, r.a, r.b, rid).Scan(&other)
 			if err == nil {
@@ -246,17 +329,22 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 			return nil, false, fmt.Errorf("update resource: %w", err)
 		}
 		if !deleted {
-			if _, err := t.unindex.ExecContext(t.ctx, rid); err != nil {
-				return nil, false, fmt.Errorf("unindex resource: %w", err)
+			if err := t.unindex(rid); err != nil {
+				return nil, false, err
 			}
 		}
 	}
 	v.rid = rid
-	ins := t.index
 	for _, r := range p.rows {
 		a, b := r.args()
-		if _, err := ins.ExecContext(t.ctx, p.typ, r.param, a, b, rid); err != nil {
-			return nil, false, fmt.Errorf("index resource: %w", err)
+		t.pend = append(t.pend, pendRow{typ: p.typ, param: r.param, a: a, b: b, rid: rid})
+		if r.param == "identifier" && r.b != "" {
+			t.pendIdent[identKey{p.typ, r.b, r.a}] = rid
+		}
+	}
+	if len(t.pend) >= 4*multiRows {
+		if err := t.flush(); err != nil {
+			return nil, false, err
 		}
 	}
 	return v, created, nil
@@ -292,8 +380,8 @@ func (t *wtx) remove(typ, id string, now time.Time) (v *version, found bool, err
 	if _, err := t.update.ExecContext(t.ctx, ver+1, now.UnixMilli(), 1, nil, rid); err != nil {
 		return nil, true, fmt.Errorf("delete resource: %w", err)
 	}
-	if _, err := t.unindex.ExecContext(t.ctx, rid); err != nil {
-		return nil, true, fmt.Errorf("unindex resource: %w", err)
+	if err := t.unindex(rid); err != nil {
+		return nil, true, err
 	}
 	return &version{rid: rid, typ: typ, id: id, version: ver + 1, updated: now, deleted: true}, true, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -52,7 +53,7 @@ func cpuTime() time.Duration {
 
 // noopServer answers every Bundle with a canned all-201 batch-response of size entries and every
 // PUT with 201, reading and discarding the request body.
-func noopServer(size int) *httptest.Server {
+func noopServer(size int, conns *atomic.Int64) *httptest.Server {
 	st := make([]string, size)
 	for i := range st {
 		st[i] = "201 Created"
@@ -60,7 +61,7 @@ func noopServer(size int) *httptest.Server {
 	rec := httptest.NewRecorder()
 	batchReply(rec, st, nil)
 	reply := rec.Body.Bytes()
-	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		if r.Method == http.MethodPost {
 			w.Header().Set("Content-Type", "application/fhir+json")
@@ -69,10 +70,18 @@ func noopServer(size int) *httptest.Server {
 		}
 		w.WriteHeader(http.StatusCreated)
 	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	return srv
 }
 
 func benchWrite(b *testing.B, mode string, batch int, auth string) {
-	srv := noopServer(batch)
+	var conns atomic.Int64
+	srv := noopServer(batch, &conns)
 	defer srv.Close()
 	sample := sampleItems(b, batch)
 	opts := Options{BaseURL: srv.URL + "/datastore/local/r4/", Auth: auth, Mode: mode, BatchSize: batch, Concurrency: 16}
@@ -114,6 +123,7 @@ func benchWrite(b *testing.B, mode string, batch int, auth string) {
 	el, cpu := time.Since(start), cpuTime()-cpu0
 	b.ReportMetric(float64(b.N)/el.Seconds(), "resources/s")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/resource")
+	b.ReportMetric(float64(conns.Load()), "connections")
 }
 
 // BenchmarkWriteBatch: one op is one resource; batches of 100 Synthea Observations into a no-op

@@ -26,7 +26,7 @@ func getBody(pool *sync.Pool) *body {
 }
 
 func (b *body) release() {
-	if b.refs.Add(-1) == 0 {
+	if b.refs.Add(-1) == 0 && b.pool != nil {
 		b.pool.Put(b)
 	}
 }

@@ -20,49 +20,69 @@ const (
 )
 
 // limit is the adaptive concurrency limit (AIMD): it halves on a 429 and grows by one per
-// limit's worth of clean responses (about +1 per round trip), within [1, max].
+// limit's worth of clean responses (about +1 per round trip), within [1, max]. Waiters are served
+// first come, first served, one wake-up per freed slot.
 type limit struct {
 	mu       sync.Mutex
 	max      float64
 	cur      float64
 	inflight int
 	lastCut  time.Time
-	wake     chan struct{} // closed (and replaced) whenever a slot may have become free
+	waiters  []chan struct{} // closed when granted a slot
 }
 
 func newLimit(max int) *limit {
-	return &limit{max: float64(max), cur: float64(max), wake: make(chan struct{})}
+	return &limit{max: float64(max), cur: float64(max)}
 }
 
 // acquire takes a slot, waiting while the in-flight count is at the limit.
 func (l *limit) acquire(ctx context.Context) error {
-	for {
-		l.mu.Lock()
-		if l.inflight < int(l.cur) {
-			l.inflight++
-			l.mu.Unlock()
-			return nil
-		}
-		ch := l.wake
+	l.mu.Lock()
+	if l.inflight < int(l.cur) && len(l.waiters) == 0 {
+		l.inflight++
 		l.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
+		return nil
+	}
+	ch := make(chan struct{})
+	l.waiters = append(l.waiters, ch)
+	l.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for i, w := range l.waiters {
+			if w == ch {
+				l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+				return ctx.Err()
+			}
 		}
+		// Granted meanwhile: hand the slot on.
+		l.inflight--
+		l.grantLocked()
+		return ctx.Err()
 	}
 }
 
 // release frees a slot; clean responses grow the limit additively.
 func (l *limit) release(clean bool) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.inflight--
 	if clean && l.cur < l.max {
 		l.cur = math.Min(l.max, l.cur+1/l.cur)
 	}
-	close(l.wake)
-	l.wake = make(chan struct{})
-	l.mu.Unlock()
+	l.grantLocked()
+}
+
+func (l *limit) grantLocked() {
+	for len(l.waiters) > 0 && l.inflight < int(l.cur) {
+		l.inflight++
+		close(l.waiters[0])
+		l.waiters[0] = nil
+		l.waiters = l.waiters[1:]
+	}
 }
 
 // throttled halves the limit once per congestion epoch: a 429 to a request sent before the last

@@ -334,10 +334,9 @@ func (w *Writer) writeSingles(ctx context.Context, items []Item, out []Outcome, 
 
 func (w *Writer) writeOne(ctx context.Context, it Item, o *Outcome) error {
 	u := w.base + it.Type + "/" + it.ID
-	bo := w.newBackOff()
-	buf := getBody(&w.bodies)
-	defer buf.release()
-	buf.b = append(buf.b, it.Body...)
+	var bo *backoff.ExponentialBackOff // built on the first retry: most PUTs never need it
+	buf := &body{b: it.Body}           // not pooled: the item's own bytes, read-only
+	buf.refs.Store(1)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -355,6 +354,9 @@ func (w *Writer) writeOne(ctx context.Context, it Item, o *Outcome) error {
 		case Retry:
 			w.setLast(o, res.status, d, res.body)
 			res.free(w)
+			if bo == nil {
+				bo = w.newBackOff()
+			}
 			wait := bo.NextBackOff()
 			if wait == backoff.Stop {
 				o.Reason = ReasonRetriesExhausted

@@ -85,19 +85,26 @@ func (r *Runner) replayBatch(ctx context.Context, store ReplayStore, batch []dea
 	} else if len(items) > 0 {
 		outs, err := r.d.Writer.Write(ctx, items)
 		if err != nil {
-			// Nothing retired, nothing replaced: the entries stay as they were.
-			r.c.lines.Add(-int64(len(pending)))
+			// Loaded outcomes are final (retire them); the rest stay as they were.
+			for i := range pending {
+				if i < len(outs) && outs[i].Loaded {
+					r.loadedOne(outs[i])
+					done = append(done, pending[i].ID)
+				} else {
+					r.c.lines.Add(-1)
+				}
+			}
+			if len(done) > 0 {
+				if rerr := store.Retire(context.WithoutCancel(ctx), done...); rerr != nil {
+					return errors.Join(err, rerr)
+				}
+			}
 			return err
 		}
 		for i, out := range outs {
 			e := pending[i]
 			if out.Loaded {
-				r.c.loaded.Add(1)
-				if out.Created {
-					r.c.created.Add(1)
-				} else {
-					r.c.updated.Add(1)
-				}
+				r.loadedOne(out)
 				done = append(done, e.ID)
 				continue
 			}

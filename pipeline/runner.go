@@ -58,6 +58,8 @@ type Runner struct {
 
 	fatalMu sync.Mutex
 	fatal   error
+
+	bufs sync.Pool // *batchBuf: line buffers reused across batches
 }
 
 // NewRunner returns a Runner over d.
@@ -169,6 +171,36 @@ type rawLine struct {
 	b          []byte
 }
 
+// batchBuf holds one batch's lines; their bytes share one arena so a batch
+// costs no allocation per line. It goes back to the Runner's pool once the
+// batch has its outcomes (dead-letter entries copy the bytes they keep).
+type batchBuf struct {
+	lines []rawLine
+	arena []byte
+}
+
+func (b *batchBuf) add(no, offset int64, line []byte) {
+	start := len(b.arena)
+	b.arena = append(b.arena, line...)
+	b.lines = append(b.lines, rawLine{no: no, offset: offset, b: b.arena[start:len(b.arena):len(b.arena)]})
+}
+
+func (r *Runner) getBatch() *batchBuf {
+	if b, ok := r.bufs.Get().(*batchBuf); ok {
+		return b
+	}
+	return &batchBuf{}
+}
+
+func (r *Runner) putBatch(b *batchBuf) {
+	if cap(b.arena) > 16<<20 {
+		return // an outsized batch (huge lines): let it go rather than pin it
+	}
+	clear(b.lines)
+	b.lines, b.arena = b.lines[:0], b.arena[:0]
+	r.bufs.Put(b)
+}
+
 // objState is what the batches of one object share.
 type objState struct {
 	obj    ingest.Object
@@ -257,14 +289,15 @@ func (r *Runner) processObject(ctx context.Context, batches *errgroup.Group, obj
 	stream := r.d.Transformer.NewStream(obj.URI)
 	needHeader := r.d.Config.Source.Format == "csv"
 	batchSize, batchBytes := r.d.Config.Target.BatchSize, r.d.Config.Target.BatchBytes
-	var cur []rawLine
+	var cur *batchBuf
 	var curBytes int
 	seq := 0
 	dispatch := func() {
-		if len(cur) == 0 {
+		if cur == nil || len(cur.lines) == 0 {
 			return
 		}
-		lines := cur
+		buf := cur
+		lines := buf.lines
 		last := lines[len(lines)-1].no
 		id := seq
 		seq++
@@ -273,6 +306,7 @@ func (r *Runner) processObject(ctx context.Context, batches *errgroup.Group, obj
 		st.track.open(id)
 		batches.Go(func() error {
 			defer st.wg.Done()
+			defer r.putBatch(buf)
 			err := r.runBatch(ctx, st, lines)
 			if err != nil {
 				st.fail(err)
@@ -329,9 +363,12 @@ func (r *Runner) processObject(ctx context.Context, batches *errgroup.Group, obj
 		case isBlank(line.Bytes):
 			r.c.blank.Add(1)
 		default:
-			cur = append(cur, rawLine{no: line.No, offset: line.Offset, b: append([]byte(nil), line.Bytes...)})
+			if cur == nil {
+				cur = r.getBatch()
+			}
+			cur.add(line.No, line.Offset, line.Bytes)
 			curBytes += len(line.Bytes)
-			if len(cur) >= batchSize || curBytes >= batchBytes {
+			if len(cur.lines) >= batchSize || curBytes >= batchBytes {
 				dispatch()
 			}
 		}
@@ -381,8 +418,20 @@ func (r *Runner) processObject(ctx context.Context, batches *errgroup.Group, obj
 func (r *Runner) runBatch(ctx context.Context, st *objState, lines []rawLine) error {
 	items := make([]loader.Item, 0, len(lines))
 	idx := make([]int, 0, len(lines))
+	// FHIR lines need no state from their object, so one Stream serves the
+	// whole batch; Replay would build a fresh validator for every line.
+	var stream *transform.Stream
+	if f := r.d.Config.Source.Format; f == "" || f == transform.FormatFHIR {
+		stream = r.d.Transformer.NewStream(st.obj.URI)
+	}
 	for i, ln := range lines {
-		res, err := r.d.Transformer.Replay(st.obj.URI, st.header, ln.b)
+		var res transform.Resource
+		var err error
+		if stream != nil {
+			res, _, err = stream.Next(ln.b)
+		} else {
+			res, err = r.d.Transformer.Replay(st.obj.URI, st.header, ln.b)
+		}
 		if err != nil {
 			r.failLine(ctx, st, ln.no, ln.offset, ln.b, false, err)
 			continue
@@ -399,20 +448,37 @@ func (r *Runner) runBatch(ctx context.Context, st *objState, lines []rawLine) er
 	}
 	outs, err := r.d.Writer.Write(ctx, items)
 	if err != nil {
+		// Only loaded outcomes are final; the other lines have none, so they
+		// leave the report (the object is not acknowledged and is redone).
+		unsettled := 0
+		for j := range items {
+			if j < len(outs) && outs[j].Loaded {
+				r.loadedOne(outs[j])
+			} else {
+				unsettled++
+			}
+		}
+		r.c.lines.Add(-int64(unsettled))
 		var fe *loader.FatalError
 		if errors.As(err, &fe) {
 			return errFatal{err}
 		}
 		return err
 	}
+	// Counted once per batch: the counters are shared by every batch goroutine.
+	var created, updated int64
+	defer func() {
+		r.c.loaded.Add(created + updated)
+		r.c.created.Add(created)
+		r.c.updated.Add(updated)
+	}()
 	for j, out := range outs {
 		ln := lines[idx[j]]
 		if out.Loaded {
-			r.c.loaded.Add(1)
 			if out.Created {
-				r.c.created.Add(1)
+				created++
 			} else {
-				r.c.updated.Add(1)
+				updated++
 			}
 			continue
 		}
@@ -426,6 +492,15 @@ func (r *Runner) runBatch(ctx context.Context, st *objState, lines []rawLine) er
 		r.c.deadLettered(out.Reason, "")
 	}
 	return nil
+}
+
+func (r *Runner) loadedOne(out loader.Outcome) {
+	r.c.loaded.Add(1)
+	if out.Created {
+		r.c.created.Add(1)
+	} else {
+		r.c.updated.Add(1)
+	}
 }
 
 // failLine dead-letters one line that failed before loading.

@@ -58,7 +58,7 @@ func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
-	if err := w.Check(ctx); err != nil {
+	if err := checkTarget(ctx, w, e.log); err != nil {
 		return fail(stderr, "%v", err)
 	}
 	metrics.WriterStats(w)
@@ -84,7 +84,10 @@ func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer
 		Writer: w, DeadLetters: dl, Checkpoints: cps, Logger: e.log, Metrics: metrics})
 	src := ingest.NewSQSSource(sqsc, &ingest.S3Source{Client: s3c, Suffixes: suffixes, Logger: e.log}, ingest.SQSOptions{
 		QueueURL: cfg.Source.QueueURL, WaitSeconds: cfg.Source.WaitSeconds, VisibilityTimeout: cfg.Source.VisibilityTimeout,
-		Logger: e.log, OnReceived: metrics.SQSReceived, OnDeleted: metrics.SQSDeleted,
+		// Take no more messages than objects are worked on at once: the rest
+		// stay visible for other workers instead of waiting here, hidden.
+		MaxMessages: int32(min(cfg.Source.Objects, 10)),
+		Logger:      e.log, OnReceived: metrics.SQSReceived, OnDeleted: metrics.SQSDeleted,
 		OnNotEvent: func(ctx context.Context, id string, body []byte, reason string) error {
 			return runner.DeadLetterMessage(ctx, cfg.Source.QueueURL, id, body, reason)
 		},
@@ -246,7 +249,7 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 		if err != nil {
 			return fail(stderr, "%v", err)
 		}
-		if err := w.Check(ctx); err != nil {
+		if err := checkTarget(ctx, w, e.log); err != nil {
 			return fail(stderr, "%v", err)
 		}
 		deps.Writer = w

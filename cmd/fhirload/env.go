@@ -238,3 +238,18 @@ func (e *env) startEmbedded(ctx context.Context) (string, aws.CredentialsProvide
 
 // isFatalConfig tells a configuration problem from others.
 func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
+
+// checkTarget is the preflight before anything is read. A target that answers
+// 5xx or 429 to it is reachable, not misconfigured: the command goes on and
+// its lines are retried, then dead-lettered as retries-exhausted should the
+// failures last (exit 1 is for bad config, refused auth and unreachable
+// targets).
+func checkTarget(ctx context.Context, w *loader.Writer, log *zap.Logger) error {
+	err := w.Check(ctx)
+	var fe *loader.FatalError
+	if errors.As(err, &fe) && (fe.Status >= 500 || fe.Status == http.StatusTooManyRequests) {
+		log.Warn("target fails its preflight check; going on", zap.Int("status", fe.Status))
+		return nil
+	}
+	return err
+}

@@ -63,6 +63,14 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "deadletter":
 		return deadletterCmd(ctx, rest, stdout, stderr)
 	case "serve":
+		// A server has nothing to drain: the first signal stops it (closing the store).
+		go func() {
+			select {
+			case <-sig.graceful:
+				sig.cancel()
+			case <-sig.done:
+			}
+		}()
 		return serveCmd(ctx, rest, stderr)
 	case "config":
 		return configCmd(rest, stdout, stderr)

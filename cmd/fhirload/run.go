@@ -95,7 +95,7 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 		if err != nil {
 			return fail(stderr, "%v", err)
 		}
-		if err := w.Check(ctx); err != nil {
+		if err := checkTarget(ctx, w, e.log); err != nil {
 			return fail(stderr, "%v", err)
 		}
 		deps.DeadLetters, deps.Writer = dl, w

@@ -1,0 +1,481 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/fhirload/fhirload/fhirstore"
+	"github.com/fhirload/fhirload/internal/testutil"
+	"github.com/fhirload/fhirload/pipeline"
+)
+
+// crashSeed is the seed of the kill points: FHIRLOAD_CRASH_SEED replays a
+// failing run, else a new seed is drawn and logged.
+func crashSeed(t *testing.T) *rand.Rand {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("FHIRLOAD_CRASH_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("FHIRLOAD_CRASH_SEED: %v", err)
+		}
+		seed = v
+	}
+	t.Logf("random choices seeded with %d (rerun with FHIRLOAD_CRASH_SEED=%d)", seed, seed)
+	return rand.New(rand.NewPCG(seed, seed))
+}
+
+// crashInput is a data set in two versions: what was loaded before (v1) and
+// what the crashing runs send (v2), with known invalid lines.
+type crashInput struct {
+	files   map[string][]byte         // file name -> v2 content
+	old     map[string][]byte         // file name -> v1 content
+	want    map[string]map[string]any // "Type/id" -> v2 resource, meta removed
+	invalid map[string][]int64        // file name -> its invalid line numbers
+}
+
+// makeCrashInput builds 3 files from the pathling test data (9 Patients,
+// 1502 Observations copied 4 times under new ids): v1 as is, v2 with every
+// resource changed and 5 invalid lines in each file at places drawn from rng.
+func makeCrashInput(t *testing.T, rng *rand.Rand) crashInput {
+	t.Helper()
+	dir := filepath.Join("..", "..", "testdata", "shared", "fhir", "pathling")
+	var resources [][]byte
+	resources = append(resources, readLines(t, filepath.Join(dir, "Patient.ndjson"))...)
+	obs := readLines(t, filepath.Join(dir, "Observation.ndjson.gz"))
+	for k := range 4 {
+		for _, o := range obs {
+			var m map[string]any
+			if err := json.Unmarshal(o, &m); err != nil {
+				t.Fatal(err)
+			}
+			m["id"] = fmt.Sprintf("%s-%d", m["id"], k)
+			b, _ := json.Marshal(m)
+			resources = append(resources, b)
+		}
+	}
+	in := crashInput{files: map[string][]byte{}, old: map[string][]byte{}, want: map[string]map[string]any{}, invalid: map[string][]int64{}}
+	const nfiles = 3
+	per := (len(resources) + nfiles - 1) / nfiles
+	bad := 0
+	for f := range nfiles {
+		name := fmt.Sprintf("part-%d.ndjson", f)
+		chunk := resources[f*per : min((f+1)*per, len(resources))]
+		badAt := map[int]bool{}
+		for len(badAt) < 5 {
+			badAt[rng.IntN(len(chunk)+5)] = true
+		}
+		var v1, v2 bytes.Buffer
+		no := int64(0)
+		for i := 0; len(chunk) > 0 || badAt[i]; i++ {
+			no++
+			if badAt[i] {
+				bad++
+				// Only v2 has invalid lines: the dead letters are all from the crashing runs.
+				v2.WriteString(invalidLine(bad) + "\n")
+				in.invalid[name] = append(in.invalid[name], no)
+				continue
+			}
+			r := chunk[0]
+			chunk = chunk[1:]
+			v1.Write(r)
+			v1.WriteByte('\n')
+			// v2 changes every resource: a rerun must leave v2 everywhere.
+			r2 := bytes.Replace(r, []byte(`{"resourceType":`), []byte(`{"implicitRules":"http://example.org/rules/v2","resourceType":`), 1)
+			v2.Write(r2)
+			v2.WriteByte('\n')
+			var m map[string]any
+			if err := json.Unmarshal(r2, &m); err != nil {
+				t.Fatal(err)
+			}
+			delete(m, "meta")
+			in.want[fmt.Sprintf("%s/%s", m["resourceType"], m["id"])] = m
+		}
+		in.files[name], in.old[name] = v2.Bytes(), v1.Bytes()
+	}
+	return in
+}
+
+func invalidLine(n int) string {
+	switch n % 3 {
+	case 0:
+		return fmt.Sprintf(`{"resourceType":"Patient","id":"broken-%d","name":[{"family":`, n)
+	case 1:
+		return fmt.Sprintf(`{"resourceType":"Observation","id":"invalid-%d","status":"not-a-status","code":{"text":"x"}}`, n)
+	}
+	return fmt.Sprintf(`{"resourceType":"Patient","id":"bad id %d","name":[{"family":"X","given":["Y"]}]}`, n)
+}
+
+func readLines(t *testing.T, path string) [][]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var r = bufio.NewReader(f)
+	var sc *bufio.Scanner
+	if strings.HasSuffix(path, ".gz") {
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc = bufio.NewScanner(zr)
+	} else {
+		sc = bufio.NewScanner(r)
+	}
+	sc.Buffer(nil, 16<<20)
+	var out [][]byte
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) > 0 {
+			out = append(out, bytes.Clone(sc.Bytes()))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// proc is a fhirload process of a crash test; its stderr goes to a file
+// that can be read while it runs.
+type proc struct {
+	cmd     *exec.Cmd
+	done    chan struct{}
+	errPath string
+}
+
+func startProc(t *testing.T, bin, dir string, env []string, args ...string) *proc {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "crash-stderr-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{}), errPath: f.Name()}
+	p.cmd.Dir = dir
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if err := p.cmd.Start(); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+func (p *proc) log() string {
+	b, _ := os.ReadFile(p.errPath)
+	return string(b)
+}
+
+// killAfter SIGKILLs p after d unless it exited first; it reports whether
+// the kill landed while p was running.
+func (p *proc) killAfter(t *testing.T, d time.Duration) bool {
+	t.Helper()
+	select {
+	case <-p.done:
+		return false
+	case <-time.After(d):
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	return true
+}
+
+// wait waits for p to exit (bounded) and returns its exit code.
+func (p *proc) wait(t *testing.T, limit time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(limit):
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+		t.Fatalf("fhirload did not finish within %v\n%s", limit, p.log())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// crashRounds starts args rounds times and SIGKILLs each at a random point
+// within span.
+func crashRounds(t *testing.T, rng *rand.Rand, rounds int, span time.Duration, start func() *proc) {
+	t.Helper()
+	landed := 0
+	for i := range rounds {
+		d := time.Duration(rng.Int64N(int64(span)))
+		p := start()
+		if p.killAfter(t, d) {
+			landed++
+			t.Logf("round %d: SIGKILL after %v", i, d)
+		} else {
+			t.Logf("round %d: finished before the kill at %v (exit %d)", i, d, p.cmd.ProcessState.ExitCode())
+		}
+	}
+	if landed == 0 {
+		t.Logf("no kill landed mid-run with this seed")
+	}
+}
+
+// assertStoreEqualsInput checks that the store holds exactly the input's
+// resources, each as sent (meta aside), and that the dead letters are
+// exactly the invalid lines (deduplicated by source and line: a killed run
+// may have stored a line that the rerun dead-lettered again).
+func assertStoreEqualsInput(t *testing.T, w workspace, in crashInput, uriOf func(name string) string) {
+	t.Helper()
+	srv, err := fhirstore.Open(context.Background(), fhirstore.Options{Dir: filepath.Join(w.dir, "store"), Auth: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	h := srv.Handler()
+	get := func(path string) (int, []byte) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/datastore/local/r4/"+path, nil))
+		return rec.Code, rec.Body.Bytes()
+	}
+	types := map[string]int{}
+	mismatched := 0
+	for ref, want := range in.want {
+		types[strings.Split(ref, "/")[0]]++
+		code, body := get(ref)
+		if code != http.StatusOK {
+			t.Errorf("%s: HTTP %d", ref, code)
+			mismatched++
+			continue
+		}
+		var got map[string]any
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatal(err)
+		}
+		delete(got, "meta")
+		if !reflect.DeepEqual(got, want) {
+			if mismatched++; mismatched <= 3 {
+				t.Errorf("%s: stored content differs from the last version sent", ref)
+			}
+		}
+	}
+	if mismatched > 0 {
+		t.Fatalf("%d of %d resources missing or not the last version sent", mismatched, len(in.want))
+	}
+	for typ, n := range types {
+		code, body := get(typ + "?_summary=count")
+		var b struct{ Total int }
+		if code != http.StatusOK || json.Unmarshal(body, &b) != nil || b.Total != n {
+			t.Errorf("%s: store holds %d, the input %d (%d)", typ, b.Total, n, code)
+		}
+	}
+
+	want := map[string]bool{}
+	for name, lines := range in.invalid {
+		for _, no := range lines {
+			want[fmt.Sprintf("%s:%d", uriOf(name), no)] = true
+		}
+	}
+	got := map[string]bool{}
+	for _, e := range listDeadLetters(t, w) {
+		if e.Reason != "parse" && e.Reason != "invalid" {
+			t.Errorf("unexpected dead letter %s:%d %s: %s", e.Source.URI, e.Source.Line, e.Reason, e.Message)
+		}
+		got[fmt.Sprintf("%s:%d", e.Source.URI, e.Source.Line)] = true
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("dead letters %v\nwant the invalid lines %v", sortedKeys(got), sortedKeys(want))
+	}
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// finalRun runs the command to completion and checks the report.
+func finalRun(t *testing.T, bin string, w workspace, env []string, args ...string) *pipeline.Report {
+	t.Helper()
+	report := filepath.Join(w.dir, "final-report.json")
+	p := startProc(t, bin, w.dir, env, append([]string{args[0], "--config", w.config, "--report", report}, args[1:]...)...)
+	code := p.wait(t, 3*time.Minute)
+	b, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatalf("exit %d, no report: %v\n%s", code, err, p.log())
+	}
+	var rep pipeline.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if code != 2 || rep.Fatal != "" || !rep.Reconciles() {
+		t.Fatalf("final run: exit %d, report %+v\n%s", code, rep, p.log())
+	}
+	return &rep
+}
+
+const crashTarget = "concurrency: 4, batch_size: 50"
+
+func TestCrashDuringRunLocal(t *testing.T) {
+	bin := fhirloadBinary(t)
+	rng := crashSeed(t)
+	in := makeCrashInput(t, rng)
+	w := newWorkspace(t, crashTarget, "")
+	var v1, v2 []string
+	for name := range in.files {
+		p1, p2 := filepath.Join(w.dir, "v1", name), filepath.Join(w.dir, "v2", name)
+		for p, b := range map[string][]byte{p1: in.old[name], p2: in.files[name]} {
+			_ = os.MkdirAll(filepath.Dir(p), 0o700)
+			if err := os.WriteFile(p, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v1, v2 = append(v1, p1), append(v2, p2)
+	}
+	slices.Sort(v1)
+	slices.Sort(v2)
+	// The store starts with v1 of every resource.
+	if code, _, stderr := w.run(t, append([]string{"run"}, v1...)...); code != 0 {
+		t.Fatalf("v1 load: exit %d\n%s", code, stderr)
+	}
+	crashRounds(t, rng, 4, 1500*time.Millisecond, func() *proc {
+		return startProc(t, bin, w.dir, nil, append([]string{"run", "--config", w.config}, v2...)...)
+	})
+	rep := finalRun(t, bin, w, nil, append([]string{"run"}, v2...)...)
+	if rep.Loaded != int64(len(in.want)) {
+		t.Errorf("final run loaded %d, want %d", rep.Loaded, len(in.want))
+	}
+	assertStoreEqualsInput(t, w, in, func(name string) string { return "file://" + filepath.Join(w.dir, "v2", name) })
+}
+
+// motoEnv returns moto's endpoint and the environment a fhirload process
+// needs for it (also set for in-process runs).
+func motoEnv(t *testing.T) (string, []string) {
+	t.Helper()
+	ep := testutil.Moto(t)
+	for _, kv := range flowEnv {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	return ep, flowEnv
+}
+
+func putObjects(t *testing.T, c *s3.Client, bucket, prefix string, files map[string][]byte) {
+	t.Helper()
+	for name, b := range files {
+		if _, err := c.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(bucket),
+			Key: aws.String(prefix + name), Body: bytes.NewReader(b)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestCrashDuringRunS3(t *testing.T) {
+	bin := fhirloadBinary(t)
+	rng := crashSeed(t)
+	in := makeCrashInput(t, rng)
+	ep, env := motoEnv(t)
+	c := testutil.S3(ep)
+	bucket := testutil.Bucket(t, c)
+	putObjects(t, c, bucket, "v1/", in.old)
+	putObjects(t, c, bucket, "v2/", in.files)
+	w := newWorkspace(t, crashTarget, fmt.Sprintf("aws: {endpoint_url: %q, s3_path_style: true}\n", ep))
+	if code, _, stderr := w.run(t, "run", "s3://"+bucket+"/v1/"); code != 0 {
+		t.Fatalf("v1 load: exit %d\n%s", code, stderr)
+	}
+	src := "s3://" + bucket + "/v2/"
+	crashRounds(t, rng, 4, 2*time.Second, func() *proc {
+		return startProc(t, bin, w.dir, env, "run", "--config", w.config, src)
+	})
+	rep := finalRun(t, bin, w, env, "run", src)
+	if rep.Loaded != int64(len(in.want)) {
+		t.Errorf("final run loaded %d, want %d", rep.Loaded, len(in.want))
+	}
+	assertStoreEqualsInput(t, w, in, func(name string) string { return src + name })
+}
+
+func TestCrashDuringWatch(t *testing.T) {
+	bin := fhirloadBinary(t)
+	rng := crashSeed(t)
+	in := makeCrashInput(t, rng)
+	ep, env := motoEnv(t)
+	c := testutil.S3(ep)
+	bucket := testutil.Bucket(t, c)
+	putObjects(t, c, bucket, "v1/", in.old)
+	putObjects(t, c, bucket, "v2/", in.files)
+	q := testutil.SQS(ep)
+	qo, err := q.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String(fmt.Sprintf("crash-%d", time.Now().UnixNano()))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue := *qo.QueueUrl
+	w := flowWorkspace(t, crashTarget, fmt.Sprintf(`aws: {endpoint_url: %q, s3_path_style: true}
+source: {queue_url: %q, visibility_timeout: 2s, wait_seconds: 1}
+`, ep, queue))
+	if code, _, stderr := w.run(t, "run", "s3://"+bucket+"/v1/"); code != 0 {
+		t.Fatalf("v1 load: exit %d\n%s", code, stderr)
+	}
+	var out, errb bytes.Buffer
+	if code := realMain([]string{"enqueue", "--config", w.config, "s3://" + bucket + "/v2/"}, &out, &errb); code != 0 {
+		t.Fatalf("enqueue: %d %s", code, errb.String())
+	}
+	watch := func() *proc {
+		return startProc(t, bin, w.dir, env, "watch", "--config", w.config, "--metrics-addr", "", "--report", filepath.Join(w.dir, "watch-report.json"))
+	}
+	crashRounds(t, rng, 4, 2500*time.Millisecond, watch)
+	// The last worker runs until the queue is drained, then stops on SIGTERM.
+	p := watch()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(p.log(), "watching") { // its signal handler is in place
+		if time.Now().After(deadline) {
+			t.Fatalf("watch did not start\n%s", p.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for {
+		a, err := q.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: aws.String(queue),
+			AttributeNames: []sqstypes.QueueAttributeName{"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Attributes["ApproximateNumberOfMessages"] == "0" && a.Attributes["ApproximateNumberOfMessagesNotVisible"] == "0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue not drained: %v\n%s", a.Attributes, p.log())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, time.Minute); code != 143 {
+		t.Fatalf("watch exit %d\n%s", code, p.log())
+	}
+	assertStoreEqualsInput(t, w, in, func(name string) string { return "s3://" + bucket + "/v2/" + name })
+}

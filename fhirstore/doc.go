@@ -1,0 +1,40 @@
+// Package fhirstore is `fhirload serve`: a local FHIR R4 server that behaves
+// like AWS HealthLake's FHIR API (reference/healthlake-fhir-api.txt) and
+// stores its data in SQLite (pure Go, WAL mode, one file of mode 0600).
+//
+// The base URL is /datastore/{ID}/r4/. Served: create (POST, 201), read,
+// vread (/_history/{vid}), instance history, update (PUT; 201 when it creates,
+// 200 when it updates; If-Match honoured), delete (204; then read is 410),
+// search (GET /{type}?… or POST /{type}/_search) with searchset Bundles,
+// batch and transaction Bundles posted to the base (at most 500 entries), and
+// GET metadata. Every write sets meta.versionId and meta.lastUpdated; every
+// other byte of the resource is kept as sent (whitespace aside), so number
+// literals survive unchanged.
+//
+// Search parameters: every type supports _id, _lastUpdated and identifier;
+// Patient adds name, family, given, gender and birthdate; Observation adds
+// patient, subject, category, code and date. Tokens take code, system|code,
+// system| and |code; strings match case-insensitively by prefix (:exact and
+// :contains too; accents are not folded); dates take the prefixes eq ne gt lt
+// ge le sa eb ap and partial dates, a repeated parameter is ANDed and
+// comma-separated values are ORed. Results are ordered by insertion, 100 per
+// page at most (_count), with next links that page by cursor; _summary=count
+// returns the total only. An unknown parameter is 400 naming it.
+//
+// Errors follow section 1.5 of the reference: OperationOutcome bodies for
+// 400, 404, 405, 410, 412, 413, 415 and 422 (issue code "duplicate" when a
+// create carries an identifier system and value another resource of the type
+// has), AWS-style JSON ({"__type", "message"}) for 401, 403, 429 and 500.
+// Error texts name resource types, ids and parameters, never resource content.
+//
+// Authentication is AWS Signature Version 4 for service "healthlake" in the
+// configured region; keys carry SMART system scopes, checked per interaction
+// and, in Bundles, per entry: a batch entry without scope gets 403 in its
+// response.outcome, a transaction with such an entry fails whole with 403.
+// A token bucket of write units (one per started KB of body) answers 429 with
+// Retry-After, and chaos options inject 429, 500 and latency for client tests.
+//
+// Batch-response entries carry the resource only with
+// "Prefer: return=representation"; single writes return it unless
+// "Prefer: return=minimal".
+package fhirstore
