@@ -3,6 +3,7 @@ package loader
 import (
 	"context"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -21,20 +22,11 @@ func TestLimitAIMD(t *testing.T) {
 	if err := l.acquire(cctx); err == nil {
 		t.Fatal("acquire beyond the limit did not wait")
 	}
-	sent := t0
-	if !l.throttled(t0.Add(time.Second), sent) {
-		t.Fatal("first 429 did not cut")
-	}
+	l.cut()
 	if _, cur := l.state(); cur != 8 {
-		t.Fatalf("limit %d after a 429, want 8", cur)
+		t.Fatalf("limit %d after a cut, want 8", cur)
 	}
-	// Other 429s to requests sent before the cut belong to the same congestion epoch.
-	if l.throttled(t0.Add(2*time.Second), sent) {
-		t.Fatal("second 429 of the same epoch cut again")
-	}
-	if !l.throttled(t0.Add(3*time.Second), t0.Add(2*time.Second)) {
-		t.Fatal("429 of a new epoch did not cut")
-	}
+	l.cut()
 	if _, cur := l.state(); cur != 4 {
 		t.Fatalf("limit %d, want 4", cur)
 	}
@@ -62,11 +54,18 @@ func TestLimitAIMD(t *testing.T) {
 	if _, cur := l.state(); cur != 16 {
 		t.Fatalf("limit %d, want back at the max 16", cur)
 	}
-	for range 10 {
-		l.throttled(time.Now(), time.Now())
-	}
-	if _, cur := l.state(); cur != 1 {
-		t.Fatalf("limit %d, floor is 1", cur)
+}
+
+// TestLimitFloor: cuts never take the limit below max(2, max/4) (or max itself when smaller).
+func TestLimitFloor(t *testing.T) {
+	for _, tt := range []struct{ max, floor int }{{16, 4}, {64, 16}, {6, 2}, {2, 2}, {1, 1}} {
+		l := newLimit(tt.max)
+		for range 10 {
+			l.cut()
+		}
+		if _, cur := l.state(); cur != tt.floor {
+			t.Errorf("max %d: limit %d after 10 cuts, want floor %d", tt.max, cur, tt.floor)
+		}
 	}
 }
 
@@ -103,9 +102,11 @@ func TestPacerThrottle(t *testing.T) {
 		now = t0.Add(time.Duration(i) * 100 * time.Millisecond)
 		p.reserve(now, 100)
 		p.accepted(now, 100)
+		p.observe(now, now, 0, 0)
 	}
 	now = t0.Add(2 * time.Second)
-	if !p.throttled(now, now.Add(-time.Millisecond), time.Second) {
+	// No background yet: one whole-request 429 is congestion.
+	if !p.observe(now, now.Add(-time.Millisecond), 1, time.Second) {
 		t.Fatal("no cut")
 	}
 	r := p.currentRate()
@@ -120,20 +121,126 @@ func TestPacerThrottle(t *testing.T) {
 		t.Fatalf("gate %v", d)
 	}
 	// A 429 to a request sent before the cut does not cut again.
-	if p.throttled(now.Add(10*time.Millisecond), now.Add(-time.Millisecond), time.Second) || p.currentRate() != r {
+	if p.observe(now.Add(10*time.Millisecond), now.Add(-time.Millisecond), 1, time.Second) || p.currentRate() != r {
 		t.Fatal("cut twice in one epoch")
 	}
-	// Linear growth after the gate: rateGrowth of the cut rate per second.
+	// Additive growth after the gate, in absolute units: growSlow of the peak per second near it.
+	for i := range 10 {
+		at := now.Add(time.Second + time.Duration(i)*time.Second)
+		p.accepted(at, r)
+	}
 	p.reserve(now.Add(11*time.Second), 1)
-	if got, want := p.currentRate(), r*(1+rateGrowth*10); math.Abs(got-want) > 1 {
-		t.Fatalf("rate %.1f after 10 clean seconds, want %.1f", got, want)
+	if got, want := p.currentRate(), r+growSlow*r*10; math.Abs(got-want) > 0.05*want {
+		t.Fatalf("rate %.1f after 10 clean seconds, want about %.1f", got, want)
 	}
 	capped := newPacer(500)
 	capped.accepted(t0, 100)
 	capped.accepted(t0.Add(time.Second), 100)
-	capped.throttled(t0.Add(2*time.Second), t0.Add(2*time.Second), 0)
+	capped.observe(t0.Add(2*time.Second), t0.Add(2*time.Second), 1, 0)
 	capped.reserve(t0.Add(time.Hour), 1)
 	if capped.currentRate() != 500 {
 		t.Fatalf("rate %.1f grew past the configured ceiling", capped.currentRate())
 	}
+}
+
+// simServer is a deterministic model server for the pacer alone: requests of cost units,
+// answered after rtt; a quota of units/s with a one-second bucket, and/or a rate-independent
+// share of 429s.
+type simServer struct {
+	quota, tokens float64
+	last          time.Time
+	chaos         float64
+	rng           *rand.Rand
+	next          []time.Time
+}
+
+func (s *simServer) answer(at time.Time, cost float64) (ok bool) {
+	if s.quota > 0 {
+		s.tokens = math.Min(s.quota, s.tokens+s.quota*at.Sub(s.last).Seconds())
+		s.last = at
+		if s.tokens < cost {
+			return false
+		}
+		s.tokens -= cost
+	}
+	return s.rng.Float64() >= s.chaos
+}
+
+// simulate runs streams sequential senders against s for d of simulated time and returns the
+// accepted units/s, the 429 share, the number of cuts and the lowest rate after the first cut.
+func simulate(p *pacer, s *simServer, streams int, d time.Duration) (rate, share float64, cuts int, low float64) {
+	s.last = t0
+	return simulateFrom(p, s, streams, d)
+}
+
+func simulateFrom(p *pacer, s *simServer, streams int, d time.Duration) (rate, share float64, cuts int, low float64) {
+	const cost, rtt = 70.0, 20 * time.Millisecond
+	if s.next == nil {
+		s.next = make([]time.Time, streams)
+		for i := range s.next {
+			s.next[i] = t0
+		}
+	}
+	next := s.next
+	var acc, sent, rej float64
+	low = math.Inf(1)
+	for {
+		i := 0 // the stream due first
+		for j := range next {
+			if next[j].Before(next[i]) {
+				i = j
+			}
+		}
+		now := next[i]
+		if now.Sub(t0) >= d {
+			break
+		}
+		start := now.Add(p.reserve(now, cost))
+		ok := s.answer(start, cost)
+		done := start.Add(rtt)
+		sent++
+		if ok {
+			acc += cost
+			p.accepted(done, cost)
+			p.observe(done, start, 0, 0)
+		} else {
+			rej++
+			p.observe(done, start, 1, time.Second)
+			// The item itself waits out its Retry-After; the stream goes on with other work.
+		}
+		if p.cuts > 0 && p.currentRate() > 0 {
+			low = math.Min(low, p.currentRate())
+		}
+		next[i] = done
+	}
+	return acc / d.Seconds(), rej / sent, p.cuts, low
+}
+
+// TestPacerDistinguishesQuotaFromChaos: against a quota the pacer converges under it with few
+// 429s; against 20% rate-independent 429s it does not ratchet down.
+func TestPacerDistinguishesQuotaFromChaos(t *testing.T) {
+	const d = 60 * time.Second
+	t.Run("quota", func(t *testing.T) {
+		p := newPacer(0)
+		s := &simServer{quota: 2000, tokens: 2000, rng: rand.New(rand.NewPCG(1, 2))}
+		rate, share, cuts, _ := simulate(p, s, 8, d)
+		if rate < 0.9*2000 || share > 0.05 || cuts == 0 {
+			t.Fatalf("accepted %.0f units/s of 2000, 429 share %.3f, %d cuts", rate, share, cuts)
+		}
+	})
+	t.Run("chaos", func(t *testing.T) {
+		free := &simServer{rng: rand.New(rand.NewPCG(1, 2))}
+		clean, _, _, _ := simulate(newPacer(0), free, 8, d)
+		p := newPacer(0)
+		s := &simServer{chaos: 0.2, rng: rand.New(rand.NewPCG(1, 2))}
+		rate, share, cuts, low := simulate(p, s, 8, d)
+		// The chaos server lets at most 80% through: the pacer must keep most of that, and even
+		// its lowest rate must stay far from the collapse (the old pacer went down to ~1 unit/s).
+		through := 0.8 * clean
+		if rate < 0.7*through || share < 0.15 || low < 0.4*through || cuts > 30 {
+			t.Fatalf("accepted %.0f units/s (%.0f without chaos), 429 share %.3f, %d cuts, lowest rate %.0f, background %.2f",
+				rate, clean, share, cuts, low, p.backgroundShare())
+		}
+		t.Logf("accepted %.0f units/s (%.0f without chaos), %d cuts, lowest rate %.0f, background %.2f", rate, clean, cuts, low, p.backgroundShare())
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -251,7 +252,7 @@ func (w *Writer) writeBatch(ctx context.Context, items []Item, out []Outcome, pe
 			w.exhaust(out, retry)
 			return nil
 		}
-		wait = max(wait, res.retryAfter)
+		wait = w.retryWait(wait, res.retryAfter)
 		w.countRetries(cause, retry)
 		w.log.Debug("retrying batch entries", zap.Int("entries", len(retry)), zap.Int("status", res.status), zap.Duration("wait", wait))
 		if err := w.opts.clock.Sleep(ctx, wait); err != nil {
@@ -273,7 +274,7 @@ func (w *Writer) applyBatchResponse(res *result, out []Outcome, cause []string, 
 		}
 		return append(retry, pending...), nil
 	}
-	entryThrottled := false
+	entryThrottled := 0
 	for k, i := range pending {
 		e := br.Entry[k].Response
 		st := entryStatus(e.Status)
@@ -292,7 +293,7 @@ func (w *Writer) applyBatchResponse(res *result, out []Outcome, cause []string, 
 			return retry, fatalFor(st, d)
 		case Retry:
 			if st == http.StatusTooManyRequests {
-				entryThrottled = true
+				entryThrottled++
 				w.throttled.Add(1)
 			}
 			w.setLast(&out[i], st, d, e.Outcome)
@@ -302,8 +303,10 @@ func (w *Writer) applyBatchResponse(res *result, out []Outcome, cause []string, 
 			w.finish(&out[i], st, d, e.Outcome)
 		}
 	}
-	if entryThrottled {
-		w.onThrottle(res.sentAt, res.retryAfter)
+	if entryThrottled > 0 {
+		// Weaker evidence than a whole-request 429: the server took the request.
+		ev := entryWeight * float64(entryThrottled) / float64(len(pending))
+		w.congestion(w.pace.addEvidence(w.opts.clock.Now(), res.sentAt, ev), 0)
 	}
 	return retry, nil
 }
@@ -365,7 +368,7 @@ func (w *Writer) writeOne(ctx context.Context, it Item, o *Outcome) error {
 				return nil
 			}
 			w.countRetry(d.Cause, 1)
-			if err := w.opts.clock.Sleep(ctx, max(wait, res.retryAfter)); err != nil {
+			if err := w.opts.clock.Sleep(ctx, w.retryWait(wait, res.retryAfter)); err != nil {
 				return err
 			}
 		default:
@@ -430,16 +433,26 @@ func (w *Writer) countRetry(cause string, n int64) {
 	w.causesMu.Unlock()
 }
 
-// onThrottle is the central reaction to a 429: one shared pause and one cut of rate and limit.
-func (w *Writer) onThrottle(sentAt time.Time, retryAfter time.Duration) {
-	now := w.opts.clock.Now()
-	retryAfter = min(retryAfter, w.opts.Retry.Max)
-	cutRate := w.pace.throttled(now, sentAt, retryAfter)
-	cutLimit := w.limit.throttled(now, sentAt)
-	if cutRate || cutLimit {
-		_, l := w.limit.state()
-		w.log.Info("target throttled: slowing down", zap.Float64("units_per_second", w.pace.currentRate()), zap.Int("concurrency", l), zap.Duration("retry_after", retryAfter))
+// congestion cuts the concurrency limit after the pacer judged a 429 to be congestion (see
+// pacing.go) and cut the rate.
+func (w *Writer) congestion(cut bool, retryAfter time.Duration) {
+	if !cut {
+		return
 	}
+	w.limit.cut()
+	_, l := w.limit.state()
+	w.log.Info("target throttled: slowing down", zap.Float64("units_per_second", w.pace.currentRate()),
+		zap.Int("concurrency", l), zap.Duration("retry_after", retryAfter), zap.Float64("background_429_share", w.pace.backgroundShare()))
+}
+
+// retryWait is the wait before re-sending after a failure: the backoff, or the server's
+// Retry-After plus up to 20% jitter (so items throttled together do not return together) when
+// that is longer.
+func (w *Writer) retryWait(backoffWait, retryAfter time.Duration) time.Duration {
+	if retryAfter > 0 && !w.opts.noJitter {
+		retryAfter += rand.N(retryAfter/5 + 1)
+	}
+	return max(backoffWait, retryAfter)
 }
 
 // units is the write-unit cost of a request body: one per started KB.
@@ -492,14 +505,18 @@ func (w *Writer) do(ctx context.Context, method, u string, b *body, cost float64
 	}
 	clean := res.err == nil && res.status < 300
 	w.limit.release(clean)
+	now := clk.Now()
 	switch {
-	case res.err == nil && res.status == http.StatusTooManyRequests:
+	case res.err != nil:
+		// No answer: neither accepted nor throttled.
+	case res.status == http.StatusTooManyRequests:
 		w.throttled.Add(1)
-		w.onThrottle(res.sentAt, res.retryAfter)
-	case res.retryAfter > 0 && res.status >= 500:
-		w.pace.pauseFor(clk.Now(), min(res.retryAfter, w.opts.Retry.Max))
-	case clean:
-		w.pace.accepted(clk.Now(), cost)
+		w.congestion(w.pace.observe(now, res.sentAt, 1, min(res.retryAfter, w.opts.Retry.Max)), res.retryAfter)
+	default:
+		if clean {
+			w.pace.accepted(now, cost)
+		}
+		w.pace.observe(now, res.sentAt, 0, 0)
 	}
 	return res, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -50,7 +51,7 @@ func NewMetrics() *Metrics {
 	}
 	reg.MustRegister(m.lines, m.deadLetters, m.objectsActive, m.objectsDone, m.sqsReceived, m.sqsDeleted,
 		m.latency, m.checkpointLag,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -16,7 +16,7 @@
 # Environment (defaults in brackets):
 #   BENCH_SIZE [50MB]         data set size for the main table
 #   BENCH_RUNS [3]            runs per case; the median is reported
-#   BENCH_CASES ["noop-batch noop-single serve"]
+#   BENCH_CASES ["noop-batch noop-single serve"]  ("none": only sweeps/streaming)
 #   BENCH_BATCH_SIZE [100]    target.batch_size
 #   BENCH_CONCURRENCY [16]    target.concurrency
 #   BENCH_SWEEP [0]           1: also sweep batch size (10 50 100 500) and
@@ -24,6 +24,7 @@
 #   BENCH_LATENCY [0]         noopfhir --latency for the sweeps (e.g. 5ms)
 #   BENCH_STREAM [1]          1: streaming proof with a 200 MB input file
 #   BENCH_LARGE [0]           1: also a 2 GB input file (needs ~2.2 GB in BENCH_DIR)
+#   BENCH_TIMEOUT [600]       seconds one `fhirload run` may take before the bench fails
 #   BENCH_DIR [mktemp -d]     work folder; removed at exit unless BENCH_KEEP=1
 #   BENCH_OUT [BENCH_DIR/results.tsv]  one line per run, tab-separated
 set -euo pipefail
@@ -32,6 +33,7 @@ cd "$(dirname "$0")/.."
 SIZE=${BENCH_SIZE:-50MB}
 RUNS=${BENCH_RUNS:-3}
 CASES=${BENCH_CASES:-"noop-batch noop-single serve"}
+[ "$CASES" = none ] && CASES=
 BATCH=${BENCH_BATCH_SIZE:-100}
 CONC=${BENCH_CONCURRENCY:-16}
 SWEEP=${BENCH_SWEEP:-0}
@@ -41,6 +43,7 @@ LARGE=${BENCH_LARGE:-0}
 WORK=${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fhirload-bench.XXXXXX")}
 OUT=${BENCH_OUT:-$WORK/results.tsv}
 KEEP=${BENCH_KEEP:-0}
+TIMEOUT=${BENCH_TIMEOUT:-600}
 
 [ -x /usr/bin/time ] || { echo "bench: /usr/bin/time (GNU time) is required" >&2; exit 1; }
 mkdir -p "$WORK"
@@ -121,7 +124,7 @@ EOF
   local load
   load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo ?)
   local rc=0
-  /usr/bin/time -f '%e %U %S %M' -o "$dir/time" \
+  timeout "$TIMEOUT" /usr/bin/time -f '%e %U %S %M' -o "$dir/time" \
     "$BIN/fhirload" run --config "$dir/pipeline.yaml" --report "$dir/report.json" "$data" \
     >/dev/null 2>"$dir/stderr" || rc=$?
   if [ "$rc" != 0 ]; then
@@ -161,7 +164,7 @@ header() {
 printf 'label\tmode\tbatch_size\tconcurrency\tresources\tinput_bytes\tresources_per_s\twall_s\tcpu_s_per_100k\tpeak_rss_mib\tloadavg\n' >"$OUT"
 echo "bench: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(go version | cut -d' ' -f3)" >&2
 echo "bench: data set $SIZE in $WORK/data" >&2
-gen "$WORK/data" "$SIZE"
+if [ -n "$CASES" ] || [ "$SWEEP" = 1 ]; then gen "$WORK/data" "$SIZE"; fi
 
 labels=()
 for c in $CASES; do

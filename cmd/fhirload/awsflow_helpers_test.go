@@ -188,7 +188,6 @@ func (m *motoWorld) waitDrained(t *testing.T, queue string, limit time.Duration,
 			for _, p := range procs {
 				logs.WriteString(p.log())
 			}
-			_ = os.WriteFile(filepath.Join(os.TempDir(), "flow-fail.log"), []byte(logs.String()), 0o600)
 			t.Fatalf("queue not drained within %v: %s visible, %s in flight\n%s", limit, v, f, logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -233,7 +233,9 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 	}
 	unlock, err := dl.Lock(ctx, "replay", 10*time.Minute)
 	if errors.Is(err, deadletter.ErrLocked) {
-		return fail(stderr, "another replay holds the dead-letter store's lock; try again when it has finished")
+		// err names the holder and, for S3, when its lease expires: a killed
+		// replay's lease blocks until then.
+		return fail(stderr, "another replay holds the dead-letter store's lock (%v); try again when it has finished", err)
 	}
 	if err != nil {
 		return fail(stderr, "lock dead-letter store: %v", err)

@@ -365,7 +365,7 @@ func TestCrashDuringRunLocal(t *testing.T) {
 	if code, _, stderr := w.run(t, append([]string{"run"}, v1...)...); code != 0 {
 		t.Fatalf("v1 load: exit %d\n%s", code, stderr)
 	}
-	crashRounds(t, rng, 4, 1500*time.Millisecond, func() *proc {
+	crashRounds(t, rng, 5, 900*time.Millisecond, func() *proc {
 		return startProc(t, bin, w.dir, nil, append([]string{"run", "--config", w.config}, v2...)...)
 	})
 	rep := finalRun(t, bin, w, nil, append([]string{"run"}, v2...)...)
@@ -411,7 +411,7 @@ func TestCrashDuringRunS3(t *testing.T) {
 		t.Fatalf("v1 load: exit %d\n%s", code, stderr)
 	}
 	src := "s3://" + bucket + "/v2/"
-	crashRounds(t, rng, 4, 2*time.Second, func() *proc {
+	crashRounds(t, rng, 5, 900*time.Millisecond, func() *proc {
 		return startProc(t, bin, w.dir, env, "run", "--config", w.config, src)
 	})
 	rep := finalRun(t, bin, w, env, "run", src)

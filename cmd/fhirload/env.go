@@ -65,7 +65,9 @@ func newLogger(cfg pipeline.LogConfig, w io.Writer) (*zap.Logger, error) {
 		ec.EncodeLevel = zapcore.CapitalLevelEncoder
 		enc = zapcore.NewConsoleEncoder(ec)
 	}
-	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+	// Locked: objects log from several goroutines, and w need not be safe
+	// for concurrent writes (only *os.File is).
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)), nil
 }
 
 func newRunID() string {
@@ -235,9 +237,6 @@ func (e *env) startEmbedded(ctx context.Context) (string, aws.CredentialsProvide
 	base := "http://" + l.Addr().String() + "/datastore/local/r4/"
 	return base, credentials.NewStaticCredentialsProvider(key.AccessKeyID, key.SecretAccessKey, ""), nil
 }
-
-// isFatalConfig tells a configuration problem from others.
-func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
 
 // checkTarget is the preflight before anything is read. A target that answers
 // 5xx or 429 to it is reachable, not misconfigured: the command goes on and

@@ -157,7 +157,7 @@ func (p *flakyProxy) accept() {
 		p.mu.Lock()
 		n := p.conns
 		p.conns++
-		limit := int64(1<<62)
+		limit := int64(1 << 62)
 		mode := ""
 		switch n % 4 {
 		case 1:
@@ -182,9 +182,10 @@ func (p *flakyProxy) serve(c net.Conn, mode string, limit int64) {
 	var wg sync.WaitGroup
 	wg.Go(func() { p.parse(pr) })
 	up, down := int64(1<<62), int64(1<<62)
-	if mode == "request" {
+	switch mode {
+	case "request":
 		up = limit
-	} else if mode == "response" {
+	case "response":
 		down = limit
 	}
 	done := make(chan string, 2)
@@ -226,10 +227,11 @@ func (p *flakyProxy) parse(r io.Reader) {
 			return
 		}
 		var refs []string
-		if req.Method == http.MethodPut {
+		switch req.Method {
+		case http.MethodPut:
 			i := strings.Index(req.URL.Path, "/r4/")
 			refs = append(refs, req.URL.Path[i+4:])
-		} else if req.Method == http.MethodPost {
+		case http.MethodPost:
 			var b struct {
 				Entry []struct{ Request struct{ URL string } }
 			}

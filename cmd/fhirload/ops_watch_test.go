@@ -96,9 +96,9 @@ log: {level: info, format: json}
 		return metricValue(t, metricsURL+"/metrics", "fhirload_objects_total") >= 1
 	})
 	for name, want := range map[string]float64{
-		"fhirload_lines_read_total":            100,
-		"fhirload_resources_created_total":     100,
-		"fhirload_objects_in_progress":         0,
+		"fhirload_lines_read_total":        100,
+		"fhirload_resources_created_total": 100,
+		"fhirload_objects_in_progress":     0,
 	} {
 		if got := metricValue(t, metricsURL+"/metrics", name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)

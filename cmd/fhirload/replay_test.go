@@ -44,6 +44,14 @@ func chaosRun(t *testing.T, extra string, setup func(workspace), srcs ...string)
 	return w, rep, chaos
 }
 
+// useS3DeadLetters points the workspace's dead-letter store (and so its
+// checkpoints) at s3://bucket/prefix.
+func (w workspace) useS3DeadLetters(t *testing.T, m *motoWorld, prefix string) {
+	t.Helper()
+	w.edit(t, fmt.Sprintf("deadletter: {url: \"file://%s\"}", filepath.Join(w.dir, "deadletter")),
+		fmt.Sprintf("deadletter: {url: \"s3://%s/%s\"}", m.bucket, prefix))
+}
+
 // replay runs `fhirload replay` to its end and returns its exit code and report.
 func (w workspace) replay(t *testing.T, args ...string) (int, *pipeline.Report, string) {
 	t.Helper()
@@ -64,35 +72,42 @@ func (w workspace) replay(t *testing.T, args ...string) (int, *pipeline.Report, 
 // dead-lettered as retries-exhausted (exit 2). With the server back (same
 // data, no chaos), `fhirload replay` loads every line (exit 0), the store
 // holds exactly the sample, the dead-letter store is empty, and replaying
-// again does nothing.
+// again does nothing. Both dead-letter backends: a local folder and an S3
+// prefix (moto).
 func TestReplayAfterServerOutageLoadsEverythingOnce(t *testing.T) {
-	w, rep, chaos := chaosRun(t, "", nil, absPath(t, samplePatients), absPath(t, sampleObservations))
-	if rep.Lines != 16415 || rep.DeadLetterReasons["retries-exhausted"] != 16415 {
-		t.Fatalf("chaos run: %+v, want 16415 lines dead-lettered as retries-exhausted", rep)
-	}
-	if got := w.deadLetterCounts(t); len(got) != 2 || got["retries-exhausted"] != 16415 || got["total"] != 16415 {
-		t.Fatalf("dead letters by reason %v", got)
-	}
-	st := serveStoreAt(t, chaos.addr, chaos.dir)
+	for _, backend := range []string{"file", "s3"} {
+		t.Run(backend, func(t *testing.T) {
+			extra, setup := "", func(workspace) {}
+			if backend == "s3" {
+				m := newMotoWorld(t)
+				extra, setup = m.awsYAML(), func(w workspace) { w.useS3DeadLetters(t, m, "dl") }
+			}
+			w, rep, chaos := chaosRun(t, extra, setup, absPath(t, samplePatients), absPath(t, sampleObservations))
+			if rep.Lines != 16415 || rep.DeadLetterReasons["retries-exhausted"] != 16415 {
+				t.Fatalf("chaos run: %+v, want 16415 lines dead-lettered as retries-exhausted", rep)
+			}
+			if got := w.deadLetterCounts(t); len(got) != 2 || got["retries-exhausted"] != 16415 || got["total"] != 16415 {
+				t.Fatalf("dead letters by reason %v", got)
+			}
+			st := serveStoreAt(t, chaos.addr, chaos.dir)
 
-	code, rep, log := w.replay(t)
-	if code != 0 || rep.Lines != 16415 || rep.Loaded != 16415 || rep.Created != 16415 || rep.DeadLettered != 0 {
-		t.Fatalf("replay: exit %d %+v\n%s", code, rep, tail(log))
-	}
-	if p, o := st.count("Patient"), st.count("Observation"); p != 100 || o != 16315 {
-		t.Fatalf("store holds %d Patients and %d Observations, want 100 and 16315", p, o)
-	}
-	wantAllVersion1(t, st.dir, "Patient", 100)
-	wantAllVersion1(t, st.dir, "Observation", 16315)
-	if left := w.deadLetterCounts(t); left["total"] != 0 {
-		t.Fatalf("dead letters left after replay: %v", left)
-	}
-	code, rep, log = w.replay(t)
-	if code != 0 || rep.Lines != 0 || rep.Loaded != 0 {
-		t.Fatalf("second replay: exit %d %+v\n%s", code, rep, tail(log))
-	}
-	if p, o := st.count("Patient"), st.count("Observation"); p != 100 || o != 16315 {
-		t.Fatalf("store holds %d Patients and %d Observations after the second replay", p, o)
+			code, rep, log := w.replay(t)
+			if code != 0 || rep.Lines != 16415 || rep.Loaded != 16415 || rep.Created != 16415 || rep.DeadLettered != 0 {
+				t.Fatalf("replay: exit %d %+v\n%s", code, rep, tail(log))
+			}
+			if p, o := st.count("Patient"), st.count("Observation"); p != 100 || o != 16315 {
+				t.Fatalf("store holds %d Patients and %d Observations, want 100 and 16315", p, o)
+			}
+			wantAllVersion1(t, st.dir, "Patient", 100)
+			wantAllVersion1(t, st.dir, "Observation", 16315)
+			if left := w.deadLetterCounts(t); left["total"] != 0 {
+				t.Fatalf("dead letters left after replay: %v", left)
+			}
+			code, rep, log = w.replay(t)
+			if code != 0 || rep.Lines != 0 || rep.Loaded != 0 {
+				t.Fatalf("second replay: exit %d %+v\n%s", code, rep, tail(log))
+			}
+		})
 	}
 }
 
@@ -103,7 +118,18 @@ func TestReplayAfterServerOutageLoadsEverythingOnce(t *testing.T) {
 // batch in flight at the kill. A second replay started while one holds the
 // store's lock is refused rather than processing the same entries.
 func TestReplayKilledMidwayThenRerunEndsTheSame(t *testing.T) {
-	w, _, chaos := chaosRun(t, "", nil, absPath(t, samplePatients), absPath(t, sampleObservations))
+	// Only the local folder: a killed replay's S3 lease blocks the rerun
+	// until it expires (10 minutes; see the lock check below).
+	replayKilledMidway(t, "file")
+}
+
+func replayKilledMidway(t *testing.T, backend string) {
+	extra, setup := "", func(workspace) {}
+	if backend == "s3" {
+		m := newMotoWorld(t)
+		extra, setup = m.awsYAML(), func(w workspace) { w.useS3DeadLetters(t, m, "dl") }
+	}
+	w, _, chaos := chaosRun(t, extra, setup, absPath(t, samplePatients), absPath(t, sampleObservations))
 	// A slow server: the kill lands while the replay is going.
 	st := serveStoreAt(t, chaos.addr, chaos.dir, "--chaos-latency", "60ms")
 
@@ -225,10 +251,7 @@ func TestReplayWithS3DeadLetterStore(t *testing.T) {
 	}, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	w, rep, chaos := chaosRun(t, m.awsYAML(), func(w workspace) {
-		w.edit(t, fmt.Sprintf("deadletter: {url: \"file://%s\"}", filepath.Join(w.dir, "deadletter")),
-			fmt.Sprintf("deadletter: {url: \"s3://%s/dead letters\"}", m.bucket))
-	}, src)
+	w, rep, chaos := chaosRun(t, m.awsYAML(), func(w workspace) { w.useS3DeadLetters(t, m, "dead letters") }, src)
 	if rep.DeadLetterReasons["retries-exhausted"] != 3 || rep.DeadLetterReasons["invalid"] != 1 {
 		t.Fatalf("chaos run reasons %v, want 3 retries-exhausted and 1 invalid", rep.DeadLetterReasons)
 	}
