@@ -408,6 +408,10 @@ func (s *store) fold(ctx context.Context, ids []string) (map[string]Entry, error
 	}
 	live := map[string]Entry{}
 	retired := map[string]bool{}
+	// newest[source line] is the newest entry id ever written for that line:
+	// a rerun after a crash dead-letters the same line again, and only the
+	// newest entry stands for it (retiring it retires the line).
+	newest := map[string]string{}
 	err = s.b.read(ctx, names, func(name string, r io.Reader) error {
 		br := bufio.NewReaderSize(r, 64<<10)
 		for n := 1; ; n++ {
@@ -426,6 +430,9 @@ func (s *store) fold(ctx context.Context, ids []string) (map[string]Entry, error
 						delete(live, rec.ID)
 					case retired[rec.ID]:
 					default:
+						if k := lineKey(rec.Entry); k != "" && rec.ID > newest[k] {
+							newest[k] = rec.ID
+						}
 						if old, ok := live[rec.ID]; !ok || supersedes(rec.Entry, old) {
 							live[rec.ID] = rec.Entry
 						}
@@ -443,7 +450,23 @@ func (s *store) fold(ctx context.Context, ids []string) (map[string]Entry, error
 	if err != nil {
 		return nil, err
 	}
+	if want == nil {
+		for id, e := range live {
+			if k := lineKey(e); k != "" && newest[k] != id {
+				delete(live, id)
+			}
+		}
+	}
 	return live, nil
+}
+
+// lineKey identifies the source line an entry stands for ("" when it stands
+// for no single line: a missing object, a queue message).
+func lineKey(e Entry) string {
+	if e.Source.Line <= 0 || e.Source.URI == "" || e.Stage == "receive" {
+		return ""
+	}
+	return fmt.Sprintf("%s\x00%s\x00%d", e.Source.URI, e.Source.ETag, e.Source.Line)
 }
 
 func (f Filter) match(e Entry) bool {

@@ -698,3 +698,57 @@ func TestLockRace(t *testing.T) {
 		})
 	}
 }
+
+// A rerun after a crash dead-letters the same source line again: only the
+// newest entry stands for the line, and retiring it retires the line.
+func TestSameSourceLineOnlyNewestStands(t *testing.T) {
+	for _, bc := range backends() {
+		t.Run(bc.name, func(t *testing.T) {
+			ctx := context.Background()
+			url, opts := bc.setup(t)
+			s := open(t, url, opts)
+			first := entry("invalid", "file:///in/a.ndjson", 5, "run1", t0)
+			other := entry("invalid", "file:///in/a.ndjson", 6, "run1", t0)
+			if err := s.Append(ctx, first, other); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			again := entry("invalid", "file:///in/a.ndjson", 5, "run2", t0.Add(time.Hour))
+			changed := entry("invalid", "file:///in/a.ndjson", 5, "run2", t0.Add(time.Hour))
+			changed.Source.ETag = "new-version"
+			if err := s.Append(ctx, again, changed); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got, err := open(t, url, opts).List(ctx, Filter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			runs := map[string]int{}
+			for _, e := range got {
+				runs[fmt.Sprintf("%d/%s/%s", e.Source.Line, e.Source.ETag, e.RunID)]++
+			}
+			want := map[string]int{"5//run2": 1, "6//run1": 1, "5/new-version/run2": 1}
+			if fmt.Sprint(runs) != fmt.Sprint(want) {
+				t.Fatalf("live entries %v, want %v", runs, want)
+			}
+			var newest string
+			for _, e := range got {
+				if e.Source.Line == 5 && e.Source.ETag == "" {
+					newest = e.ID
+				}
+			}
+			if err := s.Retire(ctx, newest); err != nil {
+				t.Fatal(err)
+			}
+			got, err = open(t, url, opts).List(ctx, Filter{})
+			if err != nil || len(got) != 2 {
+				t.Fatalf("after retiring the newest: %d entries (%v), want 2", len(got), err)
+			}
+		})
+	}
+}

@@ -231,7 +231,7 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
-	unlock, err := dl.Lock(ctx, "replay", 10*time.Minute)
+	unlock, err := dl.Lock(ctx, "replay", time.Minute)
 	if errors.Is(err, deadletter.ErrLocked) {
 		// err names the holder and, for S3, when its lease expires: a killed
 		// replay's lease blocks until then.
