@@ -41,8 +41,9 @@ const (
 	floorFraction  = 0.5  // a cut never goes below this fraction of the recent peak accepted rate
 	growSlow       = 0.05 // growth per second, as a fraction of the peak, near the peak
 	growFast       = 0.25 // growth per second, as a fraction of the peak, below nearPeak·peak
-	nearPeak       = 0.65
-	peakWindows    = 30 // seconds of accepted-rate history for the peak
+	nearPeak       = 0.8
+	peakWindows    = 30          // seconds of accepted-rate history for the peak
+	peakHalfLife   = time.Minute // decay of the peak since the first cut
 	minRate        = 1.0
 	burstSeconds   = 0.1 // idle credit of the token bucket
 	entryWeight    = 0.5 // weight of a throttled batch entry relative to a throttled request
@@ -166,6 +167,8 @@ type pacer struct {
 	prevUnits, prevDur float64
 	rates              [peakWindows]float64
 	ri                 int
+	longPeak           float64
+	longAt             time.Time
 }
 
 func newPacer(ceiling float64) *pacer {
@@ -265,13 +268,22 @@ func (p *pacer) estimate(now time.Time) float64 {
 	return (p.prevUnits + p.winUnits) / d
 }
 
-// peak is the highest accepted rate of the recent windows (and the current estimate).
+// peak is the highest accepted rate of the recent windows (and the current estimate), or the
+// highest since the first cut decayed with a half-life of peakHalfLife, whichever is more: a lull
+// in demand (the tail of a run, a slow source) must not lower the floor of the next cut.
 func (p *pacer) peak(now time.Time) float64 {
 	m := p.estimate(now)
 	for _, r := range p.rates {
 		m = math.Max(m, r)
 	}
-	return m
+	if now.After(p.longAt) {
+		if !p.longAt.IsZero() {
+			p.longPeak *= math.Exp2(-now.Sub(p.longAt).Seconds() / peakHalfLife.Seconds())
+		}
+		p.longAt = now
+	}
+	p.longPeak = math.Max(p.longPeak, m)
+	return p.longPeak
 }
 
 // observe records one answered request sent at sentAt carrying throttle evidence (0 for none,
@@ -369,6 +381,7 @@ func (p *pacer) cut(now time.Time) {
 	if p.cuts == 0 {
 		// What was accepted before the first cut includes the server's initial burst.
 		p.rates = [peakWindows]float64{}
+		p.longPeak = 0
 	}
 	p.grow(now)
 	peak := p.peak(now)
