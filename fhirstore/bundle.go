@@ -70,7 +70,7 @@ func (s *Server) bundle(ctx context.Context, body []byte, g grants, base string,
 		}
 		// Parse outside the write lock, so requests parse in parallel.
 		if e.err == nil && (e.c.op == opCreate || e.c.op == opUpdate) {
-			e.c.parsed, e.err = parseResource(e.c.body)
+			e.c.parsed, e.err = parseResource(e.c.body, true)
 		}
 		if e.err == nil && !tx {
 			e.err = s.chaos()

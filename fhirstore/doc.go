@@ -34,6 +34,12 @@
 // A token bucket of write units (one per started KB of body) answers 429 with
 // Retry-After, and chaos options inject 429, 500 and latency for client tests.
 //
+// Storage is SQLite in WAL mode with synchronous=NORMAL: committed writes
+// survive a crash of the process; a power loss or OS crash may lose the last
+// transactions. Concurrent writes are group-committed: one SQLite transaction
+// holds several requests, each in its own savepoint, so each request is still
+// all-or-nothing on its own.
+//
 // Batch-response entries carry the resource only with
 // "Prefer: return=representation"; single writes return it unless
 // "Prefer: return=minimal".

@@ -484,7 +484,7 @@ func (s *Server) execWrite(t *wtx, c *call, now time.Time, buf []byte) (*result,
 	p := c.parsed
 	if p == nil {
 		var e *fhirError
-		if p, e = parseResource(c.body); e != nil {
+		if p, e = parseResource(c.body, false); e != nil {
 			return nil, e
 		}
 	}

@@ -154,3 +154,35 @@ func stampResource(dst, b []byte, ms []member, id, version, lastUpdated string) 
 	}
 	return append(dst, '}')
 }
+
+// compactValid returns the JSON value b without insignificant whitespace, as
+// json.Compact would, but without validating: b must be valid JSON (such as a
+// json.RawMessage that encoding/json decoded). When b has no whitespace to
+// remove it is returned as is, without a copy.
+func compactValid(b []byte) []byte {
+	var out []byte // nil until the first byte to drop
+	for i := 0; i < len(b); {
+		switch c := b[i]; c {
+		case ' ', '\t', '\n', '\r':
+			if out == nil {
+				out = append(make([]byte, 0, len(b)), b[:i]...)
+			}
+			i++
+		case '"':
+			end := skipString(b, i)
+			if out != nil {
+				out = append(out, b[i:end]...)
+			}
+			i = end
+		default:
+			if out != nil {
+				out = append(out, c)
+			}
+			i++
+		}
+	}
+	if out == nil {
+		return b
+	}
+	return out
+}

@@ -37,14 +37,21 @@ func badRequest(format string, args ...any) *fhirError {
 	return errf(http.StatusBadRequest, "invalid", format, args...)
 }
 
-// parseResource validates body and extracts its search-index rows.
-func parseResource(body []byte) (*parsed, *fhirError) {
-	var buf bytes.Buffer
-	buf.Grow(len(body))
-	if err := json.Compact(&buf, body); err != nil {
-		return nil, badRequest("Malformed JSON: the request body is not valid JSON.")
+// parseResource validates body and extracts its search-index rows. When
+// validJSON is set, body is known to be valid JSON (a Bundle entry that
+// encoding/json has decoded) and is only compacted, not checked again.
+func parseResource(body []byte, validJSON bool) (*parsed, *fhirError) {
+	p := &parsed{}
+	if validJSON {
+		p.body = compactValid(body)
+	} else {
+		var buf bytes.Buffer
+		buf.Grow(len(body))
+		if err := json.Compact(&buf, body); err != nil {
+			return nil, badRequest("Malformed JSON: the request body is not valid JSON.")
+		}
+		p.body = buf.Bytes()
 	}
-	p := &parsed{body: buf.Bytes()}
 	var err error
 	if p.ms, err = members(p.body, make([]member, 0, 24)); err != nil {
 		return nil, badRequest("The request body must be a JSON object (a FHIR resource).")
