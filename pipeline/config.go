@@ -128,6 +128,14 @@ func Defaults() Config {
 	}
 }
 
+// SourceSuffixes returns source.suffixes, or the defaults of source.format.
+func (c *Config) SourceSuffixes() []string {
+	if len(c.Source.Suffixes) > 0 {
+		return c.Source.Suffixes
+	}
+	return DefaultSuffixes(c.Source.Format)
+}
+
 // DefaultSuffixes returns the file suffixes taken from folders and prefixes
 // for a source format.
 func DefaultSuffixes(format string) []string {

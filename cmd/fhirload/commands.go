@@ -50,18 +50,10 @@ func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer
 	if *metricsAddr != "" {
 		metrics = pipeline.NewMetrics()
 	}
-	dl, err := e.deadLetters(ctx)
+	dl, w, err := e.loadStages(ctx, metrics)
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
-	w, err := e.writer(ctx, metrics)
-	if err != nil {
-		return fail(stderr, "%v", err)
-	}
-	if err := checkTarget(ctx, w, e.log); err != nil {
-		return fail(stderr, "%v", err)
-	}
-	metrics.WriterStats(w)
 	s3c, err := e.s3(ctx)
 	if err != nil {
 		return fail(stderr, "%v", err)
@@ -76,10 +68,7 @@ func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer
 		return fail(stderr, "checkpoints %s: %v", cpURL, err)
 	}
 	defer cps.Close()
-	suffixes := cfg.Source.Suffixes
-	if len(suffixes) == 0 {
-		suffixes = pipeline.DefaultSuffixes(cfg.Source.Format)
-	}
+	suffixes := cfg.SourceSuffixes()
 	runner := pipeline.NewRunner(pipeline.Deps{Config: cfg, Command: "watch", RunID: e.runID, Transformer: tr,
 		Writer: w, DeadLetters: dl, Checkpoints: cps, Logger: e.log, Metrics: metrics})
 	src := ingest.NewSQSSource(sqsc, &ingest.S3Source{Client: s3c, Suffixes: suffixes, Logger: e.log}, ingest.SQSOptions{
@@ -163,10 +152,7 @@ func enqueueCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
-	suffixes := cfg.Source.Suffixes
-	if len(suffixes) == 0 {
-		suffixes = pipeline.DefaultSuffixes(cfg.Source.Format)
-	}
+	suffixes := cfg.SourceSuffixes()
 	total := 0
 	for _, uri := range fs.Args() {
 		n, err := ingest.Enqueue(ctx, sqsc, *queue, &ingest.S3Source{Client: s3c, Suffixes: suffixes, Logger: e.log}, uri)

@@ -238,6 +238,25 @@ func (e *env) startEmbedded(ctx context.Context) (string, aws.CredentialsProvide
 	return base, credentials.NewStaticCredentialsProvider(key.AccessKeyID, key.SecretAccessKey, ""), nil
 }
 
+// loadStages opens what a loading command writes to: the dead-letter store
+// and the writer (after its preflight check), with the writer's numbers in
+// the metrics.
+func (e *env) loadStages(ctx context.Context, m *pipeline.Metrics) (deadletter.Store, *loader.Writer, error) {
+	dl, err := e.deadLetters(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := e.writer(ctx, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkTarget(ctx, w, e.log); err != nil {
+		return nil, nil, err
+	}
+	m.WriterStats(w)
+	return dl, w, nil
+}
+
 // checkTarget is the preflight before anything is read. A target that answers
 // 5xx or 429 to it is reachable, not misconfigured: the command goes on and
 // its lines are retried, then dead-lettered as retries-exhausted should the

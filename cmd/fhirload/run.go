@@ -42,10 +42,7 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 	}
 	defer e.close()
 
-	suffixes := cfg.Source.Suffixes
-	if len(suffixes) == 0 {
-		suffixes = pipeline.DefaultSuffixes(cfg.Source.Format)
-	}
+	suffixes := cfg.SourceSuffixes()
 	// Resolve local sources first: a missing path is fatal before anything is written.
 	var local []string
 	var remote []string
@@ -87,19 +84,11 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 	}
 	deps := pipeline.Deps{Config: cfg, Command: command, RunID: e.runID, Transformer: tr, Logger: e.log, Metrics: metrics}
 	if command == "run" {
-		dl, err := e.deadLetters(ctx)
+		dl, w, err := e.loadStages(ctx, metrics)
 		if err != nil {
-			return fail(stderr, "%v", err)
-		}
-		w, err := e.writer(ctx, metrics)
-		if err != nil {
-			return fail(stderr, "%v", err)
-		}
-		if err := checkTarget(ctx, w, e.log); err != nil {
 			return fail(stderr, "%v", err)
 		}
 		deps.DeadLetters, deps.Writer = dl, w
-		metrics.WriterStats(w)
 	}
 	if metrics != nil {
 		addr := *metricsAddr
