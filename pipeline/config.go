@@ -175,9 +175,38 @@ func ParseConfig(name string, b []byte, cfg *Config) error {
 		return fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return fmt.Errorf("%s: %s", name, withLines(b, err))
 	}
 	return nil
+}
+
+// withLines prefixes each "key: problem" line of a validation error with the
+// line of the file that sets the key, when the file sets it.
+func withLines(b []byte, err error) string {
+	var root yaml.Node
+	lines := map[string]int{}
+	if yaml.Unmarshal(b, &root) == nil && len(root.Content) == 1 {
+		var walk func(prefix string, n *yaml.Node)
+		walk = func(prefix string, n *yaml.Node) {
+			if n.Kind != yaml.MappingNode {
+				return
+			}
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				key := prefix + n.Content[i].Value
+				lines[key] = n.Content[i].Line
+				walk(key+".", n.Content[i+1])
+			}
+		}
+		walk("", root.Content[0])
+	}
+	msgs := strings.Split(err.Error(), "\n")
+	for i, m := range msgs {
+		key, _, ok := strings.Cut(m, ":")
+		if line, found := lines[key]; ok && found {
+			msgs[i] = fmt.Sprintf("line %d: %s", line, m)
+		}
+	}
+	return strings.Join(msgs, "; ")
 }
 
 // expandEnv replaces ${VAR} outside comments, line by line (so that YAML

@@ -28,8 +28,8 @@ func TestConfigErrors(t *testing.T) {
 		name, yaml, want string
 	}{
 		{"unknown key names key and line", "source:\n  format: fhir\n  colour: red\n", "line 3: field colour not found"},
-		{"bad enum", "transform:\n  profile: strict\n", "transform.profile"},
-		{"batch too large", "target:\n  batch_size: 501\n", "target.batch_size"},
+		{"bad enum names key and line", "transform:\n  profile: strict\n", "line 2: transform.profile"},
+		{"batch too large", "target:\n  url: embedded\n  batch_size: 501\n", "line 3: target.batch_size"},
 		{"csv needs mapping", "source:\n  format: csv\n", "transform.mapping"},
 		{"missing env", "target:\n  url: ${FHIRLOAD_NOPE}\n", "FHIRLOAD_NOPE"},
 		{"bad duration", "retry:\n  initial: soon\n", "line 2"},

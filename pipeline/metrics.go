@@ -70,6 +70,7 @@ func (m *Metrics) WriterStats(w Writer) {
 		f("fhirload_requests_total", "FHIR requests sent.", prometheus.CounterValue, func() float64 { return float64(w.Stats().Requests) }),
 		f("fhirload_retries_total", "Requests or entries retried.", prometheus.CounterValue, func() float64 { return float64(w.Stats().Retries) }),
 		f("fhirload_throttled_total", "429 answers.", prometheus.CounterValue, func() float64 { return float64(w.Stats().Throttled) }),
+		f("fhirload_resources_loaded_total", "Resources loaded (created or updated).", prometheus.CounterValue, func() float64 { st := w.Stats(); return float64(st.Created + st.Updated) }),
 		f("fhirload_resources_created_total", "Resources created.", prometheus.CounterValue, func() float64 { return float64(w.Stats().Created) }),
 		f("fhirload_resources_updated_total", "Resources updated.", prometheus.CounterValue, func() float64 { return float64(w.Stats().Updated) }),
 		f("fhirload_requests_in_flight", "Requests in flight.", prometheus.GaugeValue, func() float64 { return float64(w.Stats().InFlight) }),
@@ -95,6 +96,12 @@ func (c *retriesByCause) Collect(ch chan<- prometheus.Metric) {
 func (m *Metrics) ObserveLatency(d time.Duration) {
 	if m != nil {
 		m.latency.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) addCheckpointLag(delta int64) {
+	if m != nil {
+		m.checkpointLag.Add(float64(delta))
 	}
 }
 

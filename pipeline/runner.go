@@ -209,6 +209,10 @@ type objState struct {
 	mu     sync.Mutex
 	err    error // first batch error (fatal or canceled): the object is not acknowledged
 	track  lineTracker
+
+	// For the checkpoint-lag gauge: the last line read, and the line of the
+	// last checkpoint written.
+	lastRead, lastSaved atomic.Int64
 }
 
 func (o *objState) fail(err error) {
@@ -278,6 +282,12 @@ func (r *Runner) processObject(ctx context.Context, batches *errgroup.Group, obj
 
 	st := &objState{obj: obj}
 	st.track.committed = resume
+	st.lastRead.Store(resume)
+	st.lastSaved.Store(resume)
+	if r.d.Checkpoints != nil {
+		// However the object ends, the lines it read stop lagging.
+		defer func() { r.d.Metrics.addCheckpointLag(-(st.lastRead.Load() - st.lastSaved.Load())) }()
+	}
 	lr, err := ingest.NewLineReader(rc, ingest.LineOptions{
 		MaxLineBytes:         r.d.Config.Source.MaxLineBytes,
 		MaxDecompressedBytes: r.d.Config.Source.MaxDecompressedBytes,
@@ -339,6 +349,10 @@ func (r *Runner) processObject(ctx context.Context, batches *errgroup.Group, obj
 		lastNo = line.No
 		if line.No <= resume {
 			continue
+		}
+		if r.d.Checkpoints != nil {
+			st.lastRead.Store(line.No)
+			r.d.Metrics.addCheckpointLag(1)
 		}
 		if needHeader && !line.TooLong && len(bytes.TrimSpace(line.Bytes)) > 0 {
 			// The CSV header is not a record: it is neither counted nor loaded.
@@ -574,6 +588,10 @@ func (r *Runner) commit(ctx context.Context, st *objState, id int, last int64) {
 	}
 	if err := r.d.Checkpoints.Put(ctx, st.obj.Key(), ingest.Checkpoint{Line: line}); err != nil {
 		r.log.Warn("write checkpoint", zap.String("source", st.obj.URI), zap.Error(err))
+		return
+	}
+	if prev := st.lastSaved.Swap(line); line > prev {
+		r.d.Metrics.addCheckpointLag(-(line - prev))
 	}
 }
 
