@@ -51,6 +51,7 @@ type Runner struct {
 	log     *zap.Logger
 	c       counters
 	started time.Time
+	read    atomic.Int64 // raw (possibly compressed) bytes read from objects, for progress
 	stopped atomic.Bool
 	stopCh  chan struct{}
 	once    sync.Once
@@ -279,6 +280,7 @@ func (r *Runner) processObject(ctx context.Context, batches *errgroup.Group, obj
 		return fmt.Errorf("open %s: %w", obj.URI, err)
 	}
 	defer rc.Close()
+	counted := &countingReader{r: rc, n: &r.read}
 
 	st := &objState{obj: obj}
 	st.track.committed = resume
@@ -288,7 +290,7 @@ func (r *Runner) processObject(ctx context.Context, batches *errgroup.Group, obj
 		// However the object ends, the lines it read stop lagging.
 		defer func() { r.d.Metrics.addCheckpointLag(-(st.lastRead.Load() - st.lastSaved.Load())) }()
 	}
-	lr, err := ingest.NewLineReader(rc, ingest.LineOptions{
+	lr, err := ingest.NewLineReader(counted, ingest.LineOptions{
 		MaxLineBytes:         r.d.Config.Source.MaxLineBytes,
 		MaxDecompressedBytes: r.d.Config.Source.MaxDecompressedBytes,
 	})
@@ -593,6 +595,21 @@ func (r *Runner) commit(ctx context.Context, st *objState, id int, last int64) {
 	if prev := st.lastSaved.Swap(line); line > prev {
 		r.d.Metrics.addCheckpointLag(-(line - prev))
 	}
+}
+
+// BytesRead is how many raw bytes the runner has read from objects so far
+// (compressed bytes for gzip objects, so it compares with object sizes).
+func (r *Runner) BytesRead() int64 { return r.read.Load() }
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func isBlank(b []byte) bool {

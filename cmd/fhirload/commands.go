@@ -244,7 +244,7 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 	}
 	runner := pipeline.NewRunner(deps)
 	e.log.Info("replaying", zap.Int("entries", len(entries)), zap.Bool("dry_run", *dryRun))
-	stopProgress := startProgress(runner, stderr, e.log)
+	stopProgress := startProgress(runner, 0, stderr, e.log)
 	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report {
 		return runner.Replay(ctx, dl, entries, *dryRun)
 	}, e.log)

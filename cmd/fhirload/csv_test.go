@@ -103,3 +103,21 @@ func TestValidateWritesNothing(t *testing.T) {
 		t.Fatalf("validate created the dead-letter store: %v", err)
 	}
 }
+
+func TestProgressEstimate(t *testing.T) {
+	for _, c := range []struct {
+		read, total int64
+		secs        float64
+		want        string
+	}{
+		{50, 100, 10, "  ETA 10s"},
+		{25, 100, 10, "  ETA 30s"},
+		{0, 100, 10, ""},
+		{100, 100, 10, ""},
+		{50, 0, 10, ""},
+	} {
+		if got := etaText(estimate(c.read, c.total, c.secs)); got != c.want {
+			t.Errorf("estimate(%d, %d, %v) = %q, want %q", c.read, c.total, c.secs, got, c.want)
+		}
+	}
+}

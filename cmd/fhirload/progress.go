@@ -12,8 +12,9 @@ import (
 )
 
 // startProgress shows a live line on a terminal, or logs progress every 30 s
-// otherwise. The returned function stops it.
-func startProgress(r *pipeline.Runner, stderr io.Writer, log *zap.Logger) func() {
+// otherwise, with an ETA when the total size of the input is known
+// (totalBytes > 0: local files). The returned function stops it.
+func startProgress(r *pipeline.Runner, totalBytes int64, stderr io.Writer, log *zap.Logger) func() {
 	tty := false
 	if f, ok := stderr.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
@@ -39,16 +40,37 @@ func startProgress(r *pipeline.Runner, stderr io.Writer, log *zap.Logger) func()
 				return
 			case <-t.C:
 				rep := r.Report(false)
+				eta := estimate(r.BytesRead(), totalBytes, rep.Seconds)
 				if tty {
-					fmt.Fprintf(stderr, "\r\033[K%d objects  %d lines  %d loaded  %d dead-lettered  %.0f resources/s",
-						rep.Objects, rep.Lines, rep.Loaded, rep.DeadLettered, rep.ResourcesPerSecond)
+					fmt.Fprintf(stderr, "\r\033[K%d objects  %d lines  %d loaded  %d dead-lettered  %.0f resources/s%s",
+						rep.Objects, rep.Lines, rep.Loaded, rep.DeadLettered, rep.ResourcesPerSecond, etaText(eta))
 				} else {
-					log.Info("progress", zap.Int64("objects", rep.Objects), zap.Int64("lines", rep.Lines),
+					fields := []zap.Field{zap.Int64("objects", rep.Objects), zap.Int64("lines", rep.Lines),
 						zap.Int64("loaded", rep.Loaded), zap.Int64("dead_lettered", rep.DeadLettered),
-						zap.Float64("resources_per_second", rep.ResourcesPerSecond))
+						zap.Float64("resources_per_second", rep.ResourcesPerSecond)}
+					if eta > 0 {
+						fields = append(fields, zap.Duration("eta", eta))
+					}
+					log.Info("progress", fields...)
 				}
 			}
 		}
 	}()
 	return func() { close(stop); <-done }
+}
+
+// estimate is the time left at the average rate so far; 0 when unknown.
+func estimate(read, total int64, seconds float64) time.Duration {
+	if total <= 0 || read <= 0 || read >= total || seconds <= 0 {
+		return 0
+	}
+	left := float64(total-read) / (float64(read) / seconds)
+	return time.Duration(left * float64(time.Second)).Round(time.Second)
+}
+
+func etaText(eta time.Duration) string {
+	if eta <= 0 {
+		return ""
+	}
+	return "  ETA " + eta.String()
 }

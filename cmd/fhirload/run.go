@@ -130,7 +130,13 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 		listErr <- nil
 	}()
 
-	stopProgress := startProgress(runner, stderr, e.log)
+	var total int64 // known when every source is local
+	if len(remote) == 0 {
+		for _, o := range localObjs {
+			total += o.Size
+		}
+	}
+	stopProgress := startProgress(runner, total, stderr, e.log)
 	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, objects) }, e.log)
 	stopProgress()
 	if err := <-listErr; err != nil && rep.Fatal == "" {
