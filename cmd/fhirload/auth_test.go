@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,26 +16,15 @@ import (
 // 401, and no dead letters (nothing was wrong with the lines).
 func TestWrongSecretKeyIsFatal(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := fhirstore.Open(context.Background(), fhirstore.Options{Dir: filepath.Join(dir, "store"), Auth: "sigv4",
+	base, _ := startStore(t, filepath.Join(dir, "store"), fhirstore.Options{Auth: "sigv4",
 		Keys: []fhirstore.Key{{AccessKeyID: "AKIDFHIRLOADTEST", SecretAccessKey: "right-secret", Scopes: []string{"system/*.*"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ctx, l) }()
-	t.Cleanup(func() { cancel(); <-done; _ = srv.Close() })
 
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDFHIRLOADTEST")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
 	t.Setenv("AWS_SESSION_TOKEN", "")
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "none"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "none"))
-	w := newWorkspace(t, fmt.Sprintf("url: %q, auth: sigv4", "http://"+l.Addr().String()+"/datastore/local/r4/"), "")
+	w := newWorkspace(t, fmt.Sprintf("url: %q, auth: sigv4", base), "")
 	var stdout, stderr bytes.Buffer
 	result := make(chan int, 1)
 	go func() {

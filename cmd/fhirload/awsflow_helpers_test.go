@@ -206,13 +206,20 @@ type flProc struct {
 // of the test if still running.
 func startFhirload(t *testing.T, dir string, args ...string) *flProc {
 	t.Helper()
+	return startProcess(t, fhirloadBinary(t), dir, flowEnv, args...)
+}
+
+// startProcess starts bin in dir with env added to the environment; its
+// stderr and stdout go to a file in dir that can be read while it runs.
+func startProcess(t *testing.T, bin, dir string, env []string, args ...string) *flProc {
+	t.Helper()
 	f, err := os.CreateTemp(dir, "stderr-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &flProc{cmd: exec.Command(fhirloadBinary(t), args...), done: make(chan struct{}), errPath: f.Name()}
+	p := &flProc{cmd: exec.Command(bin, args...), done: make(chan struct{}), errPath: f.Name()}
 	p.cmd.Dir = dir
-	p.cmd.Env = append(os.Environ(), flowEnv...)
+	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {
 		f.Close()

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -159,43 +158,12 @@ func readLines(t *testing.T, path string) [][]byte {
 	return out
 }
 
-// proc is a fhirload process of a crash test; its stderr goes to a file
-// that can be read while it runs.
-type proc struct {
-	cmd     *exec.Cmd
-	done    chan struct{}
-	errPath string
-}
+// proc is a fhirload process of a crash test.
+type proc = flProc
 
 func startProc(t *testing.T, bin, dir string, env []string, args ...string) *proc {
 	t.Helper()
-	f, err := os.CreateTemp(dir, "crash-stderr-*.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{}), errPath: f.Name()}
-	p.cmd.Dir = dir
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	if err := p.cmd.Start(); err != nil {
-		f.Close()
-		t.Fatal(err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	})
-	return p
-}
-
-func (p *proc) log() string {
-	b, _ := os.ReadFile(p.errPath)
-	return string(b)
+	return startProcess(t, bin, dir, env, args...)
 }
 
 // killAfter SIGKILLs p after d unless it exited first; it reports whether
@@ -210,19 +178,6 @@ func (p *proc) killAfter(t *testing.T, d time.Duration) bool {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
 	return true
-}
-
-// wait waits for p to exit (bounded) and returns its exit code.
-func (p *proc) wait(t *testing.T, limit time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(limit):
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		<-p.done
-		t.Fatalf("fhirload did not finish within %v\n%s", limit, p.log())
-	}
-	return p.cmd.ProcessState.ExitCode()
 }
 
 // crashRounds starts args rounds times and SIGKILLs each at a random point

@@ -24,11 +24,15 @@ import (
 	"github.com/fhirload/fhirload/pipeline"
 )
 
-// startStore serves a file-backed store on loopback without auth and returns
-// its base URL and a counter.
+// startStore serves a file-backed store on loopback (without auth unless
+// opts.Auth says otherwise) and returns its base URL and a counter (which
+// needs Auth "none").
 func startStore(t *testing.T, dir string, opts fhirstore.Options) (string, *storeClient) {
 	t.Helper()
-	opts.Dir, opts.Auth = dir, "none"
+	opts.Dir = dir
+	if opts.Auth == "" {
+		opts.Auth = "none"
+	}
 	srv, err := fhirstore.Open(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)

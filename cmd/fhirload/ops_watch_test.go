@@ -1,23 +1,13 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/fhirload/fhirload/internal/testutil"
 )
@@ -25,47 +15,18 @@ import (
 // `fhirload watch` serves /metrics with counters that move as files load,
 // /healthz and /readyz; SIGTERM stops it cleanly.
 func TestWatchServesMetricsAndHealth(t *testing.T) {
-	bin := fhirloadBinary(t)
-	ep := testutil.Moto(t)
-	ctx := context.Background()
-	s3c, sqsc := testutil.S3(ep), testutil.SQS(ep)
-	bucket := testutil.Bucket(t, s3c)
-	q, err := sqsc.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("ops-" + bucket)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	attrs, err := sqsc.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: q.QueueUrl,
-		AttributeNames: []sqstypes.QueueAttributeName{"QueueArn"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s3c.PutBucketNotificationConfiguration(ctx, &s3.PutBucketNotificationConfigurationInput{
-		Bucket: aws.String(bucket),
-		NotificationConfiguration: &s3types.NotificationConfiguration{QueueConfigurations: []s3types.QueueConfiguration{{
-			QueueArn: aws.String(attrs.Attributes["QueueArn"]), Events: []s3types.Event{"s3:ObjectCreated:*"}}}},
-	}); err != nil {
-		t.Fatal(err)
-	}
-
+	m := newMotoWorld(t)
+	queue := m.queue(t, "ops", true)
 	dir := t.TempDir()
 	port, _ := testutil.FreePort()
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d", port)
 	cfg := filepath.Join(dir, "pipeline.yaml")
 	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`source: {queue_url: %q, wait_seconds: 1}
 target: {data: "%s/store"}
-aws: {endpoint_url: %q, s3_path_style: true}
 deadletter: {url: "file://%s/dl"}
 log: {level: info, format: json}
-`, *q.QueueUrl, dir, ep, dir)), 0o600)
-	cmd := exec.Command(bin, "watch", "--config", cfg, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port))
-	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=testing", "AWS_SECRET_ACCESS_KEY=testing", "AWS_REGION=us-east-1",
-		"AWS_REQUEST_CHECKSUM_CALCULATION=when_required", "AWS_RESPONSE_CHECKSUM_VALIDATION=when_required")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+%s`, queue, dir, dir, m.awsYAML())), 0o600)
+	p := startProcess(t, fhirloadBinary(t), dir, flowEnv, "watch", "--config", cfg, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port))
 
 	waitFor(t, 30*time.Second, func() bool {
 		resp, err := http.Get(metricsURL + "/healthz")
@@ -88,10 +49,7 @@ log: {level: info, format: json}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String("in/Patient.ndjson.gz"),
-		Body: bytes.NewReader(body)}); err != nil {
-		t.Fatal(err)
-	}
+	m.put(t, "in/Patient.ndjson.gz", body)
 	waitFor(t, 60*time.Second, func() bool {
 		return metricValue(t, metricsURL+"/metrics", "fhirload_objects_total") >= 1
 	})
@@ -115,20 +73,10 @@ log: {level: info, format: json}
 			t.Errorf("%s = %v, want > 0", name, got)
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if code := p.stop(t); code != 143 {
+		t.Fatalf("watch exit %d after SIGTERM, want 143\n%s", code, p.log())
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("watch did not stop on SIGTERM\n%s", stderr.String())
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 143 {
-		t.Fatalf("watch exit %d after SIGTERM, want 143\n%s", code, stderr.String())
-	}
-	if strings.Contains(stderr.String(), "panic") {
-		t.Fatal(stderr.String())
+	if strings.Contains(p.log(), "panic") {
+		t.Fatal(p.log())
 	}
 }
