@@ -2,6 +2,7 @@ package loader
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -51,21 +52,25 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// noopServer answers every Bundle with a canned all-201 batch-response of size entries and every
-// PUT with 201, reading and discarding the request body.
+// noopServer answers every Bundle with a canned all-201 batch-response of as many entries as the
+// Bundle has (up to size; a run's last Bundle is often shorter) and every PUT with 201.
 func noopServer(size int, conns *atomic.Int64) *httptest.Server {
-	st := make([]string, size)
-	for i := range st {
-		st[i] = "201 Created"
+	replies := make([][]byte, size+1)
+	for n := 1; n <= size; n++ {
+		st := make([]string, n)
+		for i := range st {
+			st[i] = "201 Created"
+		}
+		rec := httptest.NewRecorder()
+		batchReply(rec, st, nil)
+		replies[n] = rec.Body.Bytes()
 	}
-	rec := httptest.NewRecorder()
-	batchReply(rec, st, nil)
-	reply := rec.Body.Bytes()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+		body, _ := io.ReadAll(r.Body)
 		if r.Method == http.MethodPost {
+			n := min(max(bytes.Count(body, []byte(`"request":`)), 1), size)
 			w.Header().Set("Content-Type", "application/fhir+json")
-			w.Write(reply)
+			w.Write(replies[n])
 			return
 		}
 		w.WriteHeader(http.StatusCreated)

@@ -244,3 +244,26 @@ func TestPacerDistinguishesQuotaFromChaos(t *testing.T) {
 		t.Logf("accepted %.0f units/s (%.0f without chaos), %d cuts, lowest rate %.0f, background %.2f", rate, clean, cuts, low, p.backgroundShare())
 	})
 }
+
+// A long run of cuts while little is accepted (a starved machine under
+// scattered 429s) must not decay the rate towards nothing: it stays at or
+// above allTimeFloor of the best rate accepted since the first cut.
+func TestPacerAllTimeFloor(t *testing.T) {
+	p := newPacer(0)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	step := func(units float64, d time.Duration) {
+		for end := now.Add(d); now.Before(end); now = now.Add(100 * time.Millisecond) {
+			p.accepted(now, units/10)
+		}
+	}
+	step(1000, 3*time.Second)
+	p.cut(now) // the first cut forgets the initial burst
+	step(1000, 5*time.Second)
+	for range 600 { // ten minutes of cuts at a trickle
+		step(10, time.Second)
+		p.cut(now)
+	}
+	if p.rate < 200 {
+		t.Fatalf("rate decayed to %.1f units/s; want at least 200 (a quarter of 1000, less slack)", p.rate)
+	}
+}

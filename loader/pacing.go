@@ -46,6 +46,7 @@ import (
 const (
 	rateBeta       = 0.9  // a cut sets the rate to this fraction of what the server accepted
 	floorFraction  = 0.5  // a cut never goes below this fraction of the recent peak accepted rate
+	allTimeFloor   = 0.25 // ...nor below this fraction of the highest accepted rate since the first cut
 	growSlow       = 0.05 // growth per second, as a fraction of the peak, near the peak
 	growFast       = 0.25 // growth per second, as a fraction of the peak, below nearPeak·peak
 	nearPeak       = 0.8
@@ -176,6 +177,7 @@ type pacer struct {
 	ri                 int
 	longPeak           float64
 	longAt             time.Time
+	allPeak            float64 // highest accepted rate since the first cut, never decayed
 }
 
 func newPacer(ceiling float64) *pacer {
@@ -290,6 +292,7 @@ func (p *pacer) peak(now time.Time) float64 {
 		p.longAt = now
 	}
 	p.longPeak = math.Max(p.longPeak, m)
+	p.allPeak = math.Max(p.allPeak, m)
 	return p.longPeak
 }
 
@@ -388,7 +391,7 @@ func (p *pacer) cut(now time.Time) {
 	if p.cuts == 0 {
 		// What was accepted before the first cut includes the server's initial burst.
 		p.rates = [peakWindows]float64{}
-		p.longPeak = 0
+		p.longPeak, p.allPeak = 0, 0
 	}
 	p.grow(now)
 	peak := p.peak(now)
@@ -397,7 +400,9 @@ func (p *pacer) cut(now time.Time) {
 		base = est
 	}
 	if base > 0 {
-		r := math.Max(minRate, math.Max(rateBeta*base, floorFraction*peak))
+		// allTimeFloor keeps a long run of cuts (scattered 429s on a slow,
+		// starved machine) from decaying the rate towards nothing.
+		r := math.Max(minRate, math.Max(rateBeta*base, math.Max(floorFraction*peak, allTimeFloor*p.allPeak)))
 		if p.rate > 0 && r > p.rate {
 			r = p.rate
 		}
