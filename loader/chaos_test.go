@@ -88,7 +88,8 @@ func (c *chaosServer) draw() int {
 // TestChaosLoadsEverythingOnce: scattered, rate-independent 429s and 500s (20% and 5% of requests
 // and of batch entries) must not collapse the pacing: 5,000 resources load, each written exactly
 // once, with a number of requests close to what retrying only the failed entries needs. A
-// collapsed pacer (down to ~1 unit/s) runs into the timeout and fails.
+// collapsed pacer (down to ~1 unit/s: over an hour for these 5,000 KB) runs into the timeout and
+// fails; the timeout is generous because a run under -race on a busy machine took up to 77 s.
 func TestChaosLoadsEverythingOnce(t *testing.T) {
 	const n, batch, p429, p500 = 5000, 100, 0.2, 0.05
 	c := newChaosServer(t, p429, p500, 42)
@@ -99,7 +100,7 @@ func TestChaosLoadsEverythingOnce(t *testing.T) {
 	}
 	defer w.Close()
 	all := items(n)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	batches := make(chan []Item)
 	var wg sync.WaitGroup
