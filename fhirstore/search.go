@@ -206,13 +206,9 @@ func (s *search) add(def searchParam, name, mod, value string) *fhirError {
 		if mod != "" {
 			return badRequest("Modifier ':%s' is not supported on %s.", safeName(mod), name)
 		}
-		for _, v := range values {
-			cond, a, e := dateCondition("r.updated", "(r.updated + 1)", name, v)
-			if e != nil {
-				return e
-			}
-			ors = append(ors, cond)
-			args = append(args, a...)
+		var e *fhirError
+		if ors, args, e = dateConditions("r.updated", "(r.updated + 1)", name, values); e != nil {
+			return e
 		}
 		s.where = append(s.where, "("+strings.Join(ors, " OR ")+")")
 		s.args = append(s.args, args...)
@@ -279,13 +275,9 @@ func (s *search) add(def searchParam, name, mod, value string) *fhirError {
 		if mod != "" {
 			return badRequest("Modifier ':%s' is not supported on %s.", safeName(mod), name)
 		}
-		for _, v := range values {
-			cond, a, e := dateCondition("a", "b", name, v)
-			if e != nil {
-				return e
-			}
-			ors = append(ors, cond)
-			args = append(args, a...)
+		var e *fhirError
+		if ors, args, e = dateConditions("a", "b", name, values); e != nil {
+			return e
 		}
 	}
 	s.subs = append(s.subs, "SELECT rid FROM idx WHERE type = ? AND param = ? AND ("+strings.Join(ors, " OR ")+")")
@@ -317,6 +309,22 @@ func likeEscape(s string) string {
 
 // dateCondition is the SQL for one date value with its FHIR prefix, over a
 // stored range [lo, hi) against the value's range [plo, phi).
+// dateConditions is dateCondition for each of a parameter's comma-separated
+// values (ORed by the caller).
+func dateConditions(lo, hi, name string, values []string) ([]string, []any, *fhirError) {
+	var ors []string
+	var args []any
+	for _, v := range values {
+		cond, a, e := dateCondition(lo, hi, name, v)
+		if e != nil {
+			return nil, nil, e
+		}
+		ors = append(ors, cond)
+		args = append(args, a...)
+	}
+	return ors, args, nil
+}
+
 func dateCondition(lo, hi, name, v string) (string, []any, *fhirError) {
 	prefix := "eq"
 	if len(v) > 2 && v[0] >= 'a' && v[0] <= 'z' {
