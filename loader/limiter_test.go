@@ -114,7 +114,7 @@ func TestPacerThrottle(t *testing.T) {
 		t.Fatalf("rate %.0f after a 429 at ~1000 units/s accepted, want about %.0f", r, rateBeta*1000)
 	}
 	// The gate holds everyone for the Retry-After, then requests leave at the new rate.
-	if d := p.reserve(now, 90); d < time.Second || d > 1100*time.Millisecond {
+	if d := p.reserve(now, 100*rateBeta); d < time.Second || d > 1100*time.Millisecond {
 		t.Fatalf("reserve during the gate waits %v, want ~1s", d)
 	}
 	if d := p.gateWait(now.Add(500 * time.Millisecond)); d != 500*time.Millisecond {
