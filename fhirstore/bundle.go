@@ -11,21 +11,67 @@ import (
 )
 
 type bundleRequest struct {
-	Method  string `json:"method"`
-	URL     string `json:"url"`
-	IfMatch string `json:"ifMatch"`
+	Method, URL, IfMatch string
 }
 
 type bundleEntry struct {
-	FullURL  string          `json:"fullUrl"`
-	Resource json.RawMessage `json:"resource"`
-	Request  *bundleRequest  `json:"request"`
+	FullURL  string
+	Resource []byte // compact JSON, a slice of the request body
+	Request  *bundleRequest
 }
 
 type bundleIn struct {
-	ResourceType string        `json:"resourceType"`
-	Type         string        `json:"type"`
-	Entry        []bundleEntry `json:"entry"`
+	ResourceType, Type string
+	Entry              []bundleEntry
+}
+
+// decodeBundle decodes the parts of a Bundle the server uses. body is
+// checked to be JSON once; the entries' resources stay slices of it
+// (compacted), decoded later one by one.
+func decodeBundle(body []byte) (*bundleIn, bool) {
+	if !json.Valid(body) {
+		return nil, false
+	}
+	b := compactValid(body)
+	in := &bundleIn{}
+	entry := func(el []byte) bool {
+		var e bundleEntry
+		ok := jobj(el, func(k string, v []byte) bool {
+			ok := true
+			switch k {
+			case "fullUrl":
+				e.FullURL, ok = jstr(v)
+			case "resource":
+				e.Resource = nil
+				if !isNull(v) {
+					e.Resource = v
+				}
+			case "request":
+				e.Request = nil
+				if !isNull(v) {
+					e.Request = &bundleRequest{}
+					ok = jfields(v, []string{"method", "url", "ifMatch"}, []*string{&e.Request.Method, &e.Request.URL, &e.Request.IfMatch})
+				}
+			}
+			return ok
+		})
+		in.Entry = append(in.Entry, e)
+		return ok
+	}
+	ok := len(b) > 0 && b[0] == '{' && jobj(b, func(k string, v []byte) bool {
+		ok := true
+		switch k {
+		case "resourceType":
+			in.ResourceType, ok = jstr(v)
+		case "type":
+			in.Type, ok = jstr(v)
+		case "entry":
+			in.Entry = in.Entry[:0]
+			ok = jarr(v, entry)
+		}
+		return ok
+	})
+	return in, ok
 }
 
 // entryState is one Bundle entry on its way through processing.
@@ -42,8 +88,8 @@ type entryState struct {
 // entry fails the whole request with that entry's status. Either way, all
 // writes of one Bundle share one SQLite transaction.
 func (s *Server) bundle(ctx context.Context, body []byte, g grants, base string, representation bool) ([]byte, error) {
-	var in bundleIn
-	if err := json.Unmarshal(body, &in); err != nil {
+	in, ok := decodeBundle(body)
+	if !ok {
 		return nil, badRequest("Malformed JSON: the request body is not a valid Bundle.")
 	}
 	if in.ResourceType != "Bundle" {

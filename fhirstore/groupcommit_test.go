@@ -109,7 +109,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		}
 	}
 	var rows int
-	if err := st.r.QueryRow(`SELECT count(*) FROM idx WHERE param = 'identifier'`).Scan(&rows); err != nil {
+	if err := st.r.QueryRow(`SELECT count(*) FROM idx WHERE k = ?`, indexKey("Patient", "identifier")).Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
 	if rows != 2 {

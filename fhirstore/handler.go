@@ -118,7 +118,7 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 	var body []byte
 	if r.Body != nil {
 		var err error
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+		body, err = readBody(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes), r.ContentLength, s.opts.MaxBodyBytes)
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
@@ -572,4 +572,18 @@ func relativeTarget(u string) (path, rawQuery string) {
 		path = p
 	}
 	return path, rawQuery
+}
+
+// readBody reads a request body, into one buffer of the announced length
+// when there is one (no regrowing a large Bundle as it arrives). net/http
+// ends a body at its Content-Length, and a shorter one is an error.
+func readBody(r io.Reader, length, max int64) ([]byte, error) {
+	if length <= 0 || length > max {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, length)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
 }

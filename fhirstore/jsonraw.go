@@ -47,20 +47,27 @@ func members(b []byte, dst []member) ([]member, error) {
 	return dst, nil
 }
 
-// skipString returns the index just past the JSON string starting at b[i].
+// skipString returns the index just past the JSON string starting at b[i]
+// (len(b) when it is not terminated). It jumps from quote to quote
+// (bytes.IndexByte) and skips a quote escaped by an odd run of backslashes.
 func skipString(b []byte, i int) int {
 	i++
 	for i < len(b) {
-		switch b[i] {
-		case '\\':
-			i += 2
-			continue
-		case '"':
-			return i + 1
+		q := bytes.IndexByte(b[i:], '"')
+		if q < 0 {
+			return len(b)
 		}
-		i++
+		q += i
+		n := 0
+		for k := q - 1; k >= i && b[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
+			return q + 1
+		}
+		i = q + 1
 	}
-	return i
+	return len(b)
 }
 
 // skipValue returns the index just past the compact JSON value starting at b[i].

@@ -2,6 +2,7 @@ package fhirstore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -14,6 +15,7 @@ type parsed struct {
 	body []byte   // compact JSON
 	ms   []member // top-level members of body
 	rows []indexRow
+	keys []byte // rows as stored in resources.keys (encodeRows)
 }
 
 // indexRow is one search-index entry. Tokens store (code, system), strings
@@ -26,24 +28,17 @@ type indexRow struct {
 	isDate bool
 }
 
-func (r indexRow) args() (any, any) {
-	if r.isDate {
-		return r.lo, r.hi
-	}
-	return r.a, r.b
-}
-
 func badRequest(format string, args ...any) *fhirError {
 	return errf(http.StatusBadRequest, "invalid", format, args...)
 }
 
 // parseResource validates body and extracts its search-index rows. When
-// validJSON is set, body is known to be valid JSON (a Bundle entry that
-// encoding/json has decoded) and is only compacted, not checked again.
-func parseResource(body []byte, validJSON bool) (*parsed, *fhirError) {
+// compact is set, body is known to be valid, compact JSON (a Bundle entry:
+// decodeBundle checked and compacted the whole Bundle) and is used as is.
+func parseResource(body []byte, compact bool) (*parsed, *fhirError) {
 	p := &parsed{}
-	if validJSON {
-		p.body = compactValid(body)
+	if compact {
+		p.body = body
 	} else {
 		var buf bytes.Buffer
 		buf.Grow(len(body))
@@ -56,15 +51,15 @@ func parseResource(body []byte, validJSON bool) (*parsed, *fhirError) {
 	if p.ms, err = members(p.body, make([]member, 0, 24)); err != nil {
 		return nil, badRequest("The request body must be a JSON object (a FHIR resource).")
 	}
-	rt := find(p.body, p.ms, "resourceType")
-	if rt == nil || json.Unmarshal(rt, &p.typ) != nil || p.typ == "" {
+	var ok bool
+	if p.typ, ok = jstr(find(p.body, p.ms, "resourceType")); !ok || p.typ == "" {
 		return nil, badRequest("The resource has no resourceType.")
 	}
 	if !knownType(p.typ) {
 		return nil, badRequest("Unknown resourceType %q.", safeName(p.typ))
 	}
 	if raw := find(p.body, p.ms, "id"); raw != nil {
-		if json.Unmarshal(raw, &p.id) != nil || !validID(p.id) {
+		if p.id, ok = jstr(raw); !ok || !validID(p.id) {
 			return nil, badRequest("The resource id must be 1-64 characters of A-Z a-z 0-9 - and '.'.")
 		}
 	}
@@ -74,7 +69,89 @@ func parseResource(body []byte, validJSON bool) (*parsed, *fhirError) {
 	if e := p.index(); e != nil {
 		return nil, e
 	}
+	p.keys = encodeRows(p.typ, p.rows)
 	return p, nil
+}
+
+// encodeRows encodes the index rows of a resource of typ for
+// resources.keys: per row, uvarint k, then 's' and two length-prefixed
+// strings or 'd' and two varints. nil when there are none.
+func encodeRows(typ string, rows []indexRow) []byte {
+	if len(rows) == 0 {
+		return nil
+	}
+	b := make([]byte, 0, 64*len(rows))
+	for _, r := range rows {
+		b = binary.AppendUvarint(b, uint64(indexKey(typ, r.param)))
+		if r.isDate {
+			b = append(b, 'd')
+			b = binary.AppendVarint(b, r.lo)
+			b = binary.AppendVarint(b, r.hi)
+			continue
+		}
+		b = append(b, 's')
+		b = binary.AppendUvarint(b, uint64(len(r.a)))
+		b = append(b, r.a...)
+		b = binary.AppendUvarint(b, uint64(len(r.b)))
+		b = append(b, r.b...)
+	}
+	return b
+}
+
+// keyRow is one decoded row of resources.keys: the idx columns but rid.
+type keyRow struct {
+	k    int64
+	a, b any // string, or int64 for dates
+}
+
+// decodeRows decodes what encodeRows wrote. It stops at the first malformed
+// byte (which encodeRows never writes).
+func decodeRows(b []byte) []keyRow {
+	var out []keyRow
+	str := func() (string, bool) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			return "", false
+		}
+		s := string(b[w : w+int(n)])
+		b = b[w+int(n):]
+		return s, true
+	}
+	num := func() (int64, bool) {
+		v, w := binary.Varint(b)
+		if w <= 0 {
+			return 0, false
+		}
+		b = b[w:]
+		return v, true
+	}
+	for len(b) > 0 {
+		k, w := binary.Uvarint(b)
+		if w <= 0 || w >= len(b) {
+			break
+		}
+		tag := b[w]
+		b = b[w+1:]
+		r := keyRow{k: int64(k)}
+		var ok1, ok2 bool
+		switch tag {
+		case 's':
+			var x, y string
+			x, ok1 = str()
+			y, ok2 = str()
+			r.a, r.b = x, y
+		case 'd':
+			var x, y int64
+			x, ok1 = num()
+			y, ok2 = num()
+			r.a, r.b = x, y
+		}
+		if !ok1 || !ok2 {
+			break
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // safeName returns s when it looks like a FHIR name, else a placeholder, so
@@ -106,89 +183,81 @@ func validID(id string) bool {
 	return true
 }
 
-type coding struct {
-	System string `json:"system"`
-	Code   string `json:"code"`
-}
-
-type codeableConcept struct {
-	Coding []coding `json:"coding"`
-}
-
-type identifier struct {
-	System string `json:"system"`
-	Value  string `json:"value"`
-}
-
-type reference struct {
-	Reference string `json:"reference"`
-}
-
-type period struct {
-	Start string `json:"start"`
-	End   string `json:"end"`
-}
-
-type humanName struct {
-	Text   string   `json:"text"`
-	Family string   `json:"family"`
-	Given  []string `json:"given"`
-	Prefix []string `json:"prefix"`
-	Suffix []string `json:"suffix"`
-}
-
 // index fills p.rows from the elements behind the supported search
 // parameters, rejecting values of the wrong shape.
 func (p *parsed) index() *fhirError {
-	get := func(name string, v any) *fhirError {
-		raw := find(p.body, p.ms, name)
-		if raw == nil {
-			return nil
+	invalid := func(name string) *fhirError { return badRequest("%s.%s has an invalid value.", p.typ, name) }
+	str := func(name string) (string, *fhirError) {
+		s, ok := jstr(find(p.body, p.ms, name))
+		if !ok {
+			return "", invalid(name)
 		}
-		if err := json.Unmarshal(raw, v); err != nil {
-			return badRequest("%s.%s has an invalid value.", p.typ, name)
-		}
-		return nil
+		return s, nil
 	}
 	if raw := find(p.body, p.ms, "identifier"); raw != nil {
-		var ids []identifier
-		if raw[0] == '{' {
-			ids = make([]identifier, 1)
-			if json.Unmarshal(raw, &ids[0]) != nil {
-				return badRequest("%s.identifier has an invalid value.", p.typ)
+		one := func(el []byte) bool {
+			var system, value string
+			if !jfields(el, []string{"system", "value"}, []*string{&system, &value}) {
+				return false
 			}
-		} else if e := get("identifier", &ids); e != nil {
-			return e
+			if value != "" {
+				p.rows = append(p.rows, indexRow{param: "identifier", a: value, b: system})
+			}
+			return true
 		}
-		for _, id := range ids {
-			if id.Value != "" {
-				p.rows = append(p.rows, indexRow{param: "identifier", a: id.Value, b: id.System})
-			}
+		ok := false
+		if raw[0] == '{' {
+			ok = one(raw)
+		} else {
+			ok = jarr(raw, one)
+		}
+		if !ok {
+			return invalid("identifier")
 		}
 	}
 	switch p.typ {
 	case "Patient":
-		var names []humanName
-		if e := get("name", &names); e != nil {
-			return e
-		}
-		for _, n := range names {
-			p.addString("family", n.Family)
-			p.addString("name", n.Family)
-			p.addString("name", n.Text)
-			for _, g := range n.Given {
+		ok := jarr(find(p.body, p.ms, "name"), func(el []byte) bool {
+			var text, family string
+			var given, prefix, suffix []string
+			if !jobj(el, func(k string, v []byte) bool {
+				ok := true
+				switch k {
+				case "text":
+					text, ok = jstr(v)
+				case "family":
+					family, ok = jstr(v)
+				case "given":
+					given, ok = jstrs(v)
+				case "prefix":
+					prefix, ok = jstrs(v)
+				case "suffix":
+					suffix, ok = jstrs(v)
+				}
+				return ok
+			}) {
+				return false
+			}
+			p.addString("family", family)
+			p.addString("name", family)
+			p.addString("name", text)
+			for _, g := range given {
 				p.addString("given", g)
 				p.addString("name", g)
 			}
-			for _, s := range n.Prefix {
+			for _, s := range prefix {
 				p.addString("name", s)
 			}
-			for _, s := range n.Suffix {
+			for _, s := range suffix {
 				p.addString("name", s)
 			}
+			return true
+		})
+		if !ok {
+			return invalid("name")
 		}
-		var gender string
-		if e := get("gender", &gender); e != nil {
+		gender, e := str("gender")
+		if e != nil {
 			return e
 		}
 		switch gender {
@@ -198,8 +267,8 @@ func (p *parsed) index() *fhirError {
 		default:
 			return badRequest("Patient.gender must be one of male, female, other, unknown.")
 		}
-		var birth string
-		if e := get("birthDate", &birth); e != nil {
+		birth, e := str("birthDate")
+		if e != nil {
 			return e
 		}
 		if birth != "" {
@@ -213,29 +282,23 @@ func (p *parsed) index() *fhirError {
 		if find(p.body, p.ms, "status") == nil || find(p.body, p.ms, "code") == nil {
 			return badRequest("Observation.status and Observation.code are required.")
 		}
-		var code codeableConcept
-		if e := get("code", &code); e != nil {
-			return e
+		if !p.addConcept("code", find(p.body, p.ms, "code")) {
+			return invalid("code")
 		}
-		p.addCodings("code", code.Coding)
-		var cats []codeableConcept
-		if e := get("category", &cats); e != nil {
-			return e
+		if !jarr(find(p.body, p.ms, "category"), func(el []byte) bool { return p.addConcept("category", el) }) {
+			return invalid("category")
 		}
-		for _, c := range cats {
-			p.addCodings("category", c.Coding)
+		var ref string
+		if !jfields(find(p.body, p.ms, "subject"), []string{"reference"}, []*string{&ref}) {
+			return invalid("subject")
 		}
-		var subj reference
-		if e := get("subject", &subj); e != nil {
-			return e
-		}
-		if subj.Reference != "" {
-			typ, id := splitReference(subj.Reference)
+		if ref != "" {
+			typ, id := splitReference(ref)
 			p.rows = append(p.rows, indexRow{param: "subject", a: id, b: typ})
 		}
-		var when string
 		for _, name := range []string{"effectiveDateTime", "effectiveInstant"} {
-			if e := get(name, &when); e != nil {
+			when, e := str(name)
+			if e != nil {
 				return e
 			}
 			if when != "" {
@@ -247,20 +310,20 @@ func (p *parsed) index() *fhirError {
 				break
 			}
 		}
-		var per period
-		if e := get("effectivePeriod", &per); e != nil {
-			return e
+		var start, end string
+		if !jfields(find(p.body, p.ms, "effectivePeriod"), []string{"start", "end"}, []*string{&start, &end}) {
+			return invalid("effectivePeriod")
 		}
-		if per.Start != "" || per.End != "" {
+		if start != "" || end != "" {
 			lo, hi := int64(minDate), int64(maxDate)
 			var ok bool
-			if per.Start != "" {
-				if lo, _, ok = parseDateRange(per.Start); !ok {
+			if start != "" {
+				if lo, _, ok = parseDateRange(start); !ok {
 					return badRequest("Observation.effectivePeriod.start is not a valid dateTime.")
 				}
 			}
-			if per.End != "" {
-				if _, hi, ok = parseDateRange(per.End); !ok {
+			if end != "" {
+				if _, hi, ok = parseDateRange(end); !ok {
 					return badRequest("Observation.effectivePeriod.end is not a valid dateTime.")
 				}
 			}
@@ -270,19 +333,30 @@ func (p *parsed) index() *fhirError {
 	return nil
 }
 
+// addConcept indexes the codings of the CodeableConcept raw under param.
+func (p *parsed) addConcept(param string, raw []byte) bool {
+	return jobj(raw, func(k string, v []byte) bool {
+		if k != "coding" {
+			return true
+		}
+		return jarr(v, func(el []byte) bool {
+			var system, code string
+			if !jfields(el, []string{"system", "code"}, []*string{&system, &code}) {
+				return false
+			}
+			if code != "" {
+				p.rows = append(p.rows, indexRow{param: param, a: code, b: system})
+			}
+			return true
+		})
+	})
+}
+
 func (p *parsed) addString(param, v string) {
 	if v == "" {
 		return
 	}
 	p.rows = append(p.rows, indexRow{param: param, a: normalizeString(v), b: v})
-}
-
-func (p *parsed) addCodings(param string, cs []coding) {
-	for _, c := range cs {
-		if c.Code != "" {
-			p.rows = append(p.rows, indexRow{param: param, a: c.Code, b: c.System})
-		}
-	}
 }
 
 // normalizeString is the form string search compares: lower case, runs of

@@ -280,8 +280,8 @@ func (s *search) add(def searchParam, name, mod, value string) *fhirError {
 			return e
 		}
 	}
-	s.subs = append(s.subs, "SELECT rid FROM idx WHERE type = ? AND param = ? AND ("+strings.Join(ors, " OR ")+")")
-	s.subArgs = append(s.subArgs, s.typ, def.index)
+	s.subs = append(s.subs, "SELECT rid FROM idx WHERE k = ? AND ("+strings.Join(ors, " OR ")+")")
+	s.subArgs = append(s.subArgs, indexKey(s.typ, def.index))
 	s.subArgs = append(s.subArgs, args...)
 	return nil
 }

@@ -1,6 +1,7 @@
 package fhirstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -18,8 +19,13 @@ import (
 
 // schema is the store's layout. resources holds the current version of every
 // resource (deleted ones as tombstones), history the versions before it, and
-// idx the search-index rows of current, live versions. idx is keyed for search;
-// its rid index serves the delete that precedes re-indexing on update.
+// idx the search-index rows of current, live versions. idx is keyed for
+// search only: k is indexKey(type, param), a small integer, so keys stay
+// short and compare fast; a and b have no type affinity, so "00123" stays
+// text and is not the number 123. resources.keys lists the idx rows of the
+// current version (see encodeRows): an update deletes exactly those, or
+// nothing when they are unchanged, so idx needs no second index by rid.
+// schemaVersion is kept in PRAGMA user_version.
 const schema = `
 CREATE TABLE IF NOT EXISTS resources (
 	rid     INTEGER PRIMARY KEY,
@@ -29,6 +35,7 @@ CREATE TABLE IF NOT EXISTS resources (
 	updated INTEGER NOT NULL,
 	deleted INTEGER NOT NULL DEFAULT 0,
 	body    BLOB,
+	keys    BLOB,
 	UNIQUE (type, id)
 );
 CREATE TABLE IF NOT EXISTS history (
@@ -40,15 +47,18 @@ CREATE TABLE IF NOT EXISTS history (
 	PRIMARY KEY (rid, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idx (
-	type  TEXT NOT NULL,
-	param TEXT NOT NULL,
-	a     ANY,
-	b     ANY,
-	rid   INTEGER NOT NULL,
-	PRIMARY KEY (type, param, a, b, rid)
+	k   INTEGER NOT NULL,
+	a,
+	b,
+	rid INTEGER NOT NULL,
+	PRIMARY KEY (k, a, b, rid)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS idx_rid ON idx (rid);
 `
+
+// schemaVersion is the layout of schema. Version 1 (the first release) keyed
+// idx by (type, param) strings and had no resources.keys; opening such a
+// folder rebuilds the index from the stored resources.
+const schemaVersion = 2
 
 // store is the SQLite database: one writer connection, serialised by wmu, and
 // a pool of read-only connections that WAL lets run beside it.
@@ -94,9 +104,9 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	st := &store{path: path, w: w, multi: map[int]*sql.Stmt{}}
-	if _, err := w.ExecContext(ctx, schema); err != nil {
+	if err := migrate(ctx, w); err != nil {
 		_ = w.Close()
-		return nil, fmt.Errorf("create schema: %w", err)
+		return nil, err
 	}
 	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
 	if err != nil {
@@ -110,12 +120,12 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		dst **sql.Stmt
 		q   string
 	}{
-		{&st.lookup, `SELECT rid, version, deleted FROM resources WHERE type = ? AND id = ?`},
+		{&st.lookup, `SELECT rid, version, deleted, keys FROM resources WHERE type = ? AND id = ?`},
 		{&st.archive, `INSERT OR REPLACE INTO history (rid, version, updated, deleted, body) SELECT rid, version, updated, deleted, body FROM resources WHERE rid = ?`},
-		{&st.update, `UPDATE resources SET version = ?, updated = ?, deleted = ?, body = ? WHERE rid = ?`},
-		{&st.insert, `INSERT INTO resources (type, id, version, updated, deleted, body) VALUES (?, ?, ?, ?, 0, ?)`},
-		{&st.unindex, `DELETE FROM idx WHERE rid = ?`},
-		{&st.dupCheck, `SELECT rid FROM idx WHERE type = ? AND param = 'identifier' AND a = ? AND b = ? AND rid <> ? LIMIT 1`},
+		{&st.update, `UPDATE resources SET version = ?, updated = ?, deleted = ?, body = ?, keys = ? WHERE rid = ?`},
+		{&st.insert, `INSERT INTO resources (type, id, version, updated, deleted, body, keys) VALUES (?, ?, ?, ?, 0, ?, ?)`},
+		{&st.unindex, `DELETE FROM idx WHERE k = ? AND a = ? AND b = ? AND rid = ?`},
+		{&st.dupCheck, `SELECT rid FROM idx WHERE k = ? AND a = ? AND b = ? AND rid <> ? LIMIT 1`},
 	} {
 		if *s.dst, err = w.PrepareContext(ctx, s.q); err != nil {
 			_ = st.close()
@@ -123,7 +133,7 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		}
 	}
 	for _, n := range multiSizes() {
-		q := "INSERT OR IGNORE INTO idx (type, param, a, b, rid) VALUES " + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?),", n), ",")
+		q := "INSERT OR IGNORE INTO idx (k, a, b, rid) VALUES " + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", n), ",")
 		if st.multi[n], err = w.PrepareContext(ctx, q); err != nil {
 			_ = st.close()
 			return nil, fmt.Errorf("prepare statement: %w", err)
@@ -135,6 +145,100 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		}
 	}
 	return st, nil
+}
+
+// migrate brings the database at w to schemaVersion: it creates a new one,
+// and rebuilds the search index of a version-1 folder from its resources.
+func migrate(ctx context.Context, w *sql.DB) error {
+	var v int
+	if err := w.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v == schemaVersion {
+		return nil
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("the data folder was written by a newer fhirload (schema version %d; this one reads %d)", v, schemaVersion)
+	}
+	tx, err := w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var old int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('idx') WHERE name = 'param'`).Scan(&old); err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	}
+	if old > 0 {
+		if _, err := tx.ExecContext(ctx, `DROP TABLE idx; ALTER TABLE resources ADD COLUMN keys BLOB`); err != nil {
+			return fmt.Errorf("migrate schema: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	if old > 0 {
+		if err := reindex(ctx, tx); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	}
+	return nil
+}
+
+// reindex fills idx from the live resources.
+func reindex(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT rid, body FROM resources WHERE deleted = 0`)
+	if err != nil {
+		return fmt.Errorf("rebuild search index: %w", err)
+	}
+	type item struct {
+		rid  int64
+		body []byte
+	}
+	var all []item
+	for rows.Next() {
+		var it item
+		if err := rows.Scan(&it.rid, &it.body); err != nil {
+			rows.Close()
+			return fmt.Errorf("rebuild search index: %w", err)
+		}
+		all = append(all, it)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("rebuild search index: %w", err)
+	}
+	ins, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO idx (k, a, b, rid) VALUES (?, ?, ?, ?)`)
+	if err != nil {
+		return fmt.Errorf("rebuild search index: %w", err)
+	}
+	defer ins.Close()
+	setKeys, err := tx.PrepareContext(ctx, `UPDATE resources SET keys = ? WHERE rid = ?`)
+	if err != nil {
+		return fmt.Errorf("rebuild search index: %w", err)
+	}
+	defer setKeys.Close()
+	for _, it := range all {
+		p, e := parseResource(it.body, false)
+		if e != nil {
+			continue // stored before the current rules: searchable by id only
+		}
+		for _, r := range decodeRows(p.keys) {
+			if _, err := ins.ExecContext(ctx, r.k, r.a, r.b, it.rid); err != nil {
+				return fmt.Errorf("rebuild search index: %w", err)
+			}
+		}
+		if _, err := setKeys.ExecContext(ctx, p.keys, it.rid); err != nil {
+			return fmt.Errorf("rebuild search index: %w", err)
+		}
+	}
+	return nil
 }
 
 func (st *store) close() error {
@@ -307,9 +411,9 @@ func runWrite(fn func(t *wtx) error, t *wtx) (err error, panicked bool) {
 }
 
 type pendRow struct {
-	typ, param string
-	a, b       any
-	rid        int64
+	k    int64
+	a, b any
+	rid  int64
 }
 
 type identKey struct{ typ, system, value string }
@@ -331,9 +435,9 @@ func (t *wtx) flush() error {
 			}
 		}
 		stmt := t.st.multi[n]
-		args := make([]any, 0, 5*n)
+		args := make([]any, 0, 4*n)
 		for _, r := range t.pend[:n] {
-			args = append(args, r.typ, r.param, r.a, r.b, r.rid)
+			args = append(args, r.k, r.a, r.b, r.rid)
 		}
 		if _, err := t.tx.StmtContext(t.ctx, stmt).ExecContext(t.ctx, args...); err != nil {
 			return fmt.Errorf("index resources: %w", err)
@@ -345,10 +449,13 @@ func (t *wtx) flush() error {
 	return nil
 }
 
-// unindex removes the index rows of rid, stored and pending.
-func (t *wtx) unindex(rid int64) error {
-	if _, err := t.unindexStmt.ExecContext(t.ctx, rid); err != nil {
-		return fmt.Errorf("unindex resource: %w", err)
+// unindex removes the index rows of rid, stored (keys, as encodeRows wrote
+// them) and pending.
+func (t *wtx) unindex(rid int64, keys []byte) error {
+	for _, r := range decodeRows(keys) {
+		if _, err := t.unindexStmt.ExecContext(t.ctx, r.k, r.a, r.b, rid); err != nil {
+			return fmt.Errorf("unindex resource: %w", err)
+		}
 	}
 	keep := t.pend[:0]
 	for _, r := range t.pend {
@@ -380,16 +487,25 @@ func (v *version) etag() string { return `W/"` + strconv.FormatInt(v.version, 10
 // lastUpdated formats t as FHIR instants in meta.lastUpdated are written.
 func lastUpdated(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
 
-// current looks up the current version's key data, without the body.
-func (t *wtx) current(typ, id string) (rid, ver int64, deleted, found bool, err error) {
-	err = t.lookup.QueryRowContext(t.ctx, typ, id).Scan(&rid, &ver, &deleted)
+// current is the current version's key data (without the body).
+type current struct {
+	rid, ver       int64
+	deleted, found bool
+	keys           []byte // its index rows (encodeRows)
+}
+
+// current looks up the current version of typ/id.
+func (t *wtx) current(typ, id string) (current, error) {
+	var c current
+	err := t.lookup.QueryRowContext(t.ctx, typ, id).Scan(&c.rid, &c.ver, &c.deleted, &c.keys)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, 0, false, false, nil
+		return current{}, nil
 	}
 	if err != nil {
-		return 0, 0, false, false, fmt.Errorf("look up resource: %w", err)
+		return current{}, fmt.Errorf("look up resource: %w", err)
 	}
-	return rid, ver, deleted, true, nil
+	c.found = true
+	return c, nil
 }
 
 // putOptions qualifies a put.
@@ -401,10 +517,11 @@ type putOptions struct {
 // put writes p as the new current version of p.typ/id. It reports whether
 // the write created the resource (no live version existed).
 func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byte) (*version, bool, error) {
-	rid, ver, deleted, found, err := t.current(p.typ, id)
+	cur, err := t.current(p.typ, id)
 	if err != nil {
 		return nil, false, err
 	}
+	rid, ver, deleted, found := cur.rid, cur.ver, cur.deleted, cur.found
 	if opt.ifMatch != "" {
 		if !found || deleted || strconv.FormatInt(ver, 10) != opt.ifMatch {
 			return nil, false, errf(412, "conflict", "Version conflict: %s/%s is not at the version in If-Match.", p.typ, id)
@@ -420,7 +537,7 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 				return nil, false, errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
 			}
 			var other int64
-			err := t.dupCheck.QueryRowContext(t.ctx, p.typ, r.a, r.b, rid).Scan(&other)
+			err := t.dupCheck.QueryRowContext(t.ctx, indexKey(p.typ, r.param), r.a, r.b, rid).Scan(&other)
 			if err == nil {
 				return nil, false, errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
 			}
@@ -432,7 +549,7 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 	v := &version{typ: p.typ, id: id, version: ver + 1, updated: now}
 	v.body = stampResource(buf, p.body, p.ms, id, strconv.FormatInt(v.version, 10), lastUpdated(now))
 	if !found {
-		res, err := t.insert.ExecContext(t.ctx, p.typ, id, v.version, now.UnixMilli(), v.body)
+		res, err := t.insert.ExecContext(t.ctx, p.typ, id, v.version, now.UnixMilli(), v.body, p.keys)
 		if err != nil {
 			return nil, false, fmt.Errorf("insert resource: %w", err)
 		}
@@ -443,19 +560,25 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 		if _, err := t.archive.ExecContext(t.ctx, rid); err != nil {
 			return nil, false, fmt.Errorf("archive version: %w", err)
 		}
-		if _, err := t.update.ExecContext(t.ctx, v.version, now.UnixMilli(), 0, v.body, rid); err != nil {
+		if _, err := t.update.ExecContext(t.ctx, v.version, now.UnixMilli(), 0, v.body, p.keys, rid); err != nil {
 			return nil, false, fmt.Errorf("update resource: %w", err)
 		}
+		if !deleted && bytes.Equal(cur.keys, p.keys) {
+			// Same index rows (a rerun of the same data): nothing to change.
+			v.rid = rid
+			return v, created, nil
+		}
 		if !deleted {
-			if err := t.unindex(rid); err != nil {
+			if err := t.unindex(rid, cur.keys); err != nil {
 				return nil, false, err
 			}
 		}
 	}
 	v.rid = rid
+	for _, r := range decodeRows(p.keys) {
+		t.pend = append(t.pend, pendRow{k: r.k, a: r.a, b: r.b, rid: rid})
+	}
 	for _, r := range p.rows {
-		a, b := r.args()
-		t.pend = append(t.pend, pendRow{typ: p.typ, param: r.param, a: a, b: b, rid: rid})
 		if r.param == "identifier" && r.b != "" {
 			t.pendIdent[identKey{p.typ, r.b, r.a}] = rid
 		}
@@ -485,20 +608,21 @@ func safeSystem(s string) string {
 // remove deletes typ/id. found is false when it never existed; a resource
 // already deleted is left as it is.
 func (t *wtx) remove(typ, id string, now time.Time) (v *version, found bool, err error) {
-	rid, ver, deleted, found, err := t.current(typ, id)
-	if err != nil || !found {
+	cur, err := t.current(typ, id)
+	if err != nil || !cur.found {
 		return nil, false, err
 	}
+	rid, ver, deleted := cur.rid, cur.ver, cur.deleted
 	if deleted {
 		return &version{rid: rid, typ: typ, id: id, version: ver, deleted: true}, true, nil
 	}
 	if _, err := t.archive.ExecContext(t.ctx, rid); err != nil {
 		return nil, true, fmt.Errorf("archive version: %w", err)
 	}
-	if _, err := t.update.ExecContext(t.ctx, ver+1, now.UnixMilli(), 1, nil, rid); err != nil {
+	if _, err := t.update.ExecContext(t.ctx, ver+1, now.UnixMilli(), 1, nil, nil, rid); err != nil {
 		return nil, true, fmt.Errorf("delete resource: %w", err)
 	}
-	if err := t.unindex(rid); err != nil {
+	if err := t.unindex(rid, cur.keys); err != nil {
 		return nil, true, err
 	}
 	return &version{rid: rid, typ: typ, id: id, version: ver + 1, updated: now, deleted: true}, true, nil

@@ -470,3 +470,36 @@ func TestSearchAgainstSynthea(t *testing.T) {
 		}
 	}
 }
+
+// Shapes of FHIR elements, decoded with encoding/json: the tests' own view
+// of the data, independent of the store's decoding.
+type coding struct {
+	System string `json:"system"`
+	Code   string `json:"code"`
+}
+
+type codeableConcept struct {
+	Coding []coding `json:"coding"`
+}
+
+type identifier struct {
+	System string `json:"system"`
+	Value  string `json:"value"`
+}
+
+type reference struct {
+	Reference string `json:"reference"`
+}
+
+type period struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+}
+
+type humanName struct {
+	Text   string   `json:"text"`
+	Family string   `json:"family"`
+	Given  []string `json:"given"`
+	Prefix []string `json:"prefix"`
+	Suffix []string `json:"suffix"`
+}
