@@ -231,10 +231,26 @@ func startProcess(t *testing.T, bin, dir string, env []string, args ...string) *
 		close(p.done)
 	}()
 	t.Cleanup(func() {
+		if t.Failed() && !p.exited() {
+			// A failed test leaves its processes' goroutine stacks in the
+			// test log: the way to see where a stall sits.
+			p.quit()
+			t.Logf("%v at the test's failure:\n%s", p.cmd.Args[1:], p.log())
+		}
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	})
 	return p
+}
+
+// quit sends SIGQUIT (the Go runtime prints every goroutine's stack and
+// exits) and waits for it, briefly.
+func (p *flProc) quit() {
+	_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+	}
 }
 
 func (p *flProc) log() string {
@@ -257,6 +273,7 @@ func (p *flProc) wait(t *testing.T, limit time.Duration) int {
 	select {
 	case <-p.done:
 	case <-time.After(limit):
+		p.quit()
 		_ = p.cmd.Process.Kill()
 		<-p.done
 		t.Fatalf("%v did not exit within %v\n%s", p.cmd.Args[1:], limit, p.log())
