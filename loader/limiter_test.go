@@ -267,3 +267,49 @@ func TestPacerAllTimeFloor(t *testing.T) {
 		t.Fatalf("rate decayed to %.1f units/s; want at least 200 (a quarter of 1000, less slack)", p.rate)
 	}
 }
+
+// TestPacerGateBeforeFirstWindow is the stall of the chaos end-to-end test:
+// a gate set before anything was accepted moved the unstarted estimate
+// window off the zero time, the next estimate spanned the centuries since
+// year 1 (~1e-7 units/s), and a second cut set the rate to minRate: every
+// batch then booked a wait of minutes.
+func TestPacerGateBeforeFirstWindow(t *testing.T) {
+	p := newPacer(0)
+	now := t0
+	if !p.observe(now, now, 1, 200*time.Millisecond) { // first answer: a 429 (cut 1, gate)
+		t.Fatal("no first cut")
+	}
+	now = now.Add(300 * time.Millisecond)
+	p.accepted(now, 0) // the retried probe or a first small request succeeds
+	if e := p.estimate(now.Add(100 * time.Millisecond)); e != 0 {
+		t.Fatalf("estimate %g after a gate before the first window, want 0 (unknown)", e)
+	}
+	// Answers with a low 429 share sample a low background; then a burst of 429s cuts again.
+	for i := range 12 {
+		now = now.Add(10 * time.Millisecond)
+		p.observe(now, now, 0, 0)
+		p.accepted(now, 90)
+		_ = i
+	}
+	for range 5 {
+		now = now.Add(10 * time.Millisecond)
+		p.observe(now, now, 1, 200*time.Millisecond)
+	}
+	if r := p.currentRate(); r != 0 && r < 100 {
+		t.Fatalf("rate %g units/s after a cut on a barely measured window: the loader would stall", r)
+	}
+	if d := p.reserve(now, 90); d > 2*time.Second {
+		t.Fatalf("a 90-unit request books a wait of %v", d)
+	}
+}
+
+// TestUnreserve: units given back are available to the next reservation.
+func TestUnreserve(t *testing.T) {
+	p := newPacer(100)
+	p.reserve(t0, 10) // the bucket starts empty: 10 units of debt
+	long := p.reserve(t0, 500)
+	p.unreserve(500)
+	if d := p.reserve(t0, 10); d >= long || d > 250*time.Millisecond {
+		t.Fatalf("after unreserve a 10-unit reservation waits %v (the 500-unit one %v)", d, long)
+	}
+}

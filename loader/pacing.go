@@ -214,6 +214,15 @@ func (p *pacer) reserve(now time.Time, units float64) time.Duration {
 	return wait
 }
 
+// unreserve gives back units a reserve booked but the caller did not use.
+func (p *pacer) unreserve(units float64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rate > 0 {
+		p.tokens += units
+	}
+}
+
 // gateWait is how long the gate still holds requests at now.
 func (p *pacer) gateWait(now time.Time) time.Duration {
 	p.mu.Lock()
@@ -278,8 +287,8 @@ func (p *pacer) estimate(now time.Time) float64 {
 		return 0
 	}
 	d := p.prevDur + now.Sub(p.winStart).Seconds()
-	if d < 0.1 {
-		return 0
+	if d < 0.1 || d > peakWindows*rateWindow.Seconds() {
+		return 0 // too short to tell, or spanning a long idle gap: unknown
 	}
 	return (p.prevUnits + p.winUnits) / d
 }
@@ -403,7 +412,7 @@ func (p *pacer) cut(now time.Time) {
 	p.grow(now)
 	peak := p.peak(now)
 	base := p.rate
-	if est := p.estimate(now); est > 0 && (base == 0 || est < base) {
+	if est := p.estimate(now); est >= minRate && (base == 0 || est < base) {
 		base = est
 	}
 	if base > 0 {
@@ -434,8 +443,12 @@ func (p *pacer) pause(now time.Time, d time.Duration) {
 	if !g.After(p.gate) {
 		return
 	}
-	// The gate's time is no measure of what the server accepts.
-	p.winStart = p.winStart.Add(g.Sub(maxTime(now, p.gate)))
+	// The gate's time is no measure of what the server accepts. (A window
+	// not started yet stays unstarted: moved off the zero time, it would
+	// make the first estimate span the centuries since year 1.)
+	if !p.winStart.IsZero() {
+		p.winStart = p.winStart.Add(g.Sub(maxTime(now, p.gate)))
+	}
 	p.gate = g
 	if p.rate > 0 {
 		p.tokens = math.Min(p.tokens, 0)

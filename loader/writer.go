@@ -114,7 +114,9 @@ func (w *Writer) Check(ctx context.Context) error {
 	b := w.newBackOff()
 	b.MaxElapsedTime = 0
 	for attempt := 1; ; attempt++ {
-		res, err := w.do(ctx, http.MethodGet, w.metadata, nil, 0)
+		// Sent directly, not through do: a probe is not load, and its answer
+		// (a 429 from a busy or chaotic server) must not teach the pacer anything.
+		res, err := w.send(ctx, http.MethodGet, w.metadata, nil)
 		if err != nil {
 			return err
 		}
@@ -483,8 +485,22 @@ func (r *result) free(w *Writer) {
 // cancellation lets requests in flight finish instead of leaving their outcome unknown.
 func (w *Writer) do(ctx context.Context, method, u string, b *body, cost float64) (*result, error) {
 	clk := w.opts.clock
-	if err := clk.Sleep(ctx, w.pace.reserve(clk.Now(), cost)); err != nil {
-		return nil, err
+	for {
+		// A wait is booked for at most maxBooked: past that the units are
+		// given back and booked again later, so a rate that recovers
+		// meanwhile (or a gate that lifts) shortens the wait instead of
+		// leaving goroutines asleep on a debt computed at the lowest rate.
+		wait := w.pace.reserve(clk.Now(), cost)
+		if wait <= maxBooked {
+			if err := clk.Sleep(ctx, wait); err != nil {
+				return nil, err
+			}
+			break
+		}
+		w.pace.unreserve(cost)
+		if err := clk.Sleep(ctx, maxBooked); err != nil {
+			return nil, err
+		}
 	}
 	for { // a 429 seen meanwhile may have moved the gate further
 		g := w.pace.gateWait(clk.Now())
@@ -520,6 +536,9 @@ func (w *Writer) do(ctx context.Context, method, u string, b *body, cost float64
 	}
 	return res, nil
 }
+
+// maxBooked is the longest wait do books with the pacer at once.
+const maxBooked = 2 * time.Second
 
 func (w *Writer) send(ctx context.Context, method, u string, b *body) (*result, error) {
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)

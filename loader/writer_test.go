@@ -454,3 +454,31 @@ func TestConcurrentWrites(t *testing.T) {
 		t.Fatalf("puts %d stats %+v", puts.Load(), s)
 	}
 }
+
+// TestCheckDoesNotTeachThePacer: the preflight probe is not load; a 429 it
+// gets (a busy or chaotic server) neither cuts the pace nor sets the gate.
+func TestCheckDoesNotTeachThePacer(t *testing.T) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		io.WriteString(w, `{"resourceType":"CapabilityStatement"}`)
+	}))
+	defer srv.Close()
+	w, _ := newTestWriter(t, srv, nil)
+	if err := w.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n.Load() != 2 {
+		t.Fatalf("%d probes, want 2 (a 429, then a success)", n.Load())
+	}
+	w.pace.mu.Lock()
+	cuts, gate := w.pace.cuts, w.pace.gate
+	w.pace.mu.Unlock()
+	if cuts != 0 || !gate.IsZero() {
+		t.Fatalf("the probe's 429 reached the pacer: %d cuts, gate %v", cuts, gate)
+	}
+}
