@@ -38,7 +38,12 @@
 // survive a crash of the process; a power loss or OS crash may lose the last
 // transactions. Concurrent writes are group-committed: one SQLite transaction
 // holds several requests, each in its own savepoint, so each request is still
-// all-or-nothing on its own.
+// all-or-nothing on its own. The search index keys its rows by a small
+// integer per (type, parameter) and keeps values as sent (an identifier
+// "00123" is not the number 123); each resource row lists its index rows, so
+// an update that leaves them unchanged (a rerun) does not touch the index.
+// The layout's version is PRAGMA user_version: a data folder written by an
+// older version is migrated when opened (its index rebuilt).
 //
 // Batch-response entries carry the resource only with
 // "Prefer: return=representation"; single writes return it unless

@@ -64,6 +64,10 @@ func TestIndexKeepsTextValues(t *testing.T) {
 	mustStatus(t, e.do("POST", "Patient", p("b", "123")), http.StatusCreated, "123 is not a duplicate of 00123")
 	mustStatus(t, e.do("POST", "Patient", p("c", "1.23e2")), http.StatusCreated, "1.23e2 is not a duplicate of 123")
 	mustStatus(t, e.do("POST", "Patient", p("d", "123")), http.StatusUnprocessableEntity, "123 again is")
+	// A refused create leaves nothing behind: the id is still free.
+	mustStatus(t, e.do("PUT", "Patient/d", p("d", "123")), http.StatusUnprocessableEntity, "PUT 123 again")
+	mustStatus(t, e.do("GET", "Patient/d", nil), http.StatusNotFound, "read the refused create")
+	mustStatus(t, e.do("PUT", "Patient/d", p("d", "456")), http.StatusCreated, "create it with a free identifier")
 	for q, want := range map[string]int{
 		"Patient?identifier=urn:test:mrn|00123": 1, "Patient?identifier=urn:test:mrn|123": 1, "Patient?identifier=123": 1,
 		"Patient?identifier=urn:test:mrn|0123": 0,

@@ -72,7 +72,7 @@ type store struct {
 	qmu   sync.Mutex
 	queue []*writeReq
 
-	lookup, archive, update, insert, unindex, dupCheck *sql.Stmt
+	lookup, archive, update, insert, insertNew, drop, unindex, dupCheck *sql.Stmt
 	// multi[n] inserts n index rows at once, for n in multiSizes.
 	multi map[int]*sql.Stmt
 }
@@ -124,6 +124,8 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		{&st.archive, `INSERT OR REPLACE INTO history (rid, version, updated, deleted, body) SELECT rid, version, updated, deleted, body FROM resources WHERE rid = ?`},
 		{&st.update, `UPDATE resources SET version = ?, updated = ?, deleted = ?, body = ?, keys = ? WHERE rid = ?`},
 		{&st.insert, `INSERT INTO resources (type, id, version, updated, deleted, body, keys) VALUES (?, ?, ?, ?, 0, ?, ?)`},
+		{&st.insertNew, `INSERT INTO resources (type, id, version, updated, deleted, body, keys) VALUES (?, ?, 1, ?, 0, ?, ?) ON CONFLICT (type, id) DO NOTHING`},
+		{&st.drop, `DELETE FROM resources WHERE rid = ?`},
 		{&st.unindex, `DELETE FROM idx WHERE k = ? AND a = ? AND b = ? AND rid = ?`},
 		{&st.dupCheck, `SELECT rid FROM idx WHERE k = ? AND a = ? AND b = ? AND rid <> ? LIMIT 1`},
 	} {
@@ -267,7 +269,7 @@ type wtx struct {
 	pend      []pendRow
 	pendIdent map[identKey]int64
 
-	lookup, archive, update, insert, unindexStmt, dupCheck *sql.Stmt
+	lookup, archive, update, insert, insertNew, drop, unindexStmt, dupCheck *sql.Stmt
 }
 
 // maxGroup is the most write requests committed together in one SQLite
@@ -341,6 +343,7 @@ func (st *store) runGroup(group []*writeReq) {
 	lookup, archive := tx.StmtContext(bg, st.lookup), tx.StmtContext(bg, st.archive)
 	update, insert := tx.StmtContext(bg, st.update), tx.StmtContext(bg, st.insert)
 	unindex, dupCheck := tx.StmtContext(bg, st.unindex), tx.StmtContext(bg, st.dupCheck)
+	insertNew, drop := tx.StmtContext(bg, st.insertNew), tx.StmtContext(bg, st.drop)
 	single := len(group) == 1
 	ok := make([]*writeReq, 0, len(group))
 	for _, r := range group {
@@ -350,7 +353,7 @@ func (st *store) runGroup(group []*writeReq) {
 		}
 		ctx := context.WithoutCancel(r.ctx)
 		t := &wtx{ctx: ctx, tx: tx, st: st, lookup: lookup, archive: archive, update: update, insert: insert,
-			unindexStmt: unindex, dupCheck: dupCheck, pendIdent: map[identKey]int64{}}
+			insertNew: insertNew, drop: drop, unindexStmt: unindex, dupCheck: dupCheck, pendIdent: map[identKey]int64{}}
 		if !single {
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
 				_ = tx.Rollback()
@@ -517,6 +520,13 @@ type putOptions struct {
 // put writes p as the new current version of p.typ/id. It reports whether
 // the write created the resource (no live version existed).
 func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byte) (*version, bool, error) {
+	if opt.ifMatch == "" {
+		// Most writes of a load create: try that first, which spares the
+		// lookup (the insert's uniqueness check is the lookup).
+		if v, err := t.create(p, id, opt, now, buf); v != nil || err != nil {
+			return v, v != nil, err
+		}
+	}
 	cur, err := t.current(p.typ, id)
 	if err != nil {
 		return nil, false, err
@@ -529,21 +539,8 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 	}
 	created := !found || deleted
 	if created && opt.dupCheck {
-		for _, r := range p.rows {
-			if r.param != "identifier" || r.b == "" {
-				continue
-			}
-			if other, ok := t.pendIdent[identKey{p.typ, r.b, r.a}]; ok && other != rid {
-				return nil, false, errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
-			}
-			var other int64
-			err := t.dupCheck.QueryRowContext(t.ctx, indexKey(p.typ, r.param), r.a, r.b, rid).Scan(&other)
-			if err == nil {
-				return nil, false, errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
-			}
-			if !errors.Is(err, sql.ErrNoRows) {
-				return nil, false, fmt.Errorf("check identifier: %w", err)
-			}
+		if err := t.duplicate(p, rid); err != nil {
+			return nil, false, err
 		}
 	}
 	v := &version{typ: p.typ, id: id, version: ver + 1, updated: now}
@@ -575,6 +572,67 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 		}
 	}
 	v.rid = rid
+	t.addRows(p, rid)
+	if err := t.maybeFlush(); err != nil {
+		return nil, false, err
+	}
+	return v, created, nil
+}
+
+// create inserts p as version 1 of p.typ/id if no row (live or deleted) has
+// that key yet; it returns nil, nil when one does.
+func (t *wtx) create(p *parsed, id string, opt putOptions, now time.Time, buf []byte) (*version, error) {
+	v := &version{typ: p.typ, id: id, version: 1, updated: now}
+	v.body = stampResource(buf, p.body, p.ms, id, "1", lastUpdated(now))
+	res, err := t.insertNew.ExecContext(t.ctx, p.typ, id, now.UnixMilli(), v.body, p.keys)
+	if err != nil {
+		return nil, fmt.Errorf("insert resource: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return nil, err
+	}
+	if v.rid, err = res.LastInsertId(); err != nil {
+		return nil, fmt.Errorf("insert resource: %w", err)
+	}
+	if opt.dupCheck {
+		if err := t.duplicate(p, v.rid); err != nil {
+			if _, derr := t.drop.ExecContext(t.ctx, v.rid); derr != nil {
+				return nil, fmt.Errorf("undo insert: %w", derr)
+			}
+			return nil, err
+		}
+	}
+	t.addRows(p, v.rid)
+	if err := t.maybeFlush(); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// duplicate returns a 422 when another resource of p's type than rid has
+// one of p's identifiers (system and value), stored or pending.
+func (t *wtx) duplicate(p *parsed, rid int64) error {
+	for _, r := range p.rows {
+		if r.param != "identifier" || r.b == "" {
+			continue
+		}
+		if other, ok := t.pendIdent[identKey{p.typ, r.b, r.a}]; ok && other != rid {
+			return errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
+		}
+		var other int64
+		err := t.dupCheck.QueryRowContext(t.ctx, indexKey(p.typ, r.param), r.a, r.b, rid).Scan(&other)
+		if err == nil {
+			return errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("check identifier: %w", err)
+		}
+	}
+	return nil
+}
+
+// addRows queues the index rows of p for rid.
+func (t *wtx) addRows(p *parsed, rid int64) {
 	for _, r := range decodeRows(p.keys) {
 		t.pend = append(t.pend, pendRow{k: r.k, a: r.a, b: r.b, rid: rid})
 	}
@@ -583,12 +641,14 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 			t.pendIdent[identKey{p.typ, r.b, r.a}] = rid
 		}
 	}
+}
+
+// maybeFlush inserts the pending index rows once there are enough of them.
+func (t *wtx) maybeFlush() error {
 	if len(t.pend) >= 4*multiRows {
-		if err := t.flush(); err != nil {
-			return nil, false, err
-		}
+		return t.flush()
 	}
-	return v, created, nil
+	return nil
 }
 
 // safeSystem returns an identifier system for error text: systems are

@@ -487,15 +487,6 @@ type identifier struct {
 	Value  string `json:"value"`
 }
 
-type reference struct {
-	Reference string `json:"reference"`
-}
-
-type period struct {
-	Start string `json:"start"`
-	End   string `json:"end"`
-}
-
 type humanName struct {
 	Text   string   `json:"text"`
 	Family string   `json:"family"`
