@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -160,6 +161,11 @@ type leaseBody struct {
 	PID     int       `json:"pid"`
 	Host    string    `json:"host"`
 	Expires time.Time `json:"expires"`
+	// Boot and PIDNS say which kernel boot and PID namespace PID belongs
+	// to (Linux; empty elsewhere): with Host they let a process on the same
+	// machine see that the holder has died without waiting for Expires.
+	Boot  string `json:"boot,omitempty"`
+	PIDNS string `json:"pidns,omitempty"`
 }
 
 // lock takes the lease object PREFIX/locks/NAME.json with a conditional
@@ -174,7 +180,7 @@ func (b *s3Backend) lock(ctx context.Context, name string, ttl time.Duration, no
 	}
 	host, _ := os.Hostname()
 	l := &s3Lease{b: b, key: b.prefix + locksDir + "/" + name + ".json", name: name, ttl: ttl, now: now, log: log,
-		body: leaseBody{Owner: owner, PID: os.Getpid(), Host: host}}
+		body: leaseBody{Owner: owner, PID: os.Getpid(), Host: host, Boot: bootID(), PIDNS: pidNamespace()}}
 	// A lease may vanish between the failed create and the read: try again.
 	for range 3 {
 		etag, err := l.write(ctx, func(in *s3.PutObjectInput) { in.IfNoneMatch = aws.String("*") })
@@ -192,13 +198,18 @@ func (b *s3Backend) lock(ctx context.Context, name string, ttl time.Duration, no
 		if err != nil {
 			return nil, fmt.Errorf("dead-letter lock %s: %w", name, err)
 		}
-		if now().Before(cur.Expires) {
+		dead := holderDead(cur, l.body)
+		if now().Before(cur.Expires) && !dead {
 			return nil, fmt.Errorf("dead-letter lock %s (held by pid %d on %s until %s): %w",
 				name, cur.PID, cur.Host, cur.Expires.Format(time.RFC3339), ErrLocked)
 		}
 		etag, err = l.write(ctx, func(in *s3.PutObjectInput) { in.IfMatch = aws.String(curTag) })
 		if err == nil {
-			log.Warn("dead-letter: took over an expired lease", zap.String("lock", name),
+			why := "expired"
+			if dead {
+				why = "holder process gone"
+			}
+			log.Warn("dead-letter: took over a stale lease", zap.String("lock", name), zap.String("why", why),
 				zap.Int("previous_pid", cur.PID), zap.String("previous_host", cur.Host))
 			l.start(etag)
 			return l, nil
@@ -344,4 +355,44 @@ func isNotFound(err error) bool {
 	}
 	var ae smithy.APIError
 	return errors.As(err, &ae) && (ae.ErrorCode() == "NoSuchKey" || ae.ErrorCode() == "NotFound")
+}
+
+// holderDead reports whether the lease cur was taken by a process of this
+// machine, boot and PID namespace (self) that no longer exists. Anything
+// uncertain (another machine, a container with its own PID namespace, no
+// /proc) is "not dead": such a lease is taken over only once it expires.
+func holderDead(cur, self leaseBody) bool {
+	if cur.PID <= 0 || cur.Host == "" || cur.Boot == "" || cur.PIDNS == "" {
+		return false
+	}
+	if cur.Host != self.Host || cur.Boot != self.Boot || cur.PIDNS != self.PIDNS || cur.PID == self.PID {
+		return false
+	}
+	return !processExists(cur.PID)
+}
+
+// bootID is the kernel's boot id, "" when unknown.
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// pidNamespace names this process's PID namespace, "" when unknown.
+func pidNamespace() string {
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return ""
+	}
+	return ns
+}
+
+// processExists reports whether a process with this pid exists (in this
+// PID namespace): /proc/PID is there. A reused pid reads as alive, which
+// only delays a takeover until the lease expires.
+func processExists(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return err == nil
 }

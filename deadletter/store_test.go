@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -750,5 +751,49 @@ func TestSameSourceLineOnlyNewestStands(t *testing.T) {
 				t.Fatalf("after retiring the newest: %d entries (%v), want 2", len(got), err)
 			}
 		})
+	}
+}
+
+// TestS3LeaseOfDeadProcess: a lease left by a process of this machine (same
+// host, boot and PID namespace) that no longer exists is taken over at once,
+// as the local backend's flock is; a lease of another boot, or of a live
+// process, still waits for its expiry.
+func TestS3LeaseOfDeadProcess(t *testing.T) {
+	if bootID() == "" || pidNamespace() == "" {
+		t.Fatal("this test needs /proc (Linux): boot id or PID namespace unknown")
+	}
+	ctx := context.Background()
+	url, opts := backends()[1].setup(t)
+	st := open(t, url, opts)
+	b := st.b.(*s3Backend)
+	key := b.prefix + "locks/replay.json"
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	plant := func(lb leaseBody) {
+		t.Helper()
+		lb.Owner, lb.Host, lb.Expires = "someone", host, time.Now().Add(time.Hour)
+		data, _ := json.Marshal(lb)
+		if _, err := b.put(ctx, key, data, func(*s3.PutObjectInput) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plant(leaseBody{PID: gone.Process.Pid, Boot: "another-boot", PIDNS: pidNamespace()})
+	if _, err := st.Lock(ctx, "replay", time.Minute); !errors.Is(err, ErrLocked) {
+		t.Fatalf("lease of another boot: %v, want ErrLocked", err)
+	}
+	plant(leaseBody{PID: os.Getppid(), Boot: bootID(), PIDNS: pidNamespace()})
+	if _, err := st.Lock(ctx, "replay", time.Minute); !errors.Is(err, ErrLocked) {
+		t.Fatalf("lease of a live process: %v, want ErrLocked", err)
+	}
+	plant(leaseBody{PID: gone.Process.Pid, Boot: bootID(), PIDNS: pidNamespace()})
+	unlock, err := st.Lock(ctx, "replay", time.Minute)
+	if err != nil {
+		t.Fatalf("lease of a process that is gone: %v, want it taken over", err)
+	}
+	if err := unlock(); err != nil {
+		t.Fatal(err)
 	}
 }

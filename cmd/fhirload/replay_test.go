@@ -118,9 +118,14 @@ func TestReplayAfterServerOutageLoadsEverythingOnce(t *testing.T) {
 // batch in flight at the kill. A second replay started while one holds the
 // store's lock is refused rather than processing the same entries.
 func TestReplayKilledMidwayThenRerunEndsTheSame(t *testing.T) {
-	// Only the local folder: a killed replay's S3 lease blocks the rerun
-	// until it expires (10 minutes; see the lock check below).
 	replayKilledMidway(t, "file")
+}
+
+// The same with the dead letters in S3: the killed replay's lease names its
+// host, boot and pid, so the rerun on the same machine takes it over at once
+// instead of waiting for it to expire.
+func TestReplayKilledMidwayThenRerunEndsTheSameS3(t *testing.T) {
+	replayKilledMidway(t, "s3")
 }
 
 func replayKilledMidway(t *testing.T, backend string) {
