@@ -100,21 +100,29 @@ INSERT INTO idx VALUES ('Patient', 'family', 'stale', 'Stale', 1);`
 		t.Fatal(err)
 	}
 	body := strings.Replace(patientJSON, `"id":"p1"`, `"id":"p1","meta":{"versionId":"1","lastUpdated":"2026-01-01T00:00:00.000Z"}`, 1)
-	if _, err := db.Exec(`INSERT INTO resources (type, id, version, updated, body) VALUES ('Patient', 'p1', 1, 0, ?)`, body); err != nil {
-		t.Fatal(err)
+	for i, id := range []string{"p1", "p2", "p3"} { // more than one page (reindexPage below)
+		b := strings.Replace(body, `"id":"p1"`, `"id":"`+id+`"`, 1)
+		if i > 0 {
+			b = strings.Replace(b, "MRN-1", "MRN-X"+id, 1)
+		}
+		if _, err := db.Exec(`INSERT INTO resources (type, id, version, updated, body) VALUES ('Patient', ?, 1, 0, ?)`, id, b); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
+	defer func(n int) { reindexPage = n }(reindexPage)
+	reindexPage = 2
 	e := newEnv(t, Options{Dir: dir})
-	for q, want := range map[string]int{"Patient?family=lemke": 1, "Patient?family=stale": 0, "Patient?identifier=MRN-1": 1} {
+	for q, want := range map[string]int{"Patient?family=lemke": 3, "Patient?family=stale": 0, "Patient?identifier=MRN-1": 1, "Patient?identifier=MRN-Xp3": 1} {
 		if got := countOf(t, e, q); got != want {
 			t.Errorf("migrated: %s total %d, want %d", q, got, want)
 		}
 	}
 	mustStatus(t, e.do("PUT", "Patient/p1", []byte(strings.Replace(patientJSON, "Lemke", "Kuhn", 1))), http.StatusOK, "update")
-	if got := countOf(t, e, "Patient?family=lemke"); got != 0 {
-		t.Errorf("after update: family=lemke total %d, want 0", got)
+	if got := countOf(t, e, "Patient?family=lemke"); got != 2 {
+		t.Errorf("after update: family=lemke total %d, want 2", got)
 	}
 	var v int
 	if err := e.srv.st.r.QueryRowContext(context.Background(), `PRAGMA user_version`).Scan(&v); err != nil || v != schemaVersion {

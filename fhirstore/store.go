@@ -193,29 +193,12 @@ func migrate(ctx context.Context, w *sql.DB) error {
 	return nil
 }
 
-// reindex fills idx from the live resources.
+// reindexPage is how many resources reindex reads at a time.
+var reindexPage = 1000
+
+// reindex fills idx (and resources.keys) from the live resources, a page
+// of rows at a time.
 func reindex(ctx context.Context, tx *sql.Tx) error {
-	rows, err := tx.QueryContext(ctx, `SELECT rid, body FROM resources WHERE deleted = 0`)
-	if err != nil {
-		return fmt.Errorf("rebuild search index: %w", err)
-	}
-	type item struct {
-		rid  int64
-		body []byte
-	}
-	var all []item
-	for rows.Next() {
-		var it item
-		if err := rows.Scan(&it.rid, &it.body); err != nil {
-			rows.Close()
-			return fmt.Errorf("rebuild search index: %w", err)
-		}
-		all = append(all, it)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("rebuild search index: %w", err)
-	}
 	ins, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO idx (k, a, b, rid) VALUES (?, ?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("rebuild search index: %w", err)
@@ -226,21 +209,49 @@ func reindex(ctx context.Context, tx *sql.Tx) error {
 		return fmt.Errorf("rebuild search index: %w", err)
 	}
 	defer setKeys.Close()
-	for _, it := range all {
-		p, e := parseResource(it.body, false)
-		if e != nil {
-			continue // stored before the current rules: searchable by id only
+	type item struct {
+		rid  int64
+		body []byte
+	}
+	for after := int64(0); ; {
+		page, err := func() ([]item, error) {
+			rows, err := tx.QueryContext(ctx, `SELECT rid, body FROM resources WHERE deleted = 0 AND rid > ? ORDER BY rid LIMIT ?`, after, reindexPage)
+			if err != nil {
+				return nil, err
+			}
+			defer rows.Close()
+			var page []item
+			for rows.Next() {
+				var it item
+				if err := rows.Scan(&it.rid, &it.body); err != nil {
+					return nil, err
+				}
+				page = append(page, it)
+			}
+			return page, rows.Err()
+		}()
+		if err != nil {
+			return fmt.Errorf("rebuild search index: %w", err)
 		}
-		for _, r := range decodeRows(p.keys) {
-			if _, err := ins.ExecContext(ctx, r.k, r.a, r.b, it.rid); err != nil {
+		if len(page) == 0 {
+			return nil
+		}
+		for _, it := range page {
+			after = it.rid
+			p, e := parseResource(it.body, false)
+			if e != nil {
+				continue // stored before the current rules: searchable by id only
+			}
+			for _, r := range decodeRows(p.keys) {
+				if _, err := ins.ExecContext(ctx, r.k, r.a, r.b, it.rid); err != nil {
+					return fmt.Errorf("rebuild search index: %w", err)
+				}
+			}
+			if _, err := setKeys.ExecContext(ctx, p.keys, it.rid); err != nil {
 				return fmt.Errorf("rebuild search index: %w", err)
 			}
 		}
-		if _, err := setKeys.ExecContext(ctx, p.keys, it.rid); err != nil {
-			return fmt.Errorf("rebuild search index: %w", err)
-		}
 	}
-	return nil
 }
 
 func (st *store) close() error {
