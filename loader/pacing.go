@@ -27,7 +27,7 @@ import (
 //     as plain AIMD would; with b = 0.25 (chaos) it takes a share clearly above 25%, so scattered
 //     429s do not cut. At most one cut per congestion epoch (one round trip: responses to requests
 //     sent before the cut do not count). Until an epoch's background is sampled (sampleMinN
-//     answers), a further cut needs earlyShare of earlyMinN answers or more to be 429s. Before the
+//     answers to requests sent since the cut), no further cut happens. Before the
 //     first full rateWindow nothing is measured, so a cut touches only the concurrency limit.
 //   - A cut is bounded. The rate drops to rateBeta times the accepted rate, never below
 //     floorFraction of the peak accepted rate (the highest of the last peakWindows seconds, or
@@ -43,7 +43,7 @@ import (
 //
 // Tuning (BENCHMARKS.md, "Pacing against a quota"): the background is sampled after 10 answers,
 // not 20. Two Writers sharing a quota both cut within about a second; a Writer that waited
-// longer to sample spent that time under the early rule (a cut needs 35% 429s), let the other
+// longer to sample spent that time under a stricter rule (a cut needed 35% 429s), let the other
 // Writer's overshoot stand, and then sampled it as background: 9–16% of requests were 429s in
 // 20-second runs. Gentler probing (growSlow 0.03, was 0.05) and a deeper cut (rateBeta 0.85, was
 // 0.9) oscillate less around the quota, which raised the fraction of N reached as well.
@@ -65,8 +65,6 @@ const (
 	detectWindow   = time.Second
 	significance   = 2.0  // z of the congestion test
 	sampleMinN     = 10.0 // answers in a new epoch before its share is sampled as background (see below)
-	earlyMinN      = 10.0 // before that, a further cut needs this many answers ...
-	earlyShare     = 0.35 // ... and this share of 429s: the last cut clearly fell short
 	gateShare      = 0.5  // the central gate needs a background below gateBackground (429s look
 	gateBackground = 0.15 // like a quota) or this share of 429s (the server refuses most requests)
 	bgDecay        = 0.25 // per second, toward a lower observed share
@@ -369,9 +367,7 @@ func (p *pacer) decay(now time.Time) {
 // congested is the test: throttle evidence significantly above the background share.
 func (p *pacer) congested() bool {
 	if p.cuts > 0 && !p.sampled {
-		// The background of this epoch is not known yet: only a heavy share of 429s shows
-		// that the last cut fell short.
-		return p.n >= earlyMinN && p.k >= earlyShare*p.n
+		return false // this epoch's background is not known yet (a few answers away)
 	}
 	b := p.background
 	return p.k > b*p.n+significance*math.Sqrt(p.n*b*(1-b))+0.5
