@@ -23,9 +23,18 @@ type parsed struct {
 // Unix milliseconds with hi exclusive.
 type indexRow struct {
 	param  string
+	k      int64 // indexKey(type, param), set by parseResource
 	a, b   string
 	lo, hi int64
 	isDate bool
+}
+
+// values are the row's idx.a and idx.b: the strings, or the date range.
+func (r indexRow) values() (any, any) {
+	if r.isDate {
+		return r.lo, r.hi
+	}
+	return r.a, r.b
 }
 
 func badRequest(format string, args ...any) *fhirError {
@@ -69,20 +78,23 @@ func parseResource(body []byte, compact bool) (*parsed, *fhirError) {
 	if e := p.index(); e != nil {
 		return nil, e
 	}
-	p.keys = encodeRows(p.typ, p.rows)
+	for i := range p.rows {
+		p.rows[i].k = indexKey(p.typ, p.rows[i].param)
+	}
+	p.keys = encodeRows(p.rows)
 	return p, nil
 }
 
-// encodeRows encodes the index rows of a resource of typ for
-// resources.keys: per row, uvarint k, then 's' and two length-prefixed
-// strings or 'd' and two varints. nil when there are none.
-func encodeRows(typ string, rows []indexRow) []byte {
+// encodeRows encodes index rows for resources.keys: per row, uvarint k,
+// then 's' and two length-prefixed strings or 'd' and two varints. nil when
+// there are none.
+func encodeRows(rows []indexRow) []byte {
 	if len(rows) == 0 {
 		return nil
 	}
 	b := make([]byte, 0, 64*len(rows))
 	for _, r := range rows {
-		b = binary.AppendUvarint(b, uint64(indexKey(typ, r.param)))
+		b = binary.AppendUvarint(b, uint64(r.k))
 		if r.isDate {
 			b = append(b, 'd')
 			b = binary.AppendVarint(b, r.lo)

@@ -72,7 +72,7 @@ type store struct {
 	qmu   sync.Mutex
 	queue []*writeReq
 
-	lookup, archive, update, insert, insertNew, drop, unindex, dupCheck *sql.Stmt
+	lookup, archive, update, insertNew, drop, unindex, dupCheck *sql.Stmt
 	// multi[n] inserts n index rows at once, for n in multiSizes.
 	multi map[int]*sql.Stmt
 }
@@ -123,7 +123,6 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		{&st.lookup, `SELECT rid, version, deleted, keys FROM resources WHERE type = ? AND id = ?`},
 		{&st.archive, `INSERT OR REPLACE INTO history (rid, version, updated, deleted, body) SELECT rid, version, updated, deleted, body FROM resources WHERE rid = ?`},
 		{&st.update, `UPDATE resources SET version = ?, updated = ?, deleted = ?, body = ?, keys = ? WHERE rid = ?`},
-		{&st.insert, `INSERT INTO resources (type, id, version, updated, deleted, body, keys) VALUES (?, ?, ?, ?, 0, ?, ?)`},
 		{&st.insertNew, `INSERT INTO resources (type, id, version, updated, deleted, body, keys) VALUES (?, ?, 1, ?, 0, ?, ?) ON CONFLICT (type, id) DO NOTHING`},
 		{&st.drop, `DELETE FROM resources WHERE rid = ?`},
 		{&st.unindex, `DELETE FROM idx WHERE k = ? AND a = ? AND b = ? AND rid = ?`},
@@ -242,8 +241,9 @@ func reindex(ctx context.Context, tx *sql.Tx) error {
 			if e != nil {
 				continue // stored before the current rules: searchable by id only
 			}
-			for _, r := range decodeRows(p.keys) {
-				if _, err := ins.ExecContext(ctx, r.k, r.a, r.b, it.rid); err != nil {
+			for _, r := range p.rows {
+				a, b := r.values()
+				if _, err := ins.ExecContext(ctx, r.k, a, b, it.rid); err != nil {
 					return fmt.Errorf("rebuild search index: %w", err)
 				}
 			}
@@ -280,7 +280,7 @@ type wtx struct {
 	pend      []pendRow
 	pendIdent map[identKey]int64
 
-	lookup, archive, update, insert, insertNew, drop, unindexStmt, dupCheck *sql.Stmt
+	lookup, archive, update, insertNew, drop, unindexStmt, dupCheck *sql.Stmt
 }
 
 // maxGroup is the most write requests committed together in one SQLite
@@ -352,9 +352,9 @@ func (st *store) runGroup(group []*writeReq) {
 		return
 	}
 	lookup, archive := tx.StmtContext(bg, st.lookup), tx.StmtContext(bg, st.archive)
-	update, insert := tx.StmtContext(bg, st.update), tx.StmtContext(bg, st.insert)
+	update, insertNew := tx.StmtContext(bg, st.update), tx.StmtContext(bg, st.insertNew)
 	unindex, dupCheck := tx.StmtContext(bg, st.unindex), tx.StmtContext(bg, st.dupCheck)
-	insertNew, drop := tx.StmtContext(bg, st.insertNew), tx.StmtContext(bg, st.drop)
+	drop := tx.StmtContext(bg, st.drop)
 	single := len(group) == 1
 	ok := make([]*writeReq, 0, len(group))
 	for _, r := range group {
@@ -363,7 +363,7 @@ func (st *store) runGroup(group []*writeReq) {
 			continue
 		}
 		ctx := context.WithoutCancel(r.ctx)
-		t := &wtx{ctx: ctx, tx: tx, st: st, lookup: lookup, archive: archive, update: update, insert: insert,
+		t := &wtx{ctx: ctx, tx: tx, st: st, lookup: lookup, archive: archive, update: update,
 			insertNew: insertNew, drop: drop, unindexStmt: unindex, dupCheck: dupCheck, pendIdent: map[identKey]int64{}}
 		if !single {
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
@@ -542,52 +542,41 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 	if err != nil {
 		return nil, false, err
 	}
-	rid, ver, deleted, found := cur.rid, cur.ver, cur.deleted, cur.found
-	if opt.ifMatch != "" {
-		if !found || deleted || strconv.FormatInt(ver, 10) != opt.ifMatch {
-			return nil, false, errf(412, "conflict", "Version conflict: %s/%s is not at the version in If-Match.", p.typ, id)
-		}
+	rid, ver, deleted := cur.rid, cur.ver, cur.deleted
+	if opt.ifMatch != "" && (!cur.found || deleted || strconv.FormatInt(ver, 10) != opt.ifMatch) {
+		return nil, false, errf(412, "conflict", "Version conflict: %s/%s is not at the version in If-Match.", p.typ, id)
 	}
-	created := !found || deleted
-	if created && opt.dupCheck {
+	if !cur.found {
+		// Without If-Match, create inserted the resource unless a row (live
+		// or deleted) was there, and this transaction is the only writer.
+		return nil, false, fmt.Errorf("write resource: %s/%s neither inserted nor found", p.typ, id)
+	}
+	if deleted && opt.dupCheck { // re-created
 		if err := t.duplicate(p, rid); err != nil {
 			return nil, false, err
 		}
 	}
-	v := &version{typ: p.typ, id: id, version: ver + 1, updated: now}
+	v := &version{typ: p.typ, id: id, version: ver + 1, updated: now, rid: rid}
 	v.body = stampResource(buf, p.body, p.ms, id, strconv.FormatInt(v.version, 10), lastUpdated(now))
-	if !found {
-		res, err := t.insert.ExecContext(t.ctx, p.typ, id, v.version, now.UnixMilli(), v.body, p.keys)
-		if err != nil {
-			return nil, false, fmt.Errorf("insert resource: %w", err)
+	if _, err := t.archive.ExecContext(t.ctx, rid); err != nil {
+		return nil, false, fmt.Errorf("archive version: %w", err)
+	}
+	if _, err := t.update.ExecContext(t.ctx, v.version, now.UnixMilli(), 0, v.body, p.keys, rid); err != nil {
+		return nil, false, fmt.Errorf("update resource: %w", err)
+	}
+	if !deleted {
+		if bytes.Equal(cur.keys, p.keys) {
+			return v, false, nil // same index rows (a rerun of the same data): nothing to change
 		}
-		if rid, err = res.LastInsertId(); err != nil {
-			return nil, false, fmt.Errorf("insert resource: %w", err)
-		}
-	} else {
-		if _, err := t.archive.ExecContext(t.ctx, rid); err != nil {
-			return nil, false, fmt.Errorf("archive version: %w", err)
-		}
-		if _, err := t.update.ExecContext(t.ctx, v.version, now.UnixMilli(), 0, v.body, p.keys, rid); err != nil {
-			return nil, false, fmt.Errorf("update resource: %w", err)
-		}
-		if !deleted && bytes.Equal(cur.keys, p.keys) {
-			// Same index rows (a rerun of the same data): nothing to change.
-			v.rid = rid
-			return v, created, nil
-		}
-		if !deleted {
-			if err := t.unindex(rid, cur.keys); err != nil {
-				return nil, false, err
-			}
+		if err := t.unindex(rid, cur.keys); err != nil {
+			return nil, false, err
 		}
 	}
-	v.rid = rid
 	t.addRows(p, rid)
 	if err := t.maybeFlush(); err != nil {
 		return nil, false, err
 	}
-	return v, created, nil
+	return v, deleted, nil // a deleted resource written again is created anew
 }
 
 // create inserts p as version 1 of p.typ/id if no row (live or deleted) has
@@ -631,7 +620,7 @@ func (t *wtx) duplicate(p *parsed, rid int64) error {
 			return errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
 		}
 		var other int64
-		err := t.dupCheck.QueryRowContext(t.ctx, indexKey(p.typ, r.param), r.a, r.b, rid).Scan(&other)
+		err := t.dupCheck.QueryRowContext(t.ctx, r.k, r.a, r.b, rid).Scan(&other)
 		if err == nil {
 			return errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
 		}
@@ -644,10 +633,9 @@ func (t *wtx) duplicate(p *parsed, rid int64) error {
 
 // addRows queues the index rows of p for rid.
 func (t *wtx) addRows(p *parsed, rid int64) {
-	for _, r := range decodeRows(p.keys) {
-		t.pend = append(t.pend, pendRow{k: r.k, a: r.a, b: r.b, rid: rid})
-	}
 	for _, r := range p.rows {
+		a, b := r.values()
+		t.pend = append(t.pend, pendRow{k: r.k, a: a, b: b, rid: rid})
 		if r.param == "identifier" && r.b != "" {
 			t.pendIdent[identKey{p.typ, r.b, r.a}] = rid
 		}
