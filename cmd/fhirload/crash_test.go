@@ -20,13 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
-
 	"github.com/fhirload/fhirload/fhirstore"
-	"github.com/fhirload/fhirload/internal/testutil"
 	"github.com/fhirload/fhirload/pipeline"
 )
 
@@ -158,31 +152,22 @@ func readLines(t *testing.T, path string) [][]byte {
 	return out
 }
 
-// proc is a fhirload process of a crash test.
-type proc = flProc
-
-func startProc(t *testing.T, bin, dir string, env []string, args ...string) *proc {
-	t.Helper()
-	return startProcess(t, bin, dir, env, args...)
-}
-
 // killAfter SIGKILLs p after d unless it exited first; it reports whether
 // the kill landed while p was running.
-func (p *proc) killAfter(t *testing.T, d time.Duration) bool {
+func (p *flProc) killAfter(t *testing.T, d time.Duration) bool {
 	t.Helper()
 	select {
 	case <-p.done:
 		return false
 	case <-time.After(d):
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
+	p.kill(t)
 	return true
 }
 
 // crashRounds starts args rounds times and SIGKILLs each at a random point
 // within span.
-func crashRounds(t *testing.T, rng *rand.Rand, rounds int, span time.Duration, start func() *proc) {
+func crashRounds(t *testing.T, rng *rand.Rand, rounds int, span time.Duration, start func() *flProc) {
 	t.Helper()
 	landed := 0
 	for i := range rounds {
@@ -281,23 +266,16 @@ func sortedKeys(m map[string]bool) []string {
 }
 
 // finalRun runs the command to completion and checks the report.
-func finalRun(t *testing.T, bin string, w workspace, env []string, args ...string) *pipeline.Report {
+func finalRun(t *testing.T, w workspace, env []string, args ...string) *pipeline.Report {
 	t.Helper()
-	report := filepath.Join(w.dir, "final-report.json")
-	p := startProc(t, bin, w.dir, env, append([]string{args[0], "--config", w.config, "--report", report}, args[1:]...)...)
-	code := p.wait(t, 3*time.Minute)
-	b, err := os.ReadFile(report)
-	if err != nil {
-		t.Fatalf("exit %d, no report: %v\n%s", code, err, p.log())
-	}
-	var rep pipeline.Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
+	code, rep, log := runReport(t, w, env, 3*time.Minute, args...)
+	if rep == nil {
+		t.Fatalf("exit %d, no report\n%s", code, log)
 	}
 	if code != 2 || rep.Fatal != "" || !rep.Reconciles() {
-		t.Fatalf("final run: exit %d, report %+v\n%s", code, rep, p.log())
+		t.Fatalf("final run: exit %d, report %+v\n%s", code, *rep, log)
 	}
-	return &rep
+	return rep
 }
 
 const crashTarget = "concurrency: 4, batch_size: 50"
@@ -324,56 +302,43 @@ func TestCrashDuringRunLocal(t *testing.T) {
 	if code, _, stderr := w.run(t, append([]string{"run"}, v1...)...); code != 0 {
 		t.Fatalf("v1 load: exit %d\n%s", code, stderr)
 	}
-	crashRounds(t, rng, 5, 900*time.Millisecond, func() *proc {
-		return startProc(t, bin, w.dir, nil, append([]string{"run", "--config", w.config}, v2...)...)
+	crashRounds(t, rng, 5, 900*time.Millisecond, func() *flProc {
+		return startProcess(t, bin, w.dir, nil, append([]string{"run", "--config", w.config}, v2...)...)
 	})
-	rep := finalRun(t, bin, w, nil, append([]string{"run"}, v2...)...)
+	rep := finalRun(t, w, nil, append([]string{"run"}, v2...)...)
 	if rep.Loaded != int64(len(in.want)) {
 		t.Errorf("final run loaded %d, want %d", rep.Loaded, len(in.want))
 	}
 	assertStoreEqualsInput(t, w, in, func(name string) string { return "file://" + filepath.Join(w.dir, "v2", name) })
 }
 
-// motoEnv returns moto's endpoint and the environment a fhirload process
-// needs for it (also set for in-process runs).
-func motoEnv(t *testing.T) (string, []string) {
+// crashS3 is the start of the S3 crash tests: the crash input, its old
+// version under v1/ and its new one under v2/ of a moto bucket.
+func crashS3(t *testing.T) (*rand.Rand, crashInput, *motoWorld) {
 	t.Helper()
-	ep := testutil.Moto(t)
-	for _, kv := range flowEnv {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	return ep, flowEnv
-}
-
-func putObjects(t *testing.T, c *s3.Client, bucket, prefix string, files map[string][]byte) {
-	t.Helper()
-	for name, b := range files {
-		if _, err := c.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(bucket),
-			Key: aws.String(prefix + name), Body: bytes.NewReader(b)}); err != nil {
-			t.Fatal(err)
+	rng := crashSeed(t)
+	in := makeCrashInput(t, rng)
+	m := newMotoWorld(t)
+	for prefix, files := range map[string]map[string][]byte{"v1/": in.old, "v2/": in.files} {
+		for name, b := range files {
+			m.put(t, prefix+name, b)
 		}
 	}
+	return rng, in, m
 }
 
 func TestCrashDuringRunS3(t *testing.T) {
 	bin := fhirloadBinary(t)
-	rng := crashSeed(t)
-	in := makeCrashInput(t, rng)
-	ep, env := motoEnv(t)
-	c := testutil.S3(ep)
-	bucket := testutil.Bucket(t, c)
-	putObjects(t, c, bucket, "v1/", in.old)
-	putObjects(t, c, bucket, "v2/", in.files)
-	w := newWorkspace(t, crashTarget, fmt.Sprintf("aws: {endpoint_url: %q, s3_path_style: true}\n", ep))
-	if code, _, stderr := w.run(t, "run", "s3://"+bucket+"/v1/"); code != 0 {
+	rng, in, m := crashS3(t)
+	w := newWorkspace(t, crashTarget, m.awsYAML())
+	if code, _, stderr := w.run(t, "run", "s3://"+m.bucket+"/v1/"); code != 0 {
 		t.Fatalf("v1 load: exit %d\n%s", code, stderr)
 	}
-	src := "s3://" + bucket + "/v2/"
-	crashRounds(t, rng, 5, 900*time.Millisecond, func() *proc {
-		return startProc(t, bin, w.dir, env, "run", "--config", w.config, src)
+	src := "s3://" + m.bucket + "/v2/"
+	crashRounds(t, rng, 5, 900*time.Millisecond, func() *flProc {
+		return startProcess(t, bin, w.dir, flowEnv, "run", "--config", w.config, src)
 	})
-	rep := finalRun(t, bin, w, env, "run", src)
+	rep := finalRun(t, w, flowEnv, "run", src)
 	if rep.Loaded != int64(len(in.want)) {
 		t.Errorf("final run loaded %d, want %d", rep.Loaded, len(in.want))
 	}
@@ -382,31 +347,18 @@ func TestCrashDuringRunS3(t *testing.T) {
 
 func TestCrashDuringWatch(t *testing.T) {
 	bin := fhirloadBinary(t)
-	rng := crashSeed(t)
-	in := makeCrashInput(t, rng)
-	ep, env := motoEnv(t)
-	c := testutil.S3(ep)
-	bucket := testutil.Bucket(t, c)
-	putObjects(t, c, bucket, "v1/", in.old)
-	putObjects(t, c, bucket, "v2/", in.files)
-	q := testutil.SQS(ep)
-	qo, err := q.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String(fmt.Sprintf("crash-%d", time.Now().UnixNano()))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	queue := *qo.QueueUrl
-	w := flowWorkspace(t, crashTarget, fmt.Sprintf(`aws: {endpoint_url: %q, s3_path_style: true}
-source: {queue_url: %q, visibility_timeout: 2s, wait_seconds: 1}
-`, ep, queue))
-	if code, _, stderr := w.run(t, "run", "s3://"+bucket+"/v1/"); code != 0 {
+	rng, in, m := crashS3(t)
+	queue := m.queue(t, "crash", false)
+	w := flowWorkspace(t, crashTarget, m.awsYAML()+fmt.Sprintf("source: {queue_url: %q, visibility_timeout: 2s, wait_seconds: 1}\n", queue))
+	if code, _, stderr := w.run(t, "run", "s3://"+m.bucket+"/v1/"); code != 0 {
 		t.Fatalf("v1 load: exit %d\n%s", code, stderr)
 	}
 	var out, errb bytes.Buffer
-	if code := realMain([]string{"enqueue", "--config", w.config, "s3://" + bucket + "/v2/"}, &out, &errb); code != 0 {
+	if code := realMain([]string{"enqueue", "--config", w.config, "s3://" + m.bucket + "/v2/"}, &out, &errb); code != 0 {
 		t.Fatalf("enqueue: %d %s", code, errb.String())
 	}
-	watch := func() *proc {
-		return startProc(t, bin, w.dir, env, "watch", "--config", w.config, "--metrics-addr", "", "--report", filepath.Join(w.dir, "watch-report.json"))
+	watch := func() *flProc {
+		return startProcess(t, bin, w.dir, flowEnv, "watch", "--config", w.config, "--metrics-addr", "", "--report", filepath.Join(w.dir, "watch-report.json"))
 	}
 	crashRounds(t, rng, 4, 2500*time.Millisecond, watch)
 	// The last worker runs until the queue is drained, then stops on SIGTERM.
@@ -418,23 +370,10 @@ source: {queue_url: %q, visibility_timeout: 2s, wait_seconds: 1}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for {
-		a, err := q.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: aws.String(queue),
-			AttributeNames: []sqstypes.QueueAttributeName{"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if a.Attributes["ApproximateNumberOfMessages"] == "0" && a.Attributes["ApproximateNumberOfMessagesNotVisible"] == "0" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue not drained: %v\n%s", a.Attributes, p.log())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	m.waitDrained(t, queue, time.Until(deadline), p)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t, time.Minute); code != 143 {
 		t.Fatalf("watch exit %d\n%s", code, p.log())
 	}
-	assertStoreEqualsInput(t, w, in, func(name string) string { return "s3://" + bucket + "/v2/" + name })
+	assertStoreEqualsInput(t, w, in, func(name string) string { return "s3://" + m.bucket + "/v2/" + name })
 }

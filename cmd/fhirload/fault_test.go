@@ -36,9 +36,10 @@ func faultWorkspace(t *testing.T, base string) workspace {
 	return w
 }
 
-// runReport runs the built binary in w (bounded: a stalled run fails the
-// test instead of hanging it) and returns its exit code, report and stderr.
-func runReport(t *testing.T, w workspace, limit time.Duration, args ...string) (int, *pipeline.Report, string) {
+// runReport runs the built binary in w with env added to its environment
+// (bounded: a stalled run fails the test instead of hanging it) and returns
+// its exit code, report and stderr.
+func runReport(t *testing.T, w workspace, env []string, limit time.Duration, args ...string) (int, *pipeline.Report, string) {
 	t.Helper()
 	report := filepath.Join(w.dir, "report-bin.json")
 	abs := make([]string, 0, len(args))
@@ -48,7 +49,7 @@ func runReport(t *testing.T, w workspace, limit time.Duration, args ...string) (
 		}
 		abs = append(abs, a)
 	}
-	p := startProc(t, fhirloadBinary(t), w.dir, nil, append([]string{abs[0], "--config", w.config, "--report", report}, abs[1:]...)...)
+	p := startProcess(t, fhirloadBinary(t), w.dir, env, append([]string{abs[0], "--config", w.config, "--report", report}, abs[1:]...)...)
 	code := p.wait(t, limit)
 	b, err := os.ReadFile(report)
 	if err != nil {
@@ -95,7 +96,7 @@ func TestChaosServerLoadsEverythingOnce(t *testing.T) {
 	data := filepath.Join(dir, "served")
 	chaos := serveStore(t, data, "--chaos-429", "0.2", "--chaos-500", "0.05")
 	w := faultWorkspace(t, chaos.base)
-	code, rep, stderr := runReport(t, w, 4*time.Minute, "run", samplePatients, sampleObservations)
+	code, rep, stderr := runReport(t, w, nil, 4*time.Minute, "run", samplePatients, sampleObservations)
 	if code != 0 || rep == nil {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
@@ -262,7 +263,7 @@ func TestFlakyNetworkLoadsEverythingOnce(t *testing.T) {
 	upstream := strings.TrimPrefix(strings.Split(st.base, "/datastore")[0], "http://")
 	proxy := newFlakyProxy(t, upstream, rng.Uint64())
 	w := faultWorkspace(t, "http://"+proxy.l.Addr().String()+"/datastore/local/r4/")
-	code, rep, stderr := runReport(t, w, 4*time.Minute, "run", samplePatients, sampleObservations)
+	code, rep, stderr := runReport(t, w, nil, 4*time.Minute, "run", samplePatients, sampleObservations)
 	if code != 0 || rep == nil {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
