@@ -64,7 +64,7 @@ const (
 	entryWeight    = 0.5 // weight of a throttled batch entry relative to a throttled request
 	detectWindow   = time.Second
 	significance   = 2.0  // z of the congestion test
-	sampleMinN     = 10.0 // answers in a new epoch before its share is sampled as background (see below)
+	sampleMinN     = 10.0 // answers in a new epoch before its share is sampled as background (see Tuning above)
 	gateShare      = 0.5  // the central gate needs a background below gateBackground (429s look
 	gateBackground = 0.15 // like a quota) or this share of 429s (the server refuses most requests)
 	bgDecay        = 0.25 // per second, toward a lower observed share
