@@ -14,8 +14,8 @@ import (
 type Entry struct {
 	ID               string          `json:"id"`
 	RunID            string          `json:"run_id"`
-	Reason           string          `json:"reason"`
-	Stage            string          `json:"stage"` // read | transform | load
+	Reason           Reason          `json:"reason"`
+	Stage            Stage           `json:"stage"`
 	Message          string          `json:"message,omitempty"`
 	Source           Source          `json:"source"`
 	Line             string          `json:"line"`                  // verbatim when valid UTF-8

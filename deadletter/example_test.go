@@ -23,7 +23,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	for i, reason := range []string{"retries-exhausted", "invalid"} {
+	for i, reason := range []deadletter.Reason{deadletter.ReasonRetriesExhausted, deadletter.ReasonInvalid} {
 		line, b64 := deadletter.MakeLine([]byte(`{"resourceType":"Patient","id":"p1"}`))
 		e := deadletter.Entry{RunID: "night-1", Reason: reason, Stage: "load", Line: line, LineBase64: b64,
 			Source: deadletter.Source{URI: "file:///in/Patient.ndjson", Line: int64(i + 1)}, Attempts: 1}

@@ -43,7 +43,7 @@ func WriteList(w io.Writer, entries []Entry, asJSON bool) error {
 	}
 	counts := map[string]int{}
 	for _, e := range entries {
-		counts[e.Reason]++
+		counts[string(e.Reason)]++
 	}
 	reasons := slices.SortedFunc(maps.Keys(counts), func(a, b string) int {
 		return cmp.Or(cmp.Compare(counts[b], counts[a]), strings.Compare(a, b))
@@ -135,8 +135,8 @@ func WriteEntry(w io.Writer, e Entry) error {
 	}
 	row("ID", e.ID)
 	row("Run", e.RunID)
-	row("Reason", e.Reason)
-	row("Stage", e.Stage)
+	row("Reason", string(e.Reason))
+	row("Stage", string(e.Stage))
 	row("Message", e.Message)
 	src := fmt.Sprintf("%s line %d (byte offset %d)", e.Source.URI, e.Source.Line, e.Source.Offset)
 	if e.Source.ETag != "" {

@@ -51,7 +51,7 @@ type Options struct {
 // must all match.
 type Filter struct {
 	// Reason matches Entry.Reason exactly.
-	Reason string
+	Reason Reason
 	// Source matches Source.URI: a path.Match glob, tried against the whole
 	// URI and against its last path element (so "*.ndjson.gz" matches
 	// "s3://b/x/y.ndjson.gz"); without glob characters it is a substring.

@@ -57,7 +57,7 @@ func open(t *testing.T, url string, opts Options) *store {
 
 var t0 = time.Date(2025, 3, 1, 2, 0, 0, 0, time.UTC)
 
-func entry(reason, uri string, line int64, run string, at time.Time) Entry {
+func entry(reason Reason, uri string, line int64, run string, at time.Time) Entry {
 	l, b64 := MakeLine(fmt.Appendf(nil, `{"resourceType":"Patient","id":"p%d"}`, line))
 	return Entry{RunID: run, Reason: reason, Stage: "load", Message: "rejected by target",
 		Source: Source{URI: uri, Line: line, Offset: line * 100}, Line: l, LineBase64: b64,

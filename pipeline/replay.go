@@ -46,7 +46,7 @@ func (r *Runner) replayBatch(ctx context.Context, store ReplayStore, batch []dea
 	var again []deadletter.Entry
 	now := time.Now().UTC()
 	failed := func(e deadletter.Entry, reason, stage, msg, location string) {
-		e.Reason, e.Stage, e.Message = reason, stage, msg
+		e.Reason, e.Stage, e.Message = deadletter.Reason(reason), deadletter.Stage(stage), msg
 		e.Attempts++
 		e.LastFailed = now
 		e.Transform = r.info
@@ -62,7 +62,7 @@ func (r *Runner) replayBatch(ctx context.Context, store ReplayStore, batch []dea
 		if len(b) == 0 || e.LineTruncated {
 			// Nothing to replay (a missing object, an unreadable tail, a line
 			// too long to keep): it stays for an operator to purge.
-			failed(e, e.Reason, e.Stage, e.Message, "")
+			failed(e, string(e.Reason), string(e.Stage), e.Message, "")
 			continue
 		}
 		res, err := r.d.Transformer.Replay(e.Source.URI, []byte(e.Source.Header), b)

@@ -499,7 +499,7 @@ func (r *Runner) runBatch(ctx context.Context, st *objState, lines []rawLine) er
 			continue
 		}
 		e := r.entry(st, ln.no, ln.offset, ln.b, false)
-		e.Reason, e.Stage, e.Message = out.Reason, "load", out.Message
+		e.Reason, e.Stage, e.Message = deadletter.Reason(out.Reason), deadletter.StageLoad, out.Message
 		e.ResourceType, e.ResourceID = items[j].Type, items[j].ID
 		e.HTTPStatus, e.OperationOutcome, e.Attempts = out.HTTPStatus, out.OperationOutcome, out.Attempts
 		if err := r.deadLetter(ctx, e); err != nil {
@@ -527,7 +527,7 @@ func (r *Runner) failLine(ctx context.Context, st *objState, no, offset int64, b
 		reason, location = te.Reason, te.Location
 	}
 	e := r.entry(st, no, offset, b, truncated)
-	e.Reason, e.Stage, e.Message = reason, "transform", msg
+	e.Reason, e.Stage, e.Message = deadletter.Reason(reason), deadletter.StageTransform, msg
 	if truncated || b == nil {
 		e.Stage = "read"
 	}
@@ -561,10 +561,10 @@ func (r *Runner) deadLetter(ctx context.Context, e deadletter.Entry) error {
 	e.FirstFailed, e.LastFailed = now, now
 	r.log.Info("dead-lettered",
 		zap.String("source", e.Source.URI), zap.Int64("line", e.Source.Line),
-		zap.String("reason", e.Reason), zap.String("stage", e.Stage),
+		zap.String("reason", string(e.Reason)), zap.String("stage", string(e.Stage)),
 		zap.String("resource_type", e.ResourceType), zap.String("resource_id", e.ResourceID),
 		zap.Int("status", e.HTTPStatus), zap.String("detail", e.Message))
-	r.d.Metrics.deadLettered(e.Reason)
+	r.d.Metrics.deadLettered(string(e.Reason))
 	if r.d.DeadLetters == nil {
 		return nil
 	}

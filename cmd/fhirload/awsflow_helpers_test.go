@@ -558,7 +558,7 @@ func (w workspace) deadLetterCounts(t *testing.T) map[string]int {
 func reasons(entries []deadletter.Entry) map[string]int {
 	m := map[string]int{}
 	for _, e := range entries {
-		m[e.Reason]++
+		m[string(e.Reason)]++
 	}
 	return m
 }

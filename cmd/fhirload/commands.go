@@ -172,7 +172,7 @@ func filterFlags(fs *flag.FlagSet) func() (deadletter.Filter, error) {
 	run := fs.String("run", "", "only entries of this run id")
 	since := fs.String("since", "", "only entries that last failed at or after this time (RFC3339, or a duration like 24h)")
 	return func() (deadletter.Filter, error) {
-		f := deadletter.Filter{Reason: *reason, Source: *source, RunID: *run}
+		f := deadletter.Filter{Reason: deadletter.Reason(*reason), Source: *source, RunID: *run}
 		if *since != "" {
 			if d, err := time.ParseDuration(*since); err == nil {
 				f.Since = time.Now().Add(-d)

@@ -132,7 +132,7 @@ func TestHostileInput(t *testing.T) {
 				if e.Reason == "" || e.Message == "" {
 					t.Errorf("line %d: dead letter without a reason or message: %+v", e.Source.Line, e)
 				}
-				got[e.Source.Line] = e.Reason + ": " + e.Message
+				got[e.Source.Line] = string(e.Reason) + ": " + e.Message
 			}
 			if c.dead != nil {
 				if len(got) != len(c.dead) || len(entries) != len(c.dead) {

@@ -216,7 +216,7 @@ func TestReplayAfterMappingFixLoadsRejectedLines(t *testing.T) {
 	}
 
 	code, rep, log := w.replay(t)
-	if code != 2 || rep.Lines != 10 || rep.DeadLettered != 10 || rep.DeadLetterReasons[reason] != 10 {
+	if code != 2 || rep.Lines != 10 || rep.DeadLettered != 10 || rep.DeadLetterReasons[string(reason)] != 10 {
 		t.Fatalf("replay with the same mapping: exit %d %+v\n%s", code, rep, tail(log))
 	}
 	for _, e := range w.deadLetters(t) {

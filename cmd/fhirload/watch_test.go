@@ -120,7 +120,7 @@ func TestWatchDeadLettersWhatItCannotLoadAndKeepsRunning(t *testing.T) {
 		if strings.HasPrefix(uri, q+"#") {
 			uri = "QUEUE#"
 		}
-		entries = append(entries, got{e.Reason, e.Stage, uri, e.Source.Line})
+		entries = append(entries, got{string(e.Reason), string(e.Stage), uri, e.Source.Line})
 	}
 	src := "s3://" + m.bucket + "/in/"
 	want := []got{
