@@ -1,0 +1,249 @@
+package fhirpath
+
+import (
+	"regexp"
+	"strings"
+)
+
+// Expr is a compiled expression: immutable, safe to evaluate from many goroutines at once
+// (each with its own Evaluator).
+type Expr struct {
+	src   string
+	root  *node
+	class Classification
+}
+
+// String returns the expression's source text.
+func (x *Expr) String() string { return x.src }
+
+// Class returns what evaluating the expression needs (see Classify).
+func (x *Expr) Class() Classification { return x.class }
+
+// Class says whether an expression can be evaluated over a single resource.
+type Class uint8
+
+// Classes, from the most to the least evaluable.
+const (
+	Evaluable        Class = iota // everything it uses is implemented over one resource
+	NeedsNarrative                // uses htmlChecks(): evaluable when Env.HTMLChecks is set
+	NeedsResolution               // resolve() whose target's content matters: needs other resources
+	NeedsTerminology              // memberOf(): needs a terminology service
+	Unsupported                   // uses a function this engine does not implement
+	Invalid                       // does not parse
+)
+
+var classNames = [...]string{"evaluable", "needs-narrative", "needs-resolution", "needs-terminology", "unsupported", "invalid"}
+
+func (c Class) String() string {
+	if int(c) < len(classNames) {
+		return classNames[c]
+	}
+	return "unknown"
+}
+
+// Classification is the result of Classify.
+type Classification struct {
+	Class    Class
+	Function string // the function that decided the class ("memberOf", "resolve", an unknown name)
+	Reason   string // for Invalid: the syntax error
+}
+
+// Compile parses and checks an expression once for many evaluations. Unknown functions
+// and wrong argument counts are errors (*SyntaxError); functions that need something
+// outside one resource compile, and Expr.Class says what they need.
+func Compile(src string) (*Expr, error) {
+	root, err := parse(src)
+	if err != nil {
+		return nil, err
+	}
+	x := &Expr{src: src, root: root}
+	if err := x.check(root); err != nil {
+		return nil, err
+	}
+	x.class = classify(root)
+	return x, nil
+}
+
+// MustCompile is Compile for expressions known to be valid; it panics on an error.
+func MustCompile(src string) *Expr {
+	x, err := Compile(src)
+	if err != nil {
+		panic(err)
+	}
+	return x
+}
+
+// Classify tells whether an expression can be evaluated over one resource, and if not,
+// what it needs: a narrative hook (htmlChecks), resolution of references to other
+// resources (resolve() used for more than the target's type), terminology (memberOf),
+// an unsupported function (named), or whether it does not parse.
+//
+// resolve() is evaluable when only the type of its result is used (is, as, ofType,
+// exists, empty, count, and where() criteria built from them): the type comes from the
+// reference text (Patient/1, http://…/Patient/1, a local #id, or urn:uuid: through
+// Env.ResolveURN).
+func Classify(src string) Classification {
+	root, err := parse(src)
+	if err != nil {
+		return Classification{Class: Invalid, Reason: err.Error()}
+	}
+	x := &Expr{src: src, root: root}
+	if err := x.check(root); err != nil {
+		var fn string
+		if se, ok := err.(*unknownFunc); ok {
+			fn = se.name
+			return Classification{Class: Unsupported, Function: fn, Reason: "unknown function " + fn}
+		}
+		return Classification{Class: Invalid, Reason: err.Error()}
+	}
+	return classify(root)
+}
+
+type unknownFunc struct {
+	SyntaxError
+	name string
+}
+
+func (x *Expr) check(n *node) error {
+	if n == nil {
+		return nil
+	}
+	if n.op == opFunc {
+		fd := funcs[n.name]
+		if fd == nil {
+			return &unknownFunc{SyntaxError: SyntaxError{Pos: n.pos, Msg: "unknown function " + n.name}, name: n.name}
+		}
+		n.fn = fd
+		argc := len(n.a) - 1
+		if argc < fd.min || argc > fd.max {
+			return errorAt(n.pos, "wrong number of arguments to "+n.name)
+		}
+		if fd.args == argType {
+			ts, ok := typeArg(n.a[1])
+			if !ok {
+				return errorAt(n.a[1].pos, n.name+" takes a type name")
+			}
+			n.typ = ts
+			return x.check(n.a[0])
+		}
+		if fd.id == fnMatches || fd.id == fnReplaceMatches {
+			if lit := n.a[1]; lit.op == opLiteral && lit.lit.kind == KindString {
+				if _, err := regexp.Compile(lit.lit.str); err != nil {
+					return errorAt(lit.pos, "invalid regular expression")
+				}
+			}
+		}
+	}
+	for _, a := range n.a {
+		if err := x.check(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// typeArg reads a type name argument: Quantity, FHIR.Patient, `System`.String.
+func typeArg(n *node) (typeSpec, bool) {
+	if n.op != opMember {
+		return typeSpec{}, false
+	}
+	if n.a[0] == nil {
+		return newTypeSpec(n.name), true
+	}
+	if t := n.a[0]; t.op == opMember && t.a[0] == nil && (t.name == "FHIR" || t.name == "System") {
+		return newTypeSpec(t.name + "." + n.name), true
+	}
+	return typeSpec{}, false
+}
+
+// classify returns the least evaluable class among the expression's functions.
+func classify(root *node) Classification {
+	best := Classification{Class: Evaluable}
+	var walk func(n, parent *node)
+	walk = func(n, parent *node) {
+		if n == nil {
+			return
+		}
+		if n.op == opFunc && n.fn != nil {
+			c := n.fn.class
+			if n.fn.id == fnResolve && typeOnlyUse(root, n) {
+				c = Evaluable
+			}
+			if c > best.Class {
+				best = Classification{Class: c, Function: n.fn.name}
+			}
+		}
+		for _, a := range n.a {
+			walk(a, n)
+		}
+	}
+	walk(root, nil)
+	return best
+}
+
+// typeOnlyUse reports whether the result of the resolve() call r is used only for its
+// type: as the operand of is/as (whose result is then tested only for existence or
+// type), or through ofType/is/as/exists/empty/count invocations.
+func typeOnlyUse(root, r *node) bool {
+	parent := parentOf(root, r)
+	for cur := r; ; {
+		if parent == nil {
+			return false
+		}
+		switch {
+		case parent.op == opIs && parent.a[0] == cur:
+			return true
+		case parent.op == opFunc && parent.a[0] == cur && parent.fn != nil:
+			switch parent.fn.id {
+			case fnIs, fnExists, fnEmpty, fnCount:
+				return len(parent.a) == 1 || parent.fn.id == fnIs
+			case fnOfType, fnAs:
+				cur, parent = parent, parentOf(root, parent)
+				continue
+			}
+			return false
+		case parent.op == opAs && parent.a[0] == cur:
+			cur, parent = parent, parentOf(root, parent)
+			continue
+		}
+		return false
+	}
+}
+
+func parentOf(root, n *node) *node {
+	var found *node
+	var walk func(p *node)
+	walk = func(p *node) {
+		if p == nil || found != nil {
+			return
+		}
+		for _, a := range p.a {
+			if a == n {
+				found = p
+				return
+			}
+			walk(a)
+		}
+	}
+	walk(root)
+	return found
+}
+
+// builtinVar returns the FHIR-defined environment constants.
+func builtinVar(name string) (string, bool) {
+	switch name {
+	case "ucum":
+		return "http://unitsofmeasure.org", true
+	case "sct":
+		return "http://snomed.info/sct", true
+	case "loinc":
+		return "http://loinc.org", true
+	}
+	if rest, ok := strings.CutPrefix(name, "vs-"); ok {
+		return "http://hl7.org/fhir/ValueSet/" + rest, true
+	}
+	if rest, ok := strings.CutPrefix(name, "ext-"); ok {
+		return "http://hl7.org/fhir/StructureDefinition/" + rest, true
+	}
+	return "", false
+}

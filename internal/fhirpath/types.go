@@ -1,0 +1,130 @@
+package fhirpath
+
+import "strings"
+
+// typeSpec is a type name as written in is/as/ofType: Quantity, FHIR.Patient, System.String.
+type typeSpec struct {
+	ns   string // "FHIR", "System" or "" (FHIR first, then System)
+	name string
+	sys  Kind // the System kind the name denotes (0 if none)
+}
+
+func newTypeSpec(q string) typeSpec {
+	ts := typeSpec{name: q}
+	if i := strings.IndexByte(q, '.'); i >= 0 {
+		ts.ns, ts.name = q[:i], q[i+1:]
+	}
+	if ts.ns != "FHIR" {
+		switch ts.name {
+		case "Boolean":
+			ts.sys = KindBoolean
+		case "Integer":
+			ts.sys = KindInteger
+		case "Decimal":
+			ts.sys = KindDecimal
+		case "String":
+			ts.sys = KindString
+		case "Date":
+			ts.sys = KindDate
+		case "DateTime":
+			ts.sys = KindDateTime
+		case "Time":
+			ts.sys = KindTime
+		case "Quantity":
+			ts.sys = KindQuantity
+		}
+	}
+	return ts
+}
+
+// systemKind is the System type a FHIR primitive type converts to.
+func systemKind(fhirType string, vk ValueKind) Kind {
+	switch vk {
+	case JSONBool:
+		return KindBoolean
+	case JSONNumber:
+		switch fhirType {
+		case "integer", "positiveInt", "unsignedInt", "integer64":
+			return KindInteger
+		}
+		return KindDecimal
+	case JSONString, JSONEscaped:
+		switch fhirType {
+		case "date":
+			return KindDate
+		case "dateTime", "instant":
+			return KindDateTime
+		case "time":
+			return KindTime
+		}
+		return KindString
+	}
+	return KindNode
+}
+
+// isQuantityType reports whether a FHIR type is Quantity or one of its specialisations.
+func isQuantityType(t string) bool {
+	switch t {
+	case "Quantity", "Age", "Count", "Distance", "Duration", "MoneyQuantity", "SimpleQuantity":
+		return true
+	}
+	return false
+}
+
+// isSubtype reports whether FHIR type t is u or derives from u (R4 hierarchy, generated
+// from the core package into zz_types.go).
+func isSubtype(t, u string) bool {
+	for i := 0; t != "" && i < 8; i++ {
+		if t == u {
+			return true
+		}
+		t = fhirBase[t]
+	}
+	return false
+}
+
+// matches reports whether v is of type ts. FHIR primitives also match their System
+// type (a FHIR boolean is a System.Boolean), since R4's invariants are written that way
+// (que-7: "answer is Boolean").
+func (e *Evaluator) matches(v Value, ts typeSpec) bool {
+	switch v.kind {
+	case kindRef:
+		if ts.ns == "System" {
+			return false
+		}
+		return v.str == ts.name || ts.name == "Resource" || (ts.name == "DomainResource" && isSubtype(v.str, "DomainResource"))
+	case KindNode:
+		n := &e.t.nodes[v.n]
+		if ts.ns != "System" {
+			if n.Type == ts.name {
+				return true
+			}
+			if n.Resource {
+				if ts.name == "Resource" {
+					return true
+				}
+				if ts.name == "DomainResource" {
+					return isSubtype(n.Type, "DomainResource") || fhirBase[n.Type] == ""
+				}
+				return false
+			}
+			if isSubtype(n.Type, ts.name) {
+				return true
+			}
+		}
+		if ts.sys != 0 && n.Kind != NoValue {
+			return systemKind(n.Type, n.Kind) == ts.sys
+		}
+		if ts.sys == KindQuantity && ts.ns == "System" {
+			return false
+		}
+		return false
+	}
+	if ts.ns == "FHIR" {
+		return false
+	}
+	if ts.sys != 0 {
+		return v.kind == ts.sys
+	}
+	return false
+}
