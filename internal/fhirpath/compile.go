@@ -108,6 +108,15 @@ func (x *Expr) check(n *node) error {
 	if n == nil {
 		return nil
 	}
+	if n.op == opVar {
+		switch n.name {
+		case "context", "resource", "rootResource":
+		default:
+			if _, ok := builtinVar(n.name); !ok {
+				return errorAt(n.pos, "unknown variable %"+n.name)
+			}
+		}
+	}
 	if n.op == opFunc {
 		fd := funcs[n.name]
 		if fd == nil {

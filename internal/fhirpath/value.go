@@ -401,16 +401,17 @@ func ratDecimal(r *big.Rat, scale uint8) (decimal, bool) {
 
 // round returns d rounded half away from zero to s digits after the point.
 func (d decimal) round(s uint8) decimal {
-	for d.s > s {
-		q, r := d.c/10, d.c%10
-		if r >= 5 {
-			q++
-		} else if r <= -5 {
-			q--
-		}
-		d = decimal{c: q, s: d.s - 1}
+	if d.s <= s {
+		return d
 	}
-	return d
+	p := pow10[d.s-s]
+	q, r := d.c/p, d.c%p
+	if 2*r >= p {
+		q++
+	} else if 2*r <= -p {
+		q--
+	}
+	return decimal{c: q, s: s}
 }
 
 func (d decimal) float() float64 {
