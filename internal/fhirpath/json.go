@@ -441,7 +441,7 @@ func (b *builder) value(parent NodeID, el Element, inArray bool) error {
 			_, err := b.resource(parent, el.Name, el.Path)
 			return err
 		}
-		id := b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path})
+		id := b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path, Choice: el.Choice})
 		return b.object(id, el, false)
 	case c == '"':
 		s, e, esc, err := b.str()
@@ -452,7 +452,7 @@ func (b *builder) value(parent NodeID, el Element, inArray bool) error {
 		if esc {
 			k = JSONEscaped
 		}
-		b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path, Kind: k, Start: int32(s), End: int32(e)})
+		b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path, Choice: el.Choice, Kind: k, Start: int32(s), End: int32(e)})
 		return nil
 	case c == '[':
 		return b.err("nested array")
@@ -466,10 +466,10 @@ func (b *builder) value(parent NodeID, el Element, inArray bool) error {
 				return b.err("null is not a value")
 			}
 			// A null in a primitive array keeps its place for the _ companion's item.
-			b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path})
+			b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path, Choice: el.Choice})
 			return nil
 		}
-		b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path, Kind: k, Start: int32(s), End: int32(b.pos)})
+		b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path, Choice: el.Choice, Kind: k, Start: int32(s), End: int32(b.pos)})
 		return nil
 	}
 }
@@ -509,7 +509,7 @@ func (b *builder) companionItem(parent NodeID, el Element, i int) error {
 	}
 	id := b.t.Child(parent, el.Name, i)
 	if id < 0 {
-		id = b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path})
+		id = b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path, Choice: el.Choice})
 	}
 	return b.object(id, el, false)
 }

@@ -24,6 +24,7 @@ type Node struct {
 	Type     string    // FHIR type name: "Quantity", "string", "Observation", "BackboneElement"
 	Path     string    // element definition path: "Observation.value[x]", "Quantity.code"; for a resource its type
 	Resource bool      // a resource (the root, contained, Bundle.entry.resource, …)
+	Choice   bool      // a choice element (value[x]); its Type is the one chosen
 	Kind     ValueKind // how the primitive value is written; NoValue for none
 	Start    int32     // value span in Tree.Src
 	End      int32

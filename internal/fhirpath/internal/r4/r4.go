@@ -89,3 +89,10 @@ func (t *Typer) IsResource(name string) bool {
 	_, ok := t.resources[name]
 	return ok
 }
+
+// Defines reports whether name is an R4 type or resource this Typer defines (not a
+// profile, not a backbone element).
+func (t *Typer) Defines(name string) bool {
+	_, ok := t.index[name]
+	return ok && !strings.Contains(name, ".")
+}

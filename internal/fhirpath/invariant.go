@@ -1,0 +1,184 @@
+package fhirpath
+
+import (
+	"strconv"
+)
+
+// Invariant is a FHIR constraint: an expression that must be true on every node its
+// context names.
+type Invariant struct {
+	Key        string // "obs-6"
+	Severity   string // "error" or "warning"
+	Context    string // element path ("Observation", "Observation.referenceRange") or type ("Quantity", "Element")
+	Expression string
+}
+
+// Violation is an invariant that does not hold on a node, or could not be evaluated there
+// (Err set: a type mismatch in the data, several values where one was expected, …).
+type Violation struct {
+	Invariant *Invariant
+	Node      NodeID
+	Err       error
+}
+
+// Skipped is an invariant a Set does not evaluate, and why.
+type Skipped struct {
+	Invariant Invariant
+	Class     Classification
+}
+
+// Set is a compiled group of invariants that applies each to the nodes its context names:
+// a node matches an invariant whose context is the node's element definition path or its
+// FHIR type (snapshots list inherited constraints under each type and element, so no
+// other inheritance is needed). An invariant whose key already applied to a node through
+// its path is not applied again through its type. A Set is immutable and safe for
+// concurrent use.
+type Set struct {
+	rules   []rule
+	byCtx   map[string][]int32
+	skipped []Skipped
+}
+
+type rule struct {
+	inv  Invariant
+	expr *Expr
+}
+
+// SetOption adjusts NewSet.
+type SetOption func(*setConfig)
+
+type setConfig struct{ narrative bool }
+
+// WithNarrative keeps invariants that use htmlChecks(): the evaluator's Env.HTMLChecks
+// must then be set.
+func WithNarrative() SetOption { return func(c *setConfig) { c.narrative = true } }
+
+// NewSet compiles invariants. Those that cannot be evaluated over one resource
+// (terminology, resolution of other resources, narrative checks without WithNarrative)
+// are left out and listed by Skipped; an expression that does not compile is an error.
+func NewSet(invs []Invariant, opts ...SetOption) (*Set, error) {
+	var cfg setConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s := &Set{byCtx: map[string][]int32{}}
+	for _, inv := range invs {
+		x, err := Compile(inv.Expression)
+		if err != nil {
+			return nil, &InvariantError{Key: inv.Key, Context: inv.Context, Err: err}
+		}
+		c := x.Class()
+		if c.Class != Evaluable && !(c.Class == NeedsNarrative && cfg.narrative) {
+			s.skipped = append(s.skipped, Skipped{Invariant: inv, Class: c})
+			continue
+		}
+		ctx := inv.Context
+		s.byCtx[ctx] = append(s.byCtx[ctx], int32(len(s.rules)))
+		s.rules = append(s.rules, rule{inv: inv, expr: x})
+	}
+	return s, nil
+}
+
+// InvariantError is an invariant whose expression does not compile.
+type InvariantError struct {
+	Key, Context string
+	Err          error
+}
+
+func (e *InvariantError) Error() string {
+	return "fhirpath: invariant " + e.Key + " at " + e.Context + ": " + e.Err.Error()
+}
+
+func (e *InvariantError) Unwrap() error { return e.Err }
+
+// Len returns the number of invariants the set evaluates.
+func (s *Set) Len() int { return len(s.rules) }
+
+// Skipped lists the invariants left out, with the reason.
+func (s *Set) Skipped() []Skipped { return s.skipped }
+
+// Check evaluates every invariant on every node it applies to and appends to dst the
+// violations: results that are false, and errors. An empty result (unknown, as when
+// dates of different precisions are compared) is not a violation. With a dst of enough
+// capacity a check that finds nothing does not allocate.
+func (s *Set) Check(ev *Evaluator, t *Tree, dst []Violation) []Violation {
+	for i := range t.nodes {
+		n := &t.nodes[i]
+		byPath := s.byCtx[n.Path]
+		for _, r := range byPath {
+			dst = s.apply(ev, t, NodeID(i), r, dst)
+		}
+		if n.Type == n.Path {
+			continue
+		}
+	rules:
+		for _, r := range s.byCtx[n.Type] {
+			for _, p := range byPath {
+				if s.rules[p].inv.Key == s.rules[r].inv.Key {
+					continue rules
+				}
+			}
+			dst = s.apply(ev, t, NodeID(i), r, dst)
+		}
+	}
+	return dst
+}
+
+func (s *Set) apply(ev *Evaluator, t *Tree, n NodeID, r int32, dst []Violation) []Violation {
+	rl := &s.rules[r]
+	res, err := ev.Test(rl.expr, t, n)
+	if err != nil || res == False {
+		dst = append(dst, Violation{Invariant: &rl.inv, Node: n, Err: err})
+	}
+	return dst
+}
+
+// AppendLocation appends node i's FHIRPath location to dst:
+// Observation.component[1].value.ofType(Quantity). Repeated elements carry their index;
+// a choice element names its type.
+func (t *Tree) AppendLocation(dst []byte, i NodeID) []byte {
+	var stack [64]NodeID
+	depth := 0
+	for c := i; c >= 0 && depth < len(stack); c = t.nodes[c].parent {
+		stack[depth] = c
+		depth++
+	}
+	for k := depth - 1; k >= 0; k-- {
+		c := stack[k]
+		n := &t.nodes[c]
+		if n.parent < 0 {
+			dst = append(dst, n.Type...)
+			continue
+		}
+		dst = append(dst, '.')
+		dst = append(dst, n.Name...)
+		idx, many := t.siblingIndex(c)
+		if many {
+			dst = append(dst, '[')
+			dst = strconv.AppendInt(dst, int64(idx), 10)
+			dst = append(dst, ']')
+		}
+		if n.Choice {
+			dst = append(dst, ".ofType("...)
+			dst = append(dst, n.Type...)
+			dst = append(dst, ')')
+		}
+	}
+	return dst
+}
+
+// siblingIndex returns the index of c among its parent's children of the same name, and
+// whether there is more than one.
+func (t *Tree) siblingIndex(c NodeID) (int, bool) {
+	n := &t.nodes[c]
+	idx, count := 0, 0
+	for s := t.nodes[n.parent].first; s >= 0; s = t.nodes[s].next {
+		if t.nodes[s].Name == n.Name {
+			if s == c {
+				idx = count
+			}
+			count++
+		}
+	}
+	return idx, count > 1
+}
