@@ -117,6 +117,8 @@ func (e *Evaluator) lambdaTruth(x *node, v Value, index int, it *iter) (Truth, e
 	return t, err
 }
 
+// fn evaluates the commonest functions; the others are in fnMore, so that this one's
+// stack frame stays small.
 func (e *Evaluator) fn(x *node, lo, hi int, it *iter, inLo, inHi int) error {
 	n := inHi - inLo
 	switch x.fn.id {
@@ -127,6 +129,54 @@ func (e *Evaluator) fn(x *node, lo, hi int, it *iter, inLo, inHi int) error {
 			e.buf = append(e.buf, boolValue(n > 0))
 			return nil
 		}
+		return e.fnMore(x, lo, hi, it, inLo, inHi)
+	case fnCount:
+		e.buf = append(e.buf, intValue(int64(n)))
+	case fnHasValue:
+		has := false
+		if n == 1 {
+			v := e.buf[inLo]
+			has = v.kind != KindNode || e.t.nodes[v.n].Kind != NoValue
+			if v.kind == kindRef {
+				has = false
+			}
+		}
+		e.buf = append(e.buf, boolValue(has))
+	case fnChildren:
+		nodes := e.t.nodes
+		for i := inLo; i < inHi; i++ {
+			v := e.buf[i]
+			if v.kind != KindNode {
+				if v.kind == kindRef {
+					return &EvalError{Pos: x.pos, Msg: "children of a resolved reference", Err: ErrNeedsResolution}
+				}
+				continue
+			}
+			for c := nodes[v.n].first; c >= 0; c = nodes[c].next {
+				e.buf = append(e.buf, nodeValue(c))
+			}
+		}
+	case fnNot:
+		t, err := e.truthOf(x, inLo, inHi)
+		if err != nil {
+			return err
+		}
+		switch t {
+		case True:
+			e.buf = append(e.buf, boolValue(false))
+		case False:
+			e.buf = append(e.buf, boolValue(true))
+		}
+	default:
+		return e.fnMore(x, lo, hi, it, inLo, inHi)
+	}
+	return nil
+}
+
+func (e *Evaluator) fnMore(x *node, lo, hi int, it *iter, inLo, inHi int) error {
+	n := inHi - inLo
+	switch x.fn.id {
+	case fnExists:
 		found := false
 		for i := inLo; i < inHi && !found; i++ {
 			t, err := e.lambdaTruth(x, e.buf[i], i-inLo, it)
@@ -165,8 +215,6 @@ func (e *Evaluator) fn(x *node, lo, hi int, it *iter, inLo, inHi int) error {
 			}
 		}
 		e.buf = append(e.buf, boolValue(res))
-	case fnCount:
-		e.buf = append(e.buf, intValue(int64(n)))
 	case fnDistinct:
 		for i := inLo; i < inHi; i++ {
 			if !e.containsValue(inHi, len(e.buf), e.buf[i]) {
@@ -251,44 +299,10 @@ func (e *Evaluator) fn(x *node, lo, hi int, it *iter, inLo, inHi int) error {
 		return e.setOp(x, lo, hi, it, inLo, inHi)
 	case fnIif:
 		return e.iif(x, it, inLo, inHi)
-	case fnNot:
-		t, err := e.truthOf(x, inLo, inHi)
-		if err != nil {
-			return err
-		}
-		switch t {
-		case True:
-			e.buf = append(e.buf, boolValue(false))
-		case False:
-			e.buf = append(e.buf, boolValue(true))
-		}
-	case fnHasValue:
-		has := false
-		if n == 1 {
-			v := e.buf[inLo]
-			has = v.kind != KindNode || e.t.nodes[v.n].Kind != NoValue
-			if v.kind == kindRef {
-				has = false
-			}
-		}
-		e.buf = append(e.buf, boolValue(has))
 	case fnGetValue:
 		if n == 1 {
 			if v := e.sys(e.buf[inLo]); v.kind != KindNode && v.kind != KindQuantity {
 				e.buf = append(e.buf, v)
-			}
-		}
-	case fnChildren:
-		for i := inLo; i < inHi; i++ {
-			v := e.buf[i]
-			if v.kind == kindRef {
-				return &EvalError{Pos: x.pos, Msg: "children of a resolved reference", Err: ErrNeedsResolution}
-			}
-			if v.kind != KindNode {
-				continue
-			}
-			for c := e.t.nodes[v.n].first; c >= 0; c = e.t.nodes[c].next {
-				e.buf = append(e.buf, nodeValue(c))
 			}
 		}
 	case fnDescendants:

@@ -61,7 +61,36 @@ func Compile(src string) (*Expr, error) {
 		return nil, err
 	}
 	x.class = classify(root)
+	x.root = fuse(root)
 	return x, nil
+}
+
+// fuse rewrites X.name.count(), .exists() and .empty() (and the same on children()) into
+// one step that counts without collecting the children: the commonest shape of FHIR's
+// invariants (ele-1, obs-6, dom-2…).
+func fuse(n *node) *node {
+	if n == nil {
+		return nil
+	}
+	for i, a := range n.a {
+		n.a[i] = fuse(a)
+	}
+	if n.op != opFunc || len(n.a) != 1 || n.a[0] == nil {
+		return n
+	}
+	switch n.fn.id {
+	case fnCount, fnExists, fnEmpty:
+	default:
+		return n
+	}
+	t := n.a[0]
+	switch {
+	case t.op == opMember && !(t.a[0] == nil && t.name[0] >= 'A' && t.name[0] <= 'Z'):
+		return &node{op: opPathAgg, pos: n.pos, name: t.name, fn: n.fn, a: []*node{t.a[0]}}
+	case t.op == opFunc && t.fn.id == fnChildren && len(t.a) == 1:
+		return &node{op: opPathAgg, pos: n.pos, fn: n.fn, a: []*node{t.a[0]}}
+	}
+	return n
 }
 
 // MustCompile is Compile for expressions known to be valid; it panics on an error.

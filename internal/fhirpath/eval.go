@@ -73,13 +73,13 @@ func (t Truth) String() string { return [...]string{"empty", "false", "true"}[t]
 type Evaluator struct {
 	Env Env
 
-	t    *Tree
-	buf  []Value
-	str  []byte
-	ctx  NodeID
-	now  time.Time
-	res  *regexCache
-	deep int
+	t     *Tree
+	buf   []Value
+	str   []byte
+	ctx   NodeID
+	now   time.Time
+	deep  int
+	rules *ruleCache
 }
 
 type iter struct {
@@ -109,10 +109,7 @@ func (e *Evaluator) Test(x *Expr, t *Tree, focus NodeID) (Truth, error) {
 	e.start(t, focus)
 	e.buf = append(e.buf, nodeValue(focus))
 	it := iter{this: e.buf[0], index: 0}
-	if err := e.eval(x.root, 0, 1, &it); err != nil {
-		return Empty, err
-	}
-	return e.truth(x.root, 1)
+	return e.test(x.root, 0, 1, &it)
 }
 
 func (e *Evaluator) start(t *Tree, focus NodeID) {
@@ -126,12 +123,12 @@ func (e *Evaluator) start(t *Tree, focus NodeID) {
 // truth applies singleton evaluation to buf[s:] and truncates it to s.
 func (e *Evaluator) truth(x *node, s int) (Truth, error) {
 	n := len(e.buf) - s
-	defer func() { e.buf = e.buf[:s] }()
 	switch n {
 	case 0:
 		return Empty, nil
 	case 1:
 		v := e.buf[s]
+		e.buf = e.buf[:s]
 		if v.kind == KindBoolean {
 			return boolTruth(v.num != 0), nil
 		}
@@ -143,6 +140,7 @@ func (e *Evaluator) truth(x *node, s int) (Truth, error) {
 		}
 		return True, nil
 	}
+	e.buf = e.buf[:s]
 	return Empty, evalErr(x, "expected a single boolean, got a collection")
 }
 
@@ -171,10 +169,16 @@ func (e *Evaluator) collapse(to, from int) {
 // eval appends the result of x over the focus buf[lo:hi] to buf.
 func (e *Evaluator) eval(x *node, lo, hi int, it *iter) error {
 	e.deep++
-	defer func() { e.deep-- }()
 	if e.deep > maxEvalDepth {
+		e.deep--
 		return evalErr(x, "evaluation nested too deeply")
 	}
+	err := e.eval1(x, lo, hi, it)
+	e.deep--
+	return err
+}
+
+func (e *Evaluator) eval1(x *node, lo, hi int, it *iter) error {
 	switch x.op {
 	case opLiteral:
 		e.buf = append(e.buf, x.lit)
@@ -194,6 +198,8 @@ func (e *Evaluator) eval(x *node, lo, hi int, it *iter) error {
 		return e.variable(x)
 	case opMember:
 		return e.member(x, lo, hi, it)
+	case opPathAgg:
+		return e.pathAgg(x, lo, hi, it)
 	case opFunc:
 		return e.call(x, lo, hi, it)
 	case opIndexer:
@@ -321,6 +327,164 @@ func (e *Evaluator) member(x *node, lo, hi int, it *iter) error {
 	return nil
 }
 
+// countPath counts the children named x.name (all children if x.name is "") of the
+// items of x's target (or of the focus).
+func (e *Evaluator) countPath(x *node, lo, hi int, it *iter) (int, error) {
+	s := len(e.buf)
+	if x.a[0] != nil {
+		if err := e.eval(x.a[0], lo, hi, it); err != nil {
+			return 0, err
+		}
+		lo, hi = s, len(e.buf)
+	}
+	nodes := e.t.nodes
+	count := 0
+	for i := lo; i < hi; i++ {
+		v := e.buf[i]
+		if v.kind != KindNode {
+			if v.kind == kindRef {
+				return 0, &EvalError{Pos: x.pos, Msg: "navigating into a resolved reference", Err: ErrNeedsResolution}
+			}
+			continue
+		}
+		for c := nodes[v.n].first; c >= 0; c = nodes[c].next {
+			if x.name == "" || nodes[c].Name == x.name {
+				count++
+			}
+		}
+	}
+	e.buf = e.buf[:s]
+	return count, nil
+}
+
+// pathAgg answers count(), exists() or empty() of a fused path (see fuse).
+func (e *Evaluator) pathAgg(x *node, lo, hi int, it *iter) error {
+	count, err := e.countPath(x, lo, hi, it)
+	if err != nil {
+		return err
+	}
+	switch x.fn.id {
+	case fnCount:
+		e.buf = append(e.buf, intValue(int64(count)))
+	case fnExists:
+		e.buf = append(e.buf, boolValue(count > 0))
+	default:
+		e.buf = append(e.buf, boolValue(count == 0))
+	}
+	return nil
+}
+
+// test evaluates x as a Boolean with singleton evaluation. The shapes FHIR's invariants
+// are made of (logic, exists/empty/count of paths, hasValue(), not(), comparisons of
+// counts) are answered without collecting values; anything else is evaluated and then
+// tested.
+func (e *Evaluator) test(x *node, lo, hi int, it *iter) (Truth, error) {
+	switch x.op {
+	case opAnd, opOr, opImplies, opXor:
+		return e.logicTruth(x, lo, hi, it)
+	case opPathAgg:
+		if x.fn.id != fnCount {
+			n, err := e.countPath(x, lo, hi, it)
+			if err != nil {
+				return Empty, err
+			}
+			return boolTruth((n > 0) == (x.fn.id == fnExists)), nil
+		}
+	case opFunc:
+		switch {
+		case x.fn.id == fnHasValue && x.a[0] == nil:
+			if hi-lo != 1 {
+				return False, nil
+			}
+			v := e.buf[lo]
+			return boolTruth(v.kind != kindRef && (v.kind != KindNode || e.t.nodes[v.n].Kind != NoValue)), nil
+		case x.fn.id == fnNot && x.a[0] != nil:
+			t, err := e.test(x.a[0], lo, hi, it)
+			switch {
+			case err != nil:
+				return Empty, err
+			case t == True:
+				return False, nil
+			case t == False:
+				return True, nil
+			default:
+				return Empty, nil
+			}
+		}
+	case opLT, opGT, opLE, opGE, opEq, opNe:
+		if (x.op == opEq || x.op == opNe) && boolOperand(x.a[0]) && boolOperand(x.a[1]) {
+			l, err := e.test(x.a[0], lo, hi, it)
+			if err != nil {
+				return Empty, err
+			}
+			r, err := e.test(x.a[1], lo, hi, it)
+			if err != nil {
+				return Empty, err
+			}
+			return boolTruth((l == r) == (x.op == opEq)), nil
+		}
+		if a, ok := intOperand(x.a[0]); ok {
+			if b, ok := intOperand(x.a[1]); ok {
+				l, err := e.intOf(a, lo, hi, it)
+				if err != nil {
+					return Empty, err
+				}
+				r, err := e.intOf(b, lo, hi, it)
+				if err != nil {
+					return Empty, err
+				}
+				var res bool
+				switch x.op {
+				case opLT:
+					res = l < r
+				case opGT:
+					res = l > r
+				case opLE:
+					res = l <= r
+				case opGE:
+					res = l >= r
+				case opEq:
+					res = l == r
+				default:
+					res = l != r
+				}
+				return boolTruth(res), nil
+			}
+		}
+	}
+	s := len(e.buf)
+	if err := e.eval(x, lo, hi, it); err != nil {
+		return Empty, err
+	}
+	return e.truth(x, s)
+}
+
+// boolOperand reports whether x always yields exactly one Boolean: exists() or empty()
+// of a path.
+func boolOperand(x *node) bool {
+	return x.op == opPathAgg && x.fn.id != fnCount
+}
+
+// intOperand reports whether x always yields exactly one Integer: a count or an integer
+// literal.
+func intOperand(x *node) (*node, bool) {
+	switch {
+	case x.op == opPathAgg && x.fn.id == fnCount:
+		return x, true
+	case x.op == opLiteral && x.lit.kind == KindInteger:
+		return x, true
+	}
+	return nil, false
+}
+
+func (e *Evaluator) intOf(x *node, lo, hi int, it *iter) (int64, error) {
+	if x.op == opLiteral {
+		return x.lit.num, nil
+	}
+	n, err := e.countPath(x, lo, hi, it)
+	return int64(n), err
+}
+
 // single returns the one value of buf[s:] (ok=false if empty, an error if several).
 func (e *Evaluator) single(x *node, s int) (Value, bool, error) {
 	switch len(e.buf) - s {
@@ -334,62 +498,59 @@ func (e *Evaluator) single(x *node, s int) (Value, bool, error) {
 
 // logic evaluates and, or, xor and implies with three-valued logic.
 func (e *Evaluator) logic(x *node, lo, hi int, it *iter) error {
-	s := len(e.buf)
-	if err := e.eval(x.a[0], lo, hi, it); err != nil {
-		return err
-	}
-	l, err := e.truth(x, s)
+	t, err := e.logicTruth(x, lo, hi, it)
 	if err != nil {
 		return err
+	}
+	e.pushTruth(t)
+	return nil
+}
+
+func (e *Evaluator) logicTruth(x *node, lo, hi int, it *iter) (Truth, error) {
+	l, err := e.test(x.a[0], lo, hi, it)
+	if err != nil {
+		return Empty, err
 	}
 	switch {
 	case x.op == opAnd && l == False:
-		e.pushTruth(False)
-		return nil
+		return False, nil
 	case x.op == opOr && l == True:
-		e.pushTruth(True)
-		return nil
+		return True, nil
 	case x.op == opImplies && l == False:
-		e.pushTruth(True)
-		return nil
+		return True, nil
 	}
-	if err := e.eval(x.a[1], lo, hi, it); err != nil {
-		return err
-	}
-	r, err := e.truth(x, s)
+	r, err := e.test(x.a[1], lo, hi, it)
 	if err != nil {
-		return err
+		return Empty, err
 	}
-	var res Truth
 	switch x.op {
 	case opAnd:
 		switch {
 		case r == False:
-			res = False
+			return False, nil
 		case l == True && r == True:
-			res = True
+			return True, nil
 		}
 	case opOr:
 		switch {
 		case r == True:
-			res = True
+			return True, nil
 		case l == False && r == False:
-			res = False
+			return False, nil
 		}
 	case opXor:
 		if l != Empty && r != Empty {
-			res = boolTruth(l != r)
+			return boolTruth(l != r), nil
 		}
 	case opImplies:
 		switch {
 		case l == True:
-			res = r
+			return r, nil
 		case r == True:
-			res = True
+			return True, nil
 		}
 	}
-	e.pushTruth(res)
-	return nil
+	return Empty, nil
 }
 
 // typeOp evaluates "is" (one value) and "as" (filtering, as R4's search parameters use it

@@ -2,6 +2,7 @@ package fhirpath
 
 import (
 	"strconv"
+	"unsafe"
 )
 
 // Invariant is a FHIR constraint: an expression that must be true on every node its
@@ -100,28 +101,73 @@ func (s *Set) Skipped() []Skipped { return s.skipped }
 // Check evaluates every invariant on every node it applies to and appends to dst the
 // violations: results that are false, and errors. An empty result (unknown, as when
 // dates of different precisions are compared) is not a violation. With a dst of enough
-// capacity a check that finds nothing does not allocate.
+// capacity a check that finds nothing does not allocate once ev has seen the tree's
+// element definitions (ev remembers, per Set, which invariants apply to a path and type).
 func (s *Set) Check(ev *Evaluator, t *Tree, dst []Violation) []Violation {
 	for i := range t.nodes {
-		n := &t.nodes[i]
-		byPath := s.byCtx[n.Path]
-		for _, r := range byPath {
-			dst = s.apply(ev, t, NodeID(i), r, dst)
-		}
-		if n.Type == n.Path {
-			continue
-		}
-	rules:
-		for _, r := range s.byCtx[n.Type] {
-			for _, p := range byPath {
-				if s.rules[p].inv.Key == s.rules[r].inv.Key {
-					continue rules
-				}
-			}
+		for _, r := range s.rulesFor(ev, &t.nodes[i]) {
 			dst = s.apply(ev, t, NodeID(i), r, dst)
 		}
 	}
 	return dst
+}
+
+// Applies returns the number of invariants Check evaluates on node i.
+func (s *Set) Applies(t *Tree, i NodeID) int {
+	return len(s.merge(&t.nodes[i]))
+}
+
+// merge lists the invariants of a node's path, then those of its type whose key did not
+// apply through the path.
+func (s *Set) merge(n *Node) []int32 {
+	byPath := s.byCtx[n.Path]
+	if n.Type == n.Path {
+		return byPath
+	}
+	out := append([]int32(nil), byPath...)
+rules:
+	for _, r := range s.byCtx[n.Type] {
+		for _, p := range byPath {
+			if s.rules[p].inv.Key == s.rules[r].inv.Key {
+				continue rules
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// ruleCache remembers, for an Evaluator and a Set, the invariants of (path, type) pairs,
+// keyed by the strings' addresses: Typers hand out the same strings for every line, so
+// after the first lines a node's invariants are found without hashing its path.
+type ruleCache struct {
+	set     *Set
+	entries [512]ruleEntry
+}
+
+type ruleEntry struct {
+	path, typ *byte
+	plen      int
+	tlen      int
+	rules     []int32
+}
+
+func (s *Set) rulesFor(ev *Evaluator, n *Node) []int32 {
+	c := ev.rules
+	if c == nil || c.set != s {
+		c = &ruleCache{set: s}
+		ev.rules = c
+	}
+	p, t := unsafe.StringData(n.Path), unsafe.StringData(n.Type)
+	k := uint64(uintptr(unsafe.Pointer(p))) ^ uint64(uintptr(unsafe.Pointer(t)))*31
+	h := (k * 0x9E3779B97F4A7C15) >> (64 - 9) // Fibonacci hashing into 512 entries
+	e := &c.entries[h]
+	if e.path == p && e.typ == t && e.plen == len(n.Path) && e.tlen == len(n.Type) && p != nil {
+		return e.rules
+	}
+	rules := s.merge(n)
+	*e = ruleEntry{path: p, typ: t, plen: len(n.Path), tlen: len(n.Type), rules: rules}
+	return rules
 }
 
 func (s *Set) apply(ev *Evaluator, t *Tree, n NodeID, r int32, dst []Violation) []Violation {

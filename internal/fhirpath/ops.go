@@ -250,9 +250,16 @@ func (e *Evaluator) binary(x *node, lo, hi int, it *iter) error {
 	e.buf = e.buf[:s]
 	switch x.op {
 	case opLT, opGT, opLE, opGE:
-		c, ok, err := e.compare(x, a, b)
-		if err != nil || !ok {
-			return err
+		var c int
+		if a.kind == KindInteger && b.kind == KindInteger {
+			c = cmpInt(a.num, b.num)
+		} else {
+			var ok bool
+			var err error
+			c, ok, err = e.compare(x, a, b)
+			if err != nil || !ok {
+				return err
+			}
 		}
 		var r bool
 		switch x.op {
@@ -274,6 +281,16 @@ func (e *Evaluator) binary(x *node, lo, hi int, it *iter) error {
 	}
 	e.buf = append(e.buf, v)
 	return nil
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // containsValue reports whether buf[lo:hi] holds an item equal to v.

@@ -30,8 +30,9 @@ const (
 	opIndexer // a[0][a[1]]
 	opNeg
 	opPos
-	opIs // a[0] is typ
-	opAs // a[0] as typ
+	opPathAgg // fused count()/exists()/empty() of a member or children() (see fuse)
+	opIs      // a[0] is typ
+	opAs      // a[0] as typ
 	// Binary operators, a[0] op a[1].
 	opMul
 	opDiv
