@@ -193,3 +193,46 @@ func countApplied(set *fhirpath.Set, tr *fhirpath.Tree) int {
 	}
 	return n
 }
+
+// BenchmarkObservationProducer is the validator's path: the tree is appended node by node
+// (Tree.Add, as a walker that already parsed the JSON does) and the base invariants are
+// checked.
+func BenchmarkObservationProducer(b *testing.B) {
+	for _, name := range []string{"vital-sign", "blood-pressure"} {
+		b.Run(name, func(b *testing.B) {
+			line := vitalSign(b)
+			if name == "blood-pressure" {
+				for _, l := range syntheaLines(b, "Observation") {
+					if strings.Contains(string(l), `"component"`) {
+						line = l
+					}
+				}
+			}
+			var src fhirpath.Tree
+			if err := src.Build(line, r4.New()); err != nil {
+				b.Fatal(err)
+			}
+			nodes := make([]fhirpath.Node, src.Len())
+			parents := make([]fhirpath.NodeID, src.Len())
+			for i := range nodes {
+				nodes[i] = *src.Node(fhirpath.NodeID(i))
+				parents[i] = src.Parent(fhirpath.NodeID(i))
+			}
+			set := baseInvariants(b)
+			var tr fhirpath.Tree
+			var ev fhirpath.Evaluator
+			dst := make([]fhirpath.Violation, 0, 16)
+			b.ReportAllocs()
+			for b.Loop() {
+				tr.Reset(line)
+				for i := range nodes {
+					tr.Add(parents[i], nodes[i])
+				}
+				if v := set.Check(&ev, &tr, dst); len(v) != 0 {
+					b.Fatal(len(v))
+				}
+			}
+			b.ReportMetric(float64(tr.Len()), "nodes")
+		})
+	}
+}

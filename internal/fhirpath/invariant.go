@@ -2,6 +2,7 @@ package fhirpath
 
 import (
 	"strconv"
+	"sync"
 	"unsafe"
 )
 
@@ -32,12 +33,15 @@ type Skipped struct {
 // a node matches an invariant whose context is the node's element definition path or its
 // FHIR type (snapshots list inherited constraints under each type and element, so no
 // other inheritance is needed). An invariant whose key already applied to a node through
-// its path is not applied again through its type. A Set is immutable and safe for
+// its path is not applied again through its type. A Set is safe for
 // concurrent use.
 type Set struct {
 	rules   []rule
 	byCtx   map[string][]int32
 	skipped []Skipped
+
+	mu     sync.RWMutex
+	merged map[string]map[string][]int32 // path → type → rules (see merge)
 }
 
 type rule struct {
@@ -62,7 +66,7 @@ func NewSet(invs []Invariant, opts ...SetOption) (*Set, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	s := &Set{byCtx: map[string][]int32{}}
+	s := &Set{byCtx: map[string][]int32{}, merged: map[string]map[string][]int32{}}
 	for _, inv := range invs {
 		x, err := Compile(inv.Expression)
 		if err != nil {
@@ -165,8 +169,28 @@ func (s *Set) rulesFor(ev *Evaluator, n *Node) []int32 {
 	if e.path == p && e.typ == t && e.plen == len(n.Path) && e.tlen == len(n.Type) && p != nil {
 		return e.rules
 	}
-	rules := s.merge(n)
+	rules := s.mergedFor(n)
 	*e = ruleEntry{path: p, typ: t, plen: len(n.Path), tlen: len(n.Type), rules: rules}
+	return rules
+}
+
+// mergedFor returns merge(n), computed once per path and type.
+func (s *Set) mergedFor(n *Node) []int32 {
+	s.mu.RLock()
+	rules, ok := s.merged[n.Path][n.Type]
+	s.mu.RUnlock()
+	if ok {
+		return rules
+	}
+	rules = s.merge(n)
+	s.mu.Lock()
+	m := s.merged[n.Path]
+	if m == nil {
+		m = map[string][]int32{}
+		s.merged[n.Path] = m
+	}
+	m[n.Type] = rules
+	s.mu.Unlock()
 	return rules
 }
 

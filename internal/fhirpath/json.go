@@ -44,6 +44,14 @@ func (e *JSONError) Error() string {
 
 const maxJSONDepth = 100
 
+// plain marks the bytes that need no attention inside a JSON string.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // Build parses one FHIR resource in JSON into t (resetting it), typing every node with ty.
 // FHIR's JSON rules apply: resourceType names the resource and is not an element; a
 // _name companion's id and extensions are children of the primitive name (element by
@@ -112,6 +120,15 @@ func (b *builder) str() (int, int, bool, error) {
 	start := b.pos
 	esc := false
 	for b.pos < len(b.src) {
+		// Plain characters first, in a tight loop.
+		i := b.pos
+		for i < len(b.src) && plain[b.src[i]] {
+			i++
+		}
+		b.pos = i
+		if i >= len(b.src) {
+			break
+		}
 		c := b.src[b.pos]
 		switch {
 		case c == '"':
@@ -326,7 +343,6 @@ func (b *builder) object(id NodeID, el Element, isResource bool) error {
 	if !b.enter() {
 		return b.err("JSON nested too deeply")
 	}
-	defer b.leave()
 	b.pos++ // '{'
 	b.ws()
 	compBase := len(b.comp)
@@ -385,6 +401,7 @@ func (b *builder) object(id NodeID, el Element, isResource bool) error {
 	}
 	b.comp = b.comp[:compBase]
 	b.pos = end
+	b.leave()
 	return nil
 }
 
@@ -413,7 +430,6 @@ func (b *builder) member(parent NodeID, el Element) error {
 	if !b.enter() {
 		return b.err("JSON nested too deeply")
 	}
-	defer b.leave()
 	b.pos++
 	b.ws()
 	for b.peek() != ']' {
@@ -431,6 +447,7 @@ func (b *builder) member(parent NodeID, el Element) error {
 		}
 	}
 	b.pos++
+	b.leave()
 	return nil
 }
 

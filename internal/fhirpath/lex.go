@@ -116,6 +116,9 @@ func (l *lexer) next() error {
 		if c == '\'' {
 			l.emit(tString, start, s)
 		} else {
+			if s == "" {
+				return errorAt(start, "empty name")
+			}
 			l.emit(tDelimIdent, start, s)
 		}
 		return nil
@@ -127,6 +130,9 @@ func (l *lexer) next() error {
 			s, err := l.quoted(l.src[l.pos])
 			if err != nil {
 				return err
+			}
+			if s == "" {
+				return errorAt(start, "empty name")
 			}
 			l.emit(tVar, start, s)
 			return nil

@@ -60,8 +60,9 @@ func (t *Tree) Node(i NodeID) *Node { return &t.nodes[i] }
 // Add appends n as the last child of parent (-1: n is the root) and returns its id.
 func (t *Tree) Add(parent NodeID, n Node) NodeID {
 	id := NodeID(len(t.nodes))
-	n.parent, n.first, n.last, n.next = parent, -1, -1, -1
 	t.nodes = append(t.nodes, n)
+	nn := &t.nodes[id]
+	nn.parent, nn.first, nn.last, nn.next = parent, -1, -1, -1
 	if parent >= 0 {
 		p := &t.nodes[parent]
 		if p.last >= 0 {
