@@ -1,6 +1,8 @@
 package fhirpath_test
 
 import (
+	"bytes"
+	"os"
 	"testing"
 
 	"github.com/fhirload/fhirload/internal/fhirpath"
@@ -81,5 +83,20 @@ func TestCorpusClassified(t *testing.T) {
 	}
 	if share < 0.95 {
 		t.Errorf("evaluable share %.2f%% < 95%%", 100*share)
+	}
+}
+
+// TestInvariantTableIsCurrent: INVARIANTS.md is what go generate writes today.
+func TestInvariantTableIsCurrent(t *testing.T) {
+	invs, err := corpus.Invariants(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("INVARIANTS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, corpus.Table(invs)) {
+		t.Error("INVARIANTS.md is stale: run go generate ./internal/fhirpath")
 	}
 }

@@ -46,3 +46,4 @@
 package fhirpath
 
 //go:generate go run ./internal/extract
+//go:generate go run ./internal/invtable
