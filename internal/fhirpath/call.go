@@ -371,7 +371,7 @@ func (e *Evaluator) fnMore(x *node, lo, hi int, it *iter, inLo, inHi int) error 
 	case fnMemberOf:
 		return &EvalError{Pos: x.pos, Msg: "memberOf()", Err: ErrNeedsTerminology}
 	case fnResolve:
-		return e.resolve(x, inLo, inHi)
+		return e.resolve(inLo, inHi)
 	case fnHTMLChecks:
 		if e.Env.HTMLChecks == nil {
 			return &EvalError{Pos: x.pos, Msg: "htmlChecks()", Err: ErrNeedsNarrative}
@@ -561,7 +561,7 @@ func (e *Evaluator) aggregate(x *node, lo, hi int, it *iter, inLo, inHi int) err
 // Type/id, an absolute URL ending in Type/id (optionally /_history/v) or a urn: (through
 // Env.ResolveURN) into a value that knows only the target's type. A Reference's type
 // element, when present, names the type.
-func (e *Evaluator) resolve(x *node, inLo, inHi int) error {
+func (e *Evaluator) resolve(inLo, inHi int) error {
 	nodes := e.t.nodes
 	for i := inLo; i < inHi; i++ {
 		v := e.buf[i]
@@ -610,7 +610,6 @@ func (e *Evaluator) resolve(x *node, inLo, inHi int) error {
 			e.buf = append(e.buf, Value{n: -1, kind: kindRef, str: typ})
 		}
 	}
-	_ = x
 	return nil
 }
 
@@ -704,12 +703,8 @@ func (e *Evaluator) clock(id fnID) {
 	}
 }
 
-// regexCache holds compiled regular expressions shared by all evaluators.
-type regexCache struct {
-	sync.Map
-}
-
-var regexes regexCache
+// regexes holds compiled regular expressions, shared by all evaluators.
+var regexes sync.Map
 
 // regex compiles a FHIRPath regular expression (RE2 syntax, single-line mode: '.'
 // matches a newline) once per pattern.

@@ -47,3 +47,19 @@ func show(tr *fhirpath.Tree, c fhirpath.Collection) string {
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
 }
+
+func r4New() fhirpath.Typer { return r4.New() }
+
+// containsWord reports whether w appears in s as a whole word.
+func containsWord(s, w string) bool {
+	for i := 0; i+len(w) <= len(s); i++ {
+		if s[i:i+len(w)] == w && (i == 0 || !isWordByte(s[i-1])) && (i+len(w) == len(s) || !isWordByte(s[i+len(w)])) {
+			return true
+		}
+	}
+	return false
+}
+
+func isWordByte(c byte) bool {
+	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}

@@ -66,7 +66,7 @@ func (t *Tree) Build(src []byte, ty Typer) error {
 	if b.peek() != '{' {
 		return b.err("expected a JSON object")
 	}
-	if _, err := b.resource(-1, "", ""); err != nil {
+	if _, err := b.resource(-1, ""); err != nil {
 		return err
 	}
 	b.ws()
@@ -324,7 +324,7 @@ func (b *builder) findResourceType() (int, int, error) {
 }
 
 // resource builds the resource object at pos as a child of parent.
-func (b *builder) resource(parent NodeID, name, path string) (NodeID, error) {
+func (b *builder) resource(parent NodeID, name string) (NodeID, error) {
 	vs, ve, err := b.findResourceType()
 	if err != nil {
 		return -1, err
@@ -334,7 +334,6 @@ func (b *builder) resource(parent NodeID, name, path string) (NodeID, error) {
 		return -1, &JSONError{Offset: vs, Msg: "unknown resource type"}
 	}
 	id := b.t.Add(parent, Node{Name: name, Type: el.Type, Path: el.Path, Resource: true})
-	_ = path
 	return id, b.object(id, el, true)
 }
 
@@ -455,7 +454,7 @@ func (b *builder) value(parent NodeID, el Element, inArray bool) error {
 	switch c := b.peek(); {
 	case c == '{':
 		if el.Type == "Resource" {
-			_, err := b.resource(parent, el.Name, el.Path)
+			_, err := b.resource(parent, el.Name)
 			return err
 		}
 		id := b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path, Choice: el.Choice})

@@ -38,10 +38,7 @@ func (k Kind) String() string {
 }
 
 // flags of a Value.
-const (
-	flagCalendar uint8 = 1 << iota // a Quantity whose unit is a calendar duration keyword (year … millisecond)
-	flagRef                        // a node produced by resolve(): the reference's target type, no content
-)
+const flagCalendar uint8 = 1 // a Quantity whose unit is a calendar duration keyword (year … millisecond)
 
 // Value is one item of a collection: a node of the tree or a System value. It is small and
 // copied by value; a String's text may point into the tree's source or the evaluator's
