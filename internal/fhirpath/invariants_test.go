@@ -215,3 +215,44 @@ func TestExamplesSatisfyInvariants(t *testing.T) {
 		t.Errorf("%d synthea lines", n)
 	}
 }
+
+// TestEveryResourceTypeEvaluates: on a bare resource of every R4 type, every base
+// invariant that applies evaluates without an error (false is fine: a bare resource may
+// well break a rule).
+func TestEveryResourceTypeEvaluates(t *testing.T) {
+	set := baseInvariants(t)
+	ev := fhirpath.Evaluator{Env: fhirpath.Env{HTMLChecks: testHTMLChecks}}
+	n := 0
+	for typ := range r4Resources() {
+		var tr fhirpath.Tree
+		src := `{"resourceType":"` + typ + `","id":"x","meta":{"versionId":"1"},"text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"},"extension":[{"url":"http://x","valueString":"y"}]}`
+		switch typ {
+		case "Bundle", "Binary", "Parameters": // not DomainResources: no text, no extension
+			src = `{"resourceType":"` + typ + `","id":"x","meta":{"versionId":"1"}}`
+		}
+		if err := tr.Build([]byte(src), r4.New()); err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+		for _, v := range set.Check(&ev, &tr, nil) {
+			if v.Err != nil {
+				t.Errorf("%s: %s: %v", typ, v.Invariant.Key, v.Err)
+			}
+		}
+		n++
+	}
+	if n < 140 {
+		t.Errorf("only %d resource types", n)
+	}
+}
+
+func r4Resources() map[string]bool {
+	out := map[string]bool{}
+	invs, _ := corpus.Invariants(".")
+	ty := r4.New()
+	for _, inv := range invs {
+		if !strings.Contains(inv.Context, ".") && ty.IsResource(inv.Context) && inv.Context != "Resource" && inv.Context != "DomainResource" {
+			out[inv.Context] = true
+		}
+	}
+	return out
+}
