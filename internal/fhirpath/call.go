@@ -2,9 +2,7 @@ package fhirpath
 
 import (
 	"math"
-	"regexp"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -703,23 +701,6 @@ func (e *Evaluator) clock(id fnID) {
 	}
 }
 
-// regexes holds compiled regular expressions, shared by all evaluators.
-var regexes sync.Map
-
-// regex compiles a FHIRPath regular expression (RE2 syntax, single-line mode: '.'
-// matches a newline) once per pattern.
-func regex(p string) (*regexp.Regexp, error) {
-	if r, ok := regexes.Load(p); ok {
-		return r.(*regexp.Regexp), nil
-	}
-	r, err := regexp.Compile("(?s)" + p)
-	if err != nil {
-		return nil, err
-	}
-	regexes.Store(p, r)
-	return r, nil
-}
-
 func (e *Evaluator) stringFn(x *node, lo, hi int, it *iter, inLo, inHi int) error {
 	s, ok, err := e.inputString(x, inLo, inHi)
 	if err != nil || !ok {
@@ -727,13 +708,15 @@ func (e *Evaluator) stringFn(x *node, lo, hi int, it *iter, inLo, inHi int) erro
 	}
 	switch x.fn.id {
 	case fnMatches, fnReplaceMatches:
-		p, ok, err := e.argString(x, 1, lo, hi, it)
-		if err != nil || !ok {
-			return err
-		}
-		re, err := regex(p)
-		if err != nil {
-			return evalErr(x, "invalid regular expression")
+		re := x.re
+		if re == nil { // a computed pattern: compiled at each evaluation
+			p, ok, err := e.argString(x, 1, lo, hi, it)
+			if err != nil || !ok {
+				return err
+			}
+			if re, err = compileRegex(p); err != nil {
+				return evalErr(x, "invalid regular expression")
+			}
 		}
 		if x.fn.id == fnMatches {
 			e.buf = append(e.buf, boolValue(re.MatchString(s)))

@@ -166,9 +166,11 @@ func (x *Expr) check(n *node) error {
 		}
 		if fd.id == fnMatches || fd.id == fnReplaceMatches {
 			if lit := n.a[1]; lit.op == opLiteral && lit.lit.kind == KindString {
-				if _, err := regexp.Compile(lit.lit.str); err != nil {
+				re, err := compileRegex(lit.lit.str)
+				if err != nil {
 					return errorAt(lit.pos, "invalid regular expression")
 				}
+				n.re = re
 			}
 		}
 	}
@@ -179,6 +181,10 @@ func (x *Expr) check(n *node) error {
 	}
 	return nil
 }
+
+// compileRegex compiles a FHIRPath regular expression: RE2 syntax, single-line mode ('.'
+// matches a newline).
+func compileRegex(p string) (*regexp.Regexp, error) { return regexp.Compile("(?s)" + p) }
 
 // typeArg reads a type name argument: Quantity, FHIR.Patient, `System`.String.
 func typeArg(n *node) (typeSpec, bool) {

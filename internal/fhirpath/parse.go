@@ -2,6 +2,7 @@ package fhirpath
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -73,7 +74,8 @@ type node struct {
 	a    []*node // operands; for opMember/opFunc a[0] is the target (nil = the focus)
 	lit  Value   // opLiteral
 	fn   *funcDef
-	typ  typeSpec // opIs, opAs and type-argument functions
+	typ  typeSpec       // opIs, opAs and type-argument functions
+	re   *regexp.Regexp // matches()/replaceMatches() with a literal pattern, compiled once
 }
 
 // binding powers of infix operators (higher binds tighter), per the N1 grammar.
