@@ -12,7 +12,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
-	"github.com/fhirload/fhirload/deadletter"
 	"github.com/fhirload/fhirload/ingest"
 	"github.com/fhirload/fhirload/internal/benchkit"
 	"github.com/fhirload/fhirload/loader"
@@ -85,15 +84,7 @@ func runPipeline(b *testing.B, c pipeCase, dir string, resources, size int64) {
 			b.Fatal(err)
 		}
 	}
-	dl, err := deadletter.Open(ctx, "file://"+b.TempDir(), deadletter.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer dl.Close()
-	objs, err := ingest.Local([]string{dir}, ingest.LocalOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	dl := &memDeadLetters{}
 	b.SetBytes(size)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -102,17 +93,16 @@ func runPipeline(b *testing.B, c pipeCase, dir string, resources, size int64) {
 	for i := 0; i < b.N; i++ {
 		deps := pipeline.Deps{Config: cfg, Command: "run", RunID: "bench", Transformer: tr, DeadLetters: dl}
 		if w != nil {
-			deps.Writer = w
+			deps.Sink = pipeline.LoaderSink{W: w}
 		} else {
 			deps.Command, deps.DeadLetters = "validate", nil
 		}
 		r := pipeline.NewRunner(deps)
-		ch := make(chan ingest.Object, len(objs))
-		for _, o := range objs {
-			ch <- o
+		src, err := ingest.NewPaths([]string{dir}, ingest.LocalOptions{})
+		if err != nil {
+			b.Fatal(err)
 		}
-		close(ch)
-		rep := r.Run(ctx, ch)
+		rep := r.Run(ctx, pipeline.FromIngest(src))
 		if rep.Loaded != resources || rep.Fatal != "" {
 			b.Fatalf("loaded %d of %d (fatal %q, dead-lettered %d)", rep.Loaded, resources, rep.Fatal, rep.DeadLettered)
 		}
