@@ -78,8 +78,9 @@ func (o *objectRun) ack(ctx context.Context, err error) {
 	})
 }
 
-// object runs one object to its end (or hands it to flushDeferred).
-func (r *Runner) object(ctx context.Context, obj Object) {
+// object runs one object to its end (or hands it to flushDeferred); read is
+// called once the object is read (its batches may still be in flight).
+func (r *Runner) object(ctx context.Context, obj Object, read func()) {
 	o := &objectRun{r: r, obj: obj, seq: r.seq.Add(1), log: r.log.With(zap.String("source", obj.URI))}
 	if r.d.Checkpoints != nil && obj.Replay == nil {
 		cp, err := r.d.Checkpoints.Get(ctx, obj.Key())
@@ -113,6 +114,7 @@ func (r *Runner) object(ctx context.Context, obj Object) {
 	}
 
 	o.read(ctx)
+	read()
 	o.batches.Wait()
 	if o.deferred.Load() > 0 && o.failed() == nil {
 		r.waitMu.Lock()

@@ -181,8 +181,13 @@ func (r *Runner) Run(ctx context.Context, src Source) *Report {
 		objs.Add(1)
 		go func() {
 			defer objs.Done()
-			defer func() { <-slots }()
-			r.object(ctx, obj)
+			// The slot bounds objects being read; one read to its end frees
+			// it while its last batches finish (no pipeline bubble at each
+			// object's end: batches in flight are bounded on their own).
+			var once sync.Once
+			release := func() { once.Do(func() { <-slots }) }
+			defer release()
+			r.object(ctx, obj, release)
 		}()
 	}
 	objs.Wait()

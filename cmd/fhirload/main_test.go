@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -254,4 +255,33 @@ func TestRunFatalConditionsExit1WithOneLine(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// TestRunFromStdin: `cat file.ndjson | fhirload run -` loads it; its source
+// is "stdin" in the report's dead letters, and replay works from the lines
+// the entries keep.
+func TestRunFromStdin(t *testing.T) {
+	w := newWorkspace(t, "", "")
+	in := strings.Join([]string{goodPatient, `{"resourceType":"Patient","id":"p9"}`, goodObservation}, "\n") + "\n"
+	report := filepath.Join(w.dir, "report.json")
+	cmd := exec.Command(fhirloadBinary(t), "run", "--config", w.config, "--report", report, "-")
+	cmd.Dir = w.dir
+	cmd.Stdin = strings.NewReader(in)
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 2 {
+		t.Fatalf("exit %d, want 2 (one invalid line)\n%s", code, out)
+	}
+	rep := readReport(t, report)
+	if rep.Objects != 1 || rep.Lines != 3 || rep.Loaded != 2 || rep.DeadLettered != 1 || !rep.Reconciles() {
+		t.Fatalf("report %+v", rep)
+	}
+	entries := w.deadLetters(t)
+	if len(entries) != 1 || entries[0].Source.URI != "stdin" || entries[0].Source.Line != 2 {
+		t.Fatalf("dead letters %+v", entries)
+	}
+	// Fixed in the target's eyes by the base profile: replay loads it from the entry.
+	w.edit(t, "log: {level: warn}", "log: {level: warn}\ntransform: {profile: base}")
+	if code, rep, stderr := w.run(t, "replay"); code != 0 || rep.Loaded != 1 {
+		t.Fatalf("replay exit %d %+v\n%s", code, rep, stderr)
+	}
 }
