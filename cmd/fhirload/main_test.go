@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fhirload/fhirload/fhirstore"
 	"github.com/fhirload/fhirload/pipeline"
@@ -71,6 +72,14 @@ func (w workspace) run(t *testing.T, args ...string) (int, *pipeline.Report, str
 	return code, nil, stderr.String()
 }
 
+// runBin is run through the built binary: the commands of tests that load
+// the whole sample run there, outside the race detector's instrumentation of
+// the in-process SQLite store (seconds instead of a minute).
+func (w workspace) runBin(t *testing.T, args ...string) (int, *pipeline.Report, string) {
+	t.Helper()
+	return runReport(t, w, nil, 3*time.Minute, args...)
+}
+
 // store opens the workspace's embedded store (after a run) and serves it
 // without auth for assertions.
 func (w workspace) store(t *testing.T) *storeClient {
@@ -116,14 +125,14 @@ func (s *storeClient) count(typ string) int {
 
 func TestRunLoadsSharedDataIdempotently(t *testing.T) {
 	w := newWorkspace(t, "", "")
-	code, rep, stderr := w.run(t, "run", samplePatients, sampleObservations)
+	code, rep, stderr := w.runBin(t, "run", absPath(t, samplePatients), absPath(t, sampleObservations))
 	if code != 0 || rep == nil {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
 	if rep.Lines != 16415 || rep.Loaded != 16415 || rep.Created != 16415 || rep.DeadLettered != 0 || rep.Objects != 2 {
 		t.Fatalf("first run: %+v", rep)
 	}
-	code, rep, stderr = w.run(t, "run", samplePatients, sampleObservations)
+	code, rep, stderr = w.runBin(t, "run", absPath(t, samplePatients), absPath(t, sampleObservations))
 	if code != 0 || rep.Loaded != 16415 || rep.Created != 0 || rep.Updated != 16415 {
 		t.Fatalf("second run: exit %d %+v\n%s", code, rep, stderr)
 	}
@@ -150,7 +159,7 @@ func TestRunLoadsSharedDataIdempotently(t *testing.T) {
 
 func TestRunObservationsFirstLoadTheSame(t *testing.T) {
 	w := newWorkspace(t, "", "")
-	code, rep, stderr := w.run(t, "run", sampleObservations, samplePatients)
+	code, rep, stderr := w.runBin(t, "run", absPath(t, sampleObservations), absPath(t, samplePatients))
 	if code != 0 || rep.Loaded != 16415 || rep.Created != 16415 {
 		t.Fatalf("exit %d %+v\n%s", code, rep, stderr)
 	}
