@@ -71,26 +71,51 @@ type eventBridgeEvent struct {
 	} `json:"detail"`
 }
 
-// ParseNotification extracts the created objects named by an SQS message
-// body. It understands the native S3 event notification (Records[].s3, several
-// records per message), the same wrapped in an SNS envelope
-// (Type=Notification, Message as a string), EventBridge "Object Created"
-// events (detail.bucket.name, detail.object.key) and Enqueue's messages (the
-// native shape). Object keys are URL-decoded as S3 encodes them in events
-// ('+' is a space, %XX a byte) in every shape.
+// Notification is what one queue message says.
+type Notification struct {
+	// Refs are the created objects to read.
+	Refs []ObjectRef
+	// Ignored are the event names deliberately passed over: deletes,
+	// restores, tagging, replication…, and s3:TestEvent.
+	Ignored []string
+	// Bad says, per record that cannot be understood (no eventName, no s3
+	// element, an object-created event without its bucket or key), why —
+	// without values. The message must be kept (dead-lettered) before it is
+	// deleted: nothing is skipped in silence.
+	Bad []string
+}
+
+// ParseMessage reads an SQS message body. It understands the native S3 event
+// notification (Records[].s3, several records per message), the same wrapped
+// in an SNS envelope (Type=Notification, Message as a string), EventBridge
+// "Object Created" events (detail.bucket.name, detail.object.key) and
+// Enqueue's messages (the native shape). Object keys are URL-decoded as S3
+// encodes them in events ('+' is a space, %XX a byte) in every shape.
 //
-// An s3:TestEvent, and events other than object creation (deletes, restores,
-// tagging...), give no refs and a nil error: the message is to be
-// acknowledged and ignored. A body in none of these shapes, or an event that
-// lacks its bucket or key, gives an error wrapping ErrNotEvent.
-func ParseNotification(body []byte) (refs []ObjectRef, err error) {
+// A body in none of these shapes gives an error wrapping ErrNotEvent. A
+// body in one of them gives a Notification, whose Bad lists the records that
+// could not be understood.
+func ParseMessage(body []byte) (Notification, error) {
 	return parseNotification(body, 0)
 }
 
-func parseNotification(body []byte, depth int) ([]ObjectRef, error) {
+// ParseNotification is ParseMessage for callers that need every record
+// understood: a record in Notification.Bad is an error wrapping ErrNotEvent.
+func ParseNotification(body []byte) ([]ObjectRef, error) {
+	n, err := ParseMessage(body)
+	if err != nil {
+		return nil, err
+	}
+	if len(n.Bad) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotEvent, strings.Join(n.Bad, "; "))
+	}
+	return n.Refs, nil
+}
+
+func parseNotification(body []byte, depth int) (Notification, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 || body[0] != '{' {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrNotEvent)
+		return Notification{}, fmt.Errorf("%w: not a JSON object", ErrNotEvent)
 	}
 	var probe struct {
 		Records    json.RawMessage `json:"Records"`
@@ -99,91 +124,110 @@ func parseNotification(body []byte, depth int) ([]ObjectRef, error) {
 		Event      string          `json:"Event"`
 	}
 	if err := json.Unmarshal(body, &probe); err != nil {
-		return nil, fmt.Errorf("%w: invalid JSON: %w", ErrNotEvent, err)
+		return Notification{}, fmt.Errorf("%w: invalid JSON: %w", ErrNotEvent, err)
 	}
 	switch {
 	case probe.Records != nil:
 		return parseS3Event(body)
 	case probe.Event == "s3:TestEvent":
-		return nil, nil
+		return Notification{Ignored: []string{probe.Event}}, nil
 	case probe.Type == "Notification" && depth == 0:
 		var env snsEnvelope
 		if err := json.Unmarshal(body, &env); err != nil || env.Message == nil {
-			return nil, fmt.Errorf("%w: SNS notification without a Message", ErrNotEvent)
+			return Notification{}, fmt.Errorf("%w: SNS notification without a Message", ErrNotEvent)
 		}
-		refs, err := parseNotification([]byte(*env.Message), depth+1)
+		n, err := parseNotification([]byte(*env.Message), depth+1)
 		if err != nil {
-			return nil, fmt.Errorf("SNS message: %w", err)
+			return Notification{}, fmt.Errorf("SNS message: %w", err)
 		}
-		return refs, nil
+		return n, nil
 	case probe.DetailType != nil:
 		return parseEventBridge(body)
 	}
-	return nil, fmt.Errorf("%w: no Records, SNS envelope or EventBridge detail", ErrNotEvent)
+	return Notification{}, fmt.Errorf("%w: no Records, SNS envelope or EventBridge detail", ErrNotEvent)
 }
 
-func parseS3Event(body []byte) ([]ObjectRef, error) {
+func parseS3Event(body []byte) (Notification, error) {
 	var ev s3Event
 	if err := json.Unmarshal(body, &ev); err != nil {
-		return nil, fmt.Errorf("%w: S3 event: %w", ErrNotEvent, err)
+		return Notification{}, fmt.Errorf("%w: S3 event: %w", ErrNotEvent, err)
 	}
 	if ev.Records == nil {
-		return nil, fmt.Errorf("%w: S3 event: Records is null", ErrNotEvent)
+		return Notification{}, fmt.Errorf("%w: S3 event: Records is null", ErrNotEvent)
 	}
-	var refs []ObjectRef
+	var n Notification
 	for i, rec := range *ev.Records {
-		if rec.S3 == nil {
-			return nil, fmt.Errorf("%w: record %d has no s3 element", ErrNotEvent, i)
-		}
 		name := strings.TrimPrefix(rec.EventName, "s3:")
-		if !strings.HasPrefix(name, "ObjectCreated:") {
+		switch {
+		case name == "":
+			n.Bad = append(n.Bad, fmt.Sprintf("record %d has no eventName", i))
+			continue
+		case !strings.HasPrefix(name, "ObjectCreated:") && s3EventFamily(name):
+			n.Ignored = append(n.Ignored, name)
+			continue
+		case !strings.HasPrefix(name, "ObjectCreated:"):
+			n.Bad = append(n.Bad, fmt.Sprintf("record %d has an event name S3 does not send (%.40q)", i, name))
+			continue
+		case rec.S3 == nil:
+			n.Bad = append(n.Bad, fmt.Sprintf("record %d (%s) has no s3 element", i, name))
 			continue
 		}
 		o := rec.S3.Object
 		ref, err := makeRef(rec.S3.Bucket.Name, o.Key, o.Size, o.ETag, name)
 		if err != nil {
-			return nil, fmt.Errorf("record %d: %w", i, err)
+			n.Bad = append(n.Bad, fmt.Sprintf("record %d (%s): %v", i, name, err))
+			continue
 		}
-		refs = append(refs, ref)
+		n.Refs = append(n.Refs, ref)
 	}
-	return refs, nil
+	return n, nil
 }
 
-func parseEventBridge(body []byte) ([]ObjectRef, error) {
+// s3EventFamily reports whether name is one of the S3 event types other than
+// object creation (they are ignored on purpose; anything else is not an S3
+// event and must not be skipped in silence).
+func s3EventFamily(name string) bool {
+	family, _, _ := strings.Cut(name, ":")
+	switch family {
+	case "ObjectRemoved", "ObjectRestore", "ObjectTagging", "ObjectAcl", "LifecycleExpiration",
+		"LifecycleTransition", "IntelligentTiering", "Replication", "ReducedRedundancyLostObject":
+		return true
+	}
+	return false
+}
+
+func parseEventBridge(body []byte) (Notification, error) {
 	var ev eventBridgeEvent
 	if err := json.Unmarshal(body, &ev); err != nil {
-		return nil, fmt.Errorf("%w: EventBridge event: %w", ErrNotEvent, err)
+		return Notification{}, fmt.Errorf("%w: EventBridge event: %w", ErrNotEvent, err)
 	}
 	if ev.Source != "aws.s3" || ev.Detail == nil {
-		return nil, fmt.Errorf("%w: EventBridge event from %q", ErrNotEvent, ev.Source)
+		return Notification{}, fmt.Errorf("%w: EventBridge event from %q", ErrNotEvent, ev.Source)
 	}
 	if ev.DetailType != "Object Created" {
-		return nil, nil
+		return Notification{Ignored: []string{ev.DetailType}}, nil
 	}
 	o := ev.Detail.Object
-	return oneRef(makeRef(ev.Detail.Bucket.Name, o.Key, o.Size, o.ETag, ev.DetailType))
-}
-
-func oneRef(ref ObjectRef, err error) ([]ObjectRef, error) {
+	ref, err := makeRef(ev.Detail.Bucket.Name, o.Key, o.Size, o.ETag, ev.DetailType)
 	if err != nil {
-		return nil, err
+		return Notification{Bad: []string{fmt.Sprintf("EventBridge %s: %v", ev.DetailType, err)}}, nil
 	}
-	return []ObjectRef{ref}, nil
+	return Notification{Refs: []ObjectRef{ref}}, nil
 }
 
 func makeRef(bucket string, encKey *string, size *json.Number, etag, event string) (ObjectRef, error) {
 	if bucket == "" || encKey == nil || *encKey == "" {
-		return ObjectRef{}, fmt.Errorf("%w: event without bucket or key", ErrNotEvent)
+		return ObjectRef{}, errors.New("event without bucket or key")
 	}
 	key, err := url.QueryUnescape(*encKey)
 	if err != nil || key == "" {
-		return ObjectRef{}, fmt.Errorf("%w: key is not URL-encoded", ErrNotEvent)
+		return ObjectRef{}, errors.New("key is not URL-encoded")
 	}
 	ref := ObjectRef{Bucket: bucket, Key: key, ETag: strings.Trim(etag, `"`), Size: -1, Event: event}
 	if size != nil {
 		n, err := size.Int64()
 		if err != nil || n < 0 {
-			return ObjectRef{}, fmt.Errorf("%w: bad object size", ErrNotEvent)
+			return ObjectRef{}, errors.New("bad object size")
 		}
 		ref.Size = n
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -88,6 +89,43 @@ func TestParseNotification(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("refs = %+v\nwant   %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestParseMessageRecordsNotUnderstood: records that cannot be understood
+// are reported (the message is kept before it is deleted), never skipped in
+// silence; the records that can be read are read all the same.
+func TestParseMessageRecordsNotUnderstood(t *testing.T) {
+	good := `{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}`
+	tests := []struct {
+		name    string
+		records string
+		refs    int
+		bad     string
+		ignored []string
+	}{
+		{"no eventName", `{"s3":{"bucket":{"name":"b"},"object":{"key":"x"}}}`, 0, "record 0 has no eventName", nil},
+		{"no eventName beside a good record", good + `,{"eventSource":"aws:s3","s3":{}}`, 1, "record 1 has no eventName", nil},
+		{"created without s3", `{"eventName":"ObjectCreated:Put"}`, 0, "record 0 (ObjectCreated:Put) has no s3 element", nil},
+		{"created without key", `{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{}}}`, 0, "event without bucket or key", nil},
+		{"another service's event", `{"eventSource":"aws:dynamodb","eventName":"INSERT"}`, 0, "event name S3 does not send", nil},
+		{"deletes and restores ignored", `{"eventName":"ObjectRemoved:Delete","s3":{}},{"eventName":"s3:ObjectRestore:Completed"}`, 0, "",
+			[]string{"ObjectRemoved:Delete", "ObjectRestore:Completed"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := ParseMessage([]byte(`{"Records":[` + tt.records + `]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(n.Refs) != tt.refs || strings.Join(n.Bad, "; ") != tt.bad && !strings.Contains(strings.Join(n.Bad, "; "), tt.bad) ||
+				(tt.bad == "") != (len(n.Bad) == 0) || !reflect.DeepEqual(n.Ignored, tt.ignored) {
+				t.Fatalf("refs %d bad %q ignored %q; want %d %q %q", len(n.Refs), n.Bad, n.Ignored, tt.refs, tt.bad, tt.ignored)
+			}
+			if _, err := ParseNotification([]byte(`{"Records":[` + tt.records + `]}`)); (err != nil) != (tt.bad != "") {
+				t.Fatalf("ParseNotification err %v", err)
 			}
 		})
 	}

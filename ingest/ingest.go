@@ -27,6 +27,14 @@ type Object struct {
 
 	// Ack reports the object's final state to its source.
 	Ack func(ctx context.Context, err error) error
+
+	// Redelivers is set by sources that bring an object again after an Ack
+	// with an error (SQS: the message reappears, and the queue's redrive
+	// policy moves it to its dead-letter queue after maxReceiveCount). An
+	// object of such a source that cannot be read is released for
+	// redelivery; one of any other source is dead-lettered as
+	// unreadable-object.
+	Redelivers bool
 }
 
 // Key identifies an object's content for checkpoints: uri + "@" + etag.

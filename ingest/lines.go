@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,15 @@ var (
 	// ErrMissingObject is wrapped by the error of opening an object that no
 	// longer exists (or no longer has the version that was announced).
 	ErrMissingObject = errors.New("missing object")
+	// ErrUnreadable is wrapped by the error of an object that exists but
+	// cannot be opened or read to its end: permissions, a folder where a file
+	// was expected, an I/O error, S3 AccessDenied or a 5xx that outlasted the
+	// retries.
+	ErrUnreadable = errors.New("unreadable object")
+	// ErrCredentials is wrapped by the error of a source refused because of
+	// who is asking (no credentials, an invalid or expired key, a bad
+	// signature): no other object would fare better, so the run stops.
+	ErrCredentials = errors.New("source credentials refused")
 )
 
 // utf8BOM is stripped from the start of a stream (see NewLineReader).
@@ -110,7 +120,7 @@ func NewLineReader(r io.Reader, opts LineOptions) (*LineReader, error) {
 	br := bufio.NewReaderSize(&stickyReader{r: r}, readBufferSize)
 	magic, err := br.Peek(2)
 	if err != nil && err != io.EOF {
-		return nil, fmt.Errorf("read: %w", err)
+		return nil, readError(err)
 	}
 	lr := &LineReader{r: br, opts: opts}
 	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
@@ -260,7 +270,7 @@ func (r *LineReader) wrapErr(err error) error {
 	if r.gzip {
 		return gzipError(err)
 	}
-	return fmt.Errorf("read: %w", err)
+	return readError(err)
 }
 
 // gzipError classifies an error of the gzip reader: damaged or truncated data
@@ -273,7 +283,20 @@ func gzipError(err error) error {
 		errors.As(err, &corrupt):
 		return fmt.Errorf("%w: gzip: %w", ErrCorrupt, err)
 	}
-	return fmt.Errorf("read gzip: %w", err)
+	return readError(err)
+}
+
+// readError wraps ErrUnreadable around a failure of the object's own reader,
+// unless it already says what it is (missing, credentials, cancellation).
+func readError(err error) error {
+	switch {
+	case errors.Is(err, ErrMissingObject), errors.Is(err, ErrCredentials), errors.Is(err, ErrUnreadable),
+		errors.Is(err, ErrCorrupt), errors.Is(err, ErrTooLarge):
+		return err
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	return fmt.Errorf("%w: read: %w", ErrUnreadable, err)
 }
 
 // boundedReader fails with ErrTooLarge once more than limit bytes were read.

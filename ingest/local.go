@@ -96,6 +96,19 @@ func Local(patterns []string, opts LocalOptions) ([]Object, error) {
 	return objs, nil
 }
 
+// LocalObject returns the Object of one local file, as Local would.
+func LocalObject(path string) (Object, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return Object{}, err
+	}
+	info, err := os.Stat(abs)
+	if err != nil {
+		return Object{}, fmt.Errorf("source %s: %w", path, err)
+	}
+	return localObject(abs, info), nil
+}
+
 func localObject(abs string, info fs.FileInfo) Object {
 	return Object{
 		URI:  "file://" + filepath.ToSlash(abs),
@@ -107,7 +120,7 @@ func localObject(abs string, info fs.FileInfo) Object {
 				return nil, fmt.Errorf("open %s: %w: %w", abs, ErrMissingObject, err)
 			}
 			if err != nil {
-				return nil, fmt.Errorf("open %s: %w", abs, err)
+				return nil, fmt.Errorf("%w: open %s: %w", ErrUnreadable, abs, err)
 			}
 			return f, nil
 		},

@@ -59,14 +59,27 @@ func (s *S3Source) logger() *zap.Logger {
 // ending in "/") are skipped. An error from fn stops the listing and is
 // returned.
 func (s *S3Source) List(ctx context.Context, uri string, fn func(Object) error) error {
-	bucket, prefix, err := ParseS3URI(uri)
+	p, err := NewS3Prefix(s, []string{uri})
 	if err != nil {
 		return err
 	}
-	suffixes := s.Suffixes
-	if len(suffixes) == 0 {
-		suffixes = DefaultSuffixes()
+	for {
+		o, err := p.Next(ctx)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(o); err != nil {
+			return err
+		}
 	}
+}
+
+// paginator lists uri (already checked by ParseS3URI).
+func (s *S3Source) paginator(uri string) *s3.ListObjectsV2Paginator {
+	bucket, prefix, _ := ParseS3URI(uri)
 	in := &s3.ListObjectsV2Input{Bucket: aws.String(bucket)}
 	if prefix != "" {
 		in.Prefix = aws.String(prefix)
@@ -74,23 +87,17 @@ func (s *S3Source) List(ctx context.Context, uri string, fn func(Object) error) 
 	if s.PageSize > 0 {
 		in.MaxKeys = aws.Int32(s.PageSize)
 	}
-	p := s3.NewListObjectsV2Paginator(s.Client, in)
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return fmt.Errorf("list %s: %w", uri, err)
-		}
-		for _, o := range page.Contents {
-			key := aws.ToString(o.Key)
-			if strings.HasSuffix(key, "/") || !hasSuffix(key, suffixes) {
-				continue
-			}
-			if err := fn(s.Object(bucket, key, aws.ToString(o.ETag), aws.ToInt64(o.Size))); err != nil {
-				return err
-			}
-		}
+	return s3.NewListObjectsV2Paginator(s.Client, in)
+}
+
+// takes reports whether a listed key is an object to read: not a folder
+// marker, and with one of the suffixes.
+func (s *S3Source) takes(key string) bool {
+	suffixes := s.Suffixes
+	if len(suffixes) == 0 {
+		suffixes = DefaultSuffixes()
 	}
-	return nil
+	return !strings.HasSuffix(key, "/") && hasSuffix(key, suffixes)
 }
 
 // Object returns the Object for bucket/key. etag (quoted or not; "" when
@@ -233,19 +240,27 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// s3Error wraps ErrMissingObject around "no such key/bucket" and a failed
-// If-Match (the object was overwritten: the announced version is gone).
+// s3Error classifies a GetObject failure: "no such key/bucket" and a failed
+// If-Match (the object was overwritten: the announced version is gone) wrap
+// ErrMissingObject; a refusal of the caller's credentials wraps
+// ErrCredentials; cancellation is returned as is; anything else (AccessDenied
+// on this object, a 5xx that outlasted the SDK's retries) wraps ErrUnreadable.
 func s3Error(uri string, err error) error {
 	var nsk *types.NoSuchKey
 	var nsb *types.NoSuchBucket
 	if errors.As(err, &nsk) || errors.As(err, &nsb) {
 		return fmt.Errorf("get %s: %w: %w", uri, ErrMissingObject, err)
 	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
 		switch api.ErrorCode() {
 		case "NoSuchKey", "NoSuchBucket", "NotFound", "PreconditionFailed":
 			return fmt.Errorf("get %s: %w: %w", uri, ErrMissingObject, err)
+		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired":
+			return fmt.Errorf("get %s: %w: %w", uri, ErrCredentials, err)
 		}
 	}
 	var re *awshttp.ResponseError
@@ -255,5 +270,8 @@ func s3Error(uri string, err error) error {
 			return fmt.Errorf("get %s: %w: %w", uri, ErrMissingObject, err)
 		}
 	}
-	return fmt.Errorf("get %s: %w", uri, err)
+	if strings.Contains(err.Error(), "failed to retrieve credentials") { // the SDK's wording; no typed error
+		return fmt.Errorf("get %s: %w: %w", uri, ErrCredentials, err)
+	}
+	return fmt.Errorf("get %s: %w: %w", uri, ErrUnreadable, err)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -185,8 +186,9 @@ type message struct {
 	objects []Object
 
 	mu      sync.Mutex
-	pending int  // objects not yet acked
-	failed  bool // an object was acked with an error
+	acked   []bool // per object: acked already (a second ack of one object is ignored)
+	pending int    // objects not yet acked
+	failed  bool   // an object was acked with an error
 	settled bool
 	stop    chan struct{} // closed to end the heartbeat
 	hbDone  chan struct{} // closed when the heartbeat has ended
@@ -196,22 +198,34 @@ type message struct {
 // and returns nil for them; for the others it starts the heartbeat.
 func (q *SQSSource) accept(ctx context.Context, m types.Message) *message {
 	id, handle, body := aws.ToString(m.MessageId), aws.ToString(m.ReceiptHandle), aws.ToString(m.Body)
-	refs, err := ParseNotification([]byte(body))
+	n, err := ParseMessage([]byte(body))
 	if err != nil {
 		q.notEvent(ctx, id, handle, []byte(body), err)
 		return nil
 	}
+	for _, ev := range n.Ignored {
+		q.log.Debug("event ignored", zap.String("message_id", id), zap.String("event", ev))
+	}
+	if len(n.Bad) > 0 {
+		// Kept verbatim first: the records we read are read all the same, and
+		// the message is deleted once both are done.
+		if !q.keep(ctx, id, []byte(body), fmt.Errorf("%w: %s", ErrNotEvent, strings.Join(n.Bad, "; "))) {
+			return nil // left on the queue: it comes back, and is kept then
+		}
+	}
+	refs := n.Refs
 	if len(refs) == 0 {
 		if err := q.delete(ctx, handle); err != nil {
 			q.log.Warn("delete of an event without objects failed", zap.String("message_id", id), zap.Error(err))
 		}
 		return nil
 	}
-	msg := &message{q: q, id: id, handle: handle, pending: len(refs),
+	msg := &message{q: q, id: id, handle: handle, pending: len(refs), acked: make([]bool, len(refs)),
 		stop: make(chan struct{}), hbDone: make(chan struct{})}
-	for _, ref := range refs {
+	for i, ref := range refs {
 		o := q.s3.Object(ref.Bucket, ref.Key, ref.ETag, ref.Size)
-		o.Ack = msg.ack
+		o.Ack = func(ctx context.Context, err error) error { return msg.ack(ctx, i, err) }
+		o.Redelivers = true
 		msg.objects = append(msg.objects, o)
 	}
 	q.wg.Add(1)
@@ -219,20 +233,31 @@ func (q *SQSSource) accept(ctx context.Context, m types.Message) *message {
 	return msg
 }
 
+// notEvent keeps a message that is not an S3 event, then deletes it.
 func (q *SQSSource) notEvent(ctx context.Context, id, handle string, body []byte, perr error) {
-	if q.opts.OnNotEvent == nil {
-		q.log.Warn("message is not an S3 event; left for the queue's redrive policy",
-			zap.String("message_id", id), zap.Error(perr))
-		return
-	}
-	if err := q.opts.OnNotEvent(ctx, id, body, perr.Error()); err != nil {
-		q.log.Warn("message is not an S3 event and could not be dead-lettered; left on the queue",
-			zap.String("message_id", id), zap.Error(err))
+	if !q.keep(ctx, id, body, perr) {
 		return
 	}
 	if err := q.delete(ctx, handle); err != nil {
 		q.log.Warn("delete of a dead-lettered message failed", zap.String("message_id", id), zap.Error(err))
 	}
+}
+
+// keep hands a message (or the part of one) that cannot be understood to
+// OnNotEvent, to be dead-lettered verbatim. It reports whether that
+// succeeded; when it did not, the message must stay on the queue.
+func (q *SQSSource) keep(ctx context.Context, id string, body []byte, perr error) bool {
+	if q.opts.OnNotEvent == nil {
+		q.log.Warn("message not understood; left for the queue's redrive policy",
+			zap.String("message_id", id), zap.Error(perr))
+		return false
+	}
+	if err := q.opts.OnNotEvent(ctx, id, body, perr.Error()); err != nil {
+		q.log.Warn("message not understood and could not be dead-lettered; left on the queue",
+			zap.String("message_id", id), zap.Error(err))
+		return false
+	}
+	return true
 }
 
 // dispatch sends the message's objects to out. When ctx ends first, the
@@ -243,8 +268,8 @@ func (q *SQSSource) dispatch(ctx context.Context, m *message, out chan<- Object)
 		select {
 		case out <- o:
 		case <-ctx.Done():
-			for range m.objects[i:] {
-				_ = m.ack(q.life, fmt.Errorf("not dispatched: %w", ctx.Err()))
+			for j := i; j < len(m.objects); j++ {
+				_ = m.ack(q.life, j, fmt.Errorf("not dispatched: %w", ctx.Err()))
 			}
 			return
 		}
@@ -269,13 +294,15 @@ func (q *SQSSource) setVisibility(ctx context.Context, handle string, d time.Dur
 	return err
 }
 
-// ack is the Ack of every Object of the message.
-func (m *message) ack(ctx context.Context, err error) error {
+// ack is the Ack of the message's object i. The message settles once each of
+// its objects was acked; acking one object twice changes nothing.
+func (m *message) ack(ctx context.Context, i int, err error) error {
 	m.mu.Lock()
-	if m.settled || m.pending == 0 {
+	if m.settled || m.acked[i] {
 		m.mu.Unlock()
 		return nil
 	}
+	m.acked[i] = true
 	m.pending--
 	if err != nil {
 		m.failed = true

@@ -477,3 +477,85 @@ func TestSQSMissingQueueIsFatal(t *testing.T) {
 		t.Fatal("Receive kept polling a missing queue")
 	}
 }
+
+// TestSQSMultiObjectMessageAcksPerObject: a message naming two objects is
+// deleted only once each object is acked; acking one object twice (a bug
+// elsewhere) does not settle the message while the other is in flight.
+func TestSQSMultiObjectMessageAcksPerObject(t *testing.T) {
+	d := newDrop(t, false)
+	put(t, d.s3, d.bucket, "a.ndjson", []byte("a\n"))
+	put(t, d.s3, d.bucket, "b.ndjson", []byte("b\n"))
+	rec := func(k string) string {
+		return `{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"` + d.bucket + `"},"object":{"key":"` + k + `"}}}`
+	}
+	body := `{"Records":[` + rec("a.ndjson") + `,` + rec("b.ndjson") + `]}`
+	if _, err := d.sqs.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: aws.String(d.queue), MessageBody: aws.String(body)}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, d, SQSOptions{VisibilityTimeout: time.Hour}, 2)
+	a, b := w.next(t), w.next(t)
+	if !a.Redelivers || !b.Redelivers {
+		t.Fatal("SQS objects must say that their source redelivers them")
+	}
+	for range 2 {
+		if err := a.Ack(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.waitCounts(t, 0, 1) // still in flight: b has no outcome yet
+	if err := b.Ack(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	d.waitCounts(t, 0, 0)
+}
+
+// TestSQSPartlyUnderstoodMessage: a message whose records are partly not
+// understood is kept (OnNotEvent) and its readable objects are read; it is
+// deleted once both are done. When it cannot be kept, it stays on the queue
+// and nothing is read from it.
+func TestSQSPartlyUnderstoodMessage(t *testing.T) {
+	for _, keepFails := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep fails %v", keepFails), func(t *testing.T) {
+			d := newDrop(t, false)
+			put(t, d.s3, d.bucket, "a.ndjson", []byte("a\n"))
+			body := `{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"` + d.bucket +
+				`"},"object":{"key":"a.ndjson"}}},{"eventSource":"aws:s3","s3":{"bucket":{"name":"` + d.bucket + `"},"object":{"key":"b.ndjson"}}}]}`
+			if _, err := d.sqs.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: aws.String(d.queue), MessageBody: aws.String(body)}); err != nil {
+				t.Fatal(err)
+			}
+			kept := make(chan string, 10)
+			w := startWorker(t, d, SQSOptions{VisibilityTimeout: time.Hour,
+				OnNotEvent: func(_ context.Context, _ string, b []byte, reason string) error {
+					kept <- reason
+					if keepFails {
+						return errors.New("store down")
+					}
+					return nil
+				}}, 1)
+			select {
+			case reason := <-kept:
+				if !strings.Contains(reason, "record 1 has no eventName") {
+					t.Fatalf("reason %q", reason)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the message was not kept")
+			}
+			if keepFails {
+				d.waitCounts(t, 0, 1)
+				if len(w.out) != 0 {
+					t.Fatal("objects read from a message that could not be kept")
+				}
+				return
+			}
+			o := w.next(t)
+			if o.URI != "s3://"+d.bucket+"/a.ndjson" {
+				t.Fatalf("object %s", o.URI)
+			}
+			d.waitCounts(t, 0, 1)
+			if err := o.Ack(context.Background(), nil); err != nil {
+				t.Fatal(err)
+			}
+			d.waitCounts(t, 0, 0)
+		})
+	}
+}

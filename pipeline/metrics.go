@@ -10,7 +10,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/fhirload/fhirload/loader"
 )
+
+// loaderStats is what the metrics read of the REST writer at scrape time.
+type loaderStats interface{ Stats() loader.Stats }
 
 // Metrics are the Prometheus metrics of a process. A nil *Metrics records
 // nothing, so callers need not check.
@@ -56,7 +61,7 @@ func NewMetrics() *Metrics {
 }
 
 // WriterStats registers gauges and counters read from the loader at scrape time.
-func (m *Metrics) WriterStats(w Writer) {
+func (m *Metrics) WriterStats(w loaderStats) {
 	if m == nil || w == nil {
 		return
 	}
@@ -81,7 +86,7 @@ func (m *Metrics) WriterStats(w Writer) {
 }
 
 type retriesByCause struct {
-	w    Writer
+	w    loaderStats
 	desc *prometheus.Desc
 }
 

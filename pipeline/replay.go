@@ -2,128 +2,125 @@ package pipeline
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"io"
+	"strings"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/fhirload/fhirload/deadletter"
-	"github.com/fhirload/fhirload/loader"
-	"github.com/fhirload/fhirload/transform"
+	"github.com/fhirload/fhirload/ingest"
 )
 
-// ReplayStore is what replay needs of the dead-letter store.
-type ReplayStore interface {
-	Retire(ctx context.Context, ids ...string) error
-	Replace(ctx context.Context, entries ...deadletter.Entry) error
+// ReplaySource is the Source of `fhirload replay`: the dead-letter entries
+// selected by an operator, run again through the current transform and
+// sink by the same Runner as fresh input (same concurrency). The entries of
+// lines are handed out chunk at a time as Objects whose Replay field holds
+// them; an entry that stands for a whole object (unreadable-object,
+// missing-object) becomes that object again, read from the line where it
+// stopped.
+//
+// Settling is the runner's: a replayed line that loads retires its entry;
+// one that fails again replaces it with one more attempt and the new
+// reason. An entry with nothing to replay (a line too long to keep) fails
+// again as it was and stays for an operator to purge.
+type ReplaySource struct {
+	lines   []deadletter.Entry
+	objects []deadletter.Entry
+	chunk   int
+	open    func(e deadletter.Entry) (ingest.Object, error)
 }
 
-// Replay re-runs dead-lettered entries through the current transform and
-// loader. An entry is retired only after its resource is loaded; one that
-// fails again is replaced by a version with the new reason and one more
-// attempt. With dryRun nothing is written: the report says what would load
-// (validated) and what would still fail transform.
-func (r *Runner) Replay(ctx context.Context, store ReplayStore, entries []deadletter.Entry, dryRun bool) *Report {
-	size := r.d.Config.Target.BatchSize
-	for start := 0; start < len(entries) && ctx.Err() == nil && !r.stopped.Load(); start += size {
-		end := min(start+size, len(entries))
-		if err := r.replayBatch(ctx, store, entries[start:end], dryRun); err != nil {
-			var fe *loader.FatalError
-			if errors.As(err, &fe) {
-				r.setFatal(err)
-			} else if ctx.Err() == nil {
-				r.setFatal(err)
-			}
-			break
+// NewReplaySource returns the source of entries. chunk is how many line
+// entries go into one Object (at least one batch per slot of the sink's
+// concurrency keeps the sink busy). open turns an object-level entry into
+// the object to read again; nil means such entries fail as they were.
+func NewReplaySource(entries []deadletter.Entry, chunk int, open func(e deadletter.Entry) (ingest.Object, error)) *ReplaySource {
+	s := &ReplaySource{chunk: max(chunk, 1), open: open}
+	for _, e := range entries {
+		if objectEntry(e) {
+			s.objects = append(s.objects, e)
+		} else {
+			s.lines = append(s.lines, e)
 		}
 	}
-	return r.Report(ctx.Err() != nil)
+	return s
 }
 
-func (r *Runner) replayBatch(ctx context.Context, store ReplayStore, batch []deadletter.Entry, dryRun bool) error {
-	var items []loader.Item
-	var pending []deadletter.Entry
-	var again []deadletter.Entry
+// objectEntry reports whether e stands for a whole object (or its unread
+// rest) rather than for one line.
+func objectEntry(e deadletter.Entry) bool {
+	return (e.Reason == deadletter.ReasonUnreadableObject || e.Reason == deadletter.ReasonMissingObject) &&
+		e.Stage == deadletter.StageRead && len(e.Line) == 0 && e.LineBase64 == ""
+}
+
+// Next returns the next chunk of entries, or an object to read again.
+func (s *ReplaySource) Next(ctx context.Context) (Object, error) {
+	if err := ctx.Err(); err != nil {
+		return Object{}, err
+	}
+	if len(s.lines) > 0 {
+		n := min(s.chunk, len(s.lines))
+		o := Object{Object: ingest.Object{URI: "deadletter", Size: -1}, Replay: s.lines[:n:n]}
+		s.lines = s.lines[n:]
+		return o, nil
+	}
+	if len(s.objects) > 0 {
+		e := s.objects[0]
+		s.objects = s.objects[1:]
+		if s.open != nil {
+			if obj, err := s.open(e); err == nil {
+				return Object{Object: obj, ReplayOf: &e, ResumeAfter: max(e.Source.Line-1, 0)}, nil
+			}
+		}
+		// It cannot be opened here (standard input, an unknown scheme): it
+		// fails again as it was.
+		return Object{Object: ingest.Object{URI: "deadletter", Size: -1}, Replay: []deadletter.Entry{e}}, nil
+	}
+	return Object{}, io.EOF
+}
+
+// Close does nothing.
+func (s *ReplaySource) Close() error { return nil }
+
+// ObjectOpener returns the opener of object-level entries for env: local
+// files and S3 objects (the version now in place: the entry's ETag is not
+// pinned, the object may have been rewritten to fix it).
+func ObjectOpener(ctx context.Context, env SourceEnv) func(e deadletter.Entry) (ingest.Object, error) {
+	return func(e deadletter.Entry) (ingest.Object, error) {
+		switch uri := e.Source.URI; {
+		case strings.HasPrefix(uri, "file://"):
+			return ingest.LocalObject(strings.TrimPrefix(uri, "file://"))
+		case strings.HasPrefix(uri, "s3://"):
+			bucket, key, err := ingest.ParseS3URI(uri)
+			if err != nil {
+				return ingest.Object{}, err
+			}
+			c, err := env.S3(ctx)
+			if err != nil {
+				return ingest.Object{}, err
+			}
+			return (&ingest.S3Source{Client: c, Logger: env.Logger}).Object(bucket, key, "", -1), nil
+		}
+		return ingest.Object{}, fmt.Errorf("%s cannot be read again", e.Source.URI)
+	}
+}
+
+// DeadLetterMessage stores a queue message that cannot be understood (not
+// an S3 event, or records of one that cannot be read), verbatim, so that it
+// is kept before the message is deleted. It is counted like any dead letter.
+func (r *Runner) DeadLetterMessage(ctx context.Context, queueURL, messageID string, body []byte, reason string) error {
+	line, b64 := deadletter.MakeLine(body)
 	now := time.Now().UTC()
-	failed := func(e deadletter.Entry, reason, stage, msg, location string) {
-		e.Reason, e.Stage, e.Message = deadletter.Reason(reason), deadletter.Stage(stage), msg
-		e.Attempts++
-		e.LastFailed = now
-		e.Transform = r.info
-		again = append(again, e)
-		r.c.deadLettered(reason, location)
-		r.d.Metrics.deadLettered(reason)
-		r.log.Info("replay failed again", zap.String("id", e.ID), zap.String("source", e.Source.URI),
-			zap.Int64("line", e.Source.Line), zap.String("reason", reason), zap.String("detail", msg))
+	e := deadletter.Entry{
+		RunID: r.d.RunID, Reason: deadletter.ReasonReceive, Stage: deadletter.StageReceive,
+		Message: "queue message not understood: " + reason,
+		Source:  deadletter.Source{URI: queueURL + "#" + messageID},
+		Line:    line, LineBase64: b64, Attempts: 1, FirstFailed: now, LastFailed: now, Transform: r.info,
 	}
-	for _, e := range batch {
-		r.c.lines.Add(1)
-		b := e.Bytes()
-		if len(b) == 0 || e.LineTruncated {
-			// Nothing to replay (a missing object, an unreadable tail, a line
-			// too long to keep): it stays for an operator to purge.
-			failed(e, string(e.Reason), string(e.Stage), e.Message, "")
-			continue
-		}
-		res, err := r.d.Transformer.Replay(e.Source.URI, []byte(e.Source.Header), b)
-		if err != nil {
-			reason, location := transform.ReasonParse, ""
-			var te *transform.Error
-			if errors.As(err, &te) {
-				reason, location = te.Reason, te.Location
-			}
-			failed(e, reason, "transform", err.Error(), location)
-			continue
-		}
-		e.ResourceType, e.ResourceID = res.Type, res.ID
-		items = append(items, loader.Item{Type: res.Type, ID: res.ID, Body: res.Body})
-		pending = append(pending, e)
-	}
-	var done []string
-	if dryRun || r.d.Writer == nil {
-		r.c.loaded.Add(int64(len(items)))
-	} else if len(items) > 0 {
-		outs, err := r.d.Writer.Write(ctx, items)
-		if err != nil {
-			// Loaded outcomes are final (retire them); the rest stay as they were.
-			for i := range pending {
-				if i < len(outs) && outs[i].Loaded {
-					r.loadedOne(outs[i])
-					done = append(done, pending[i].ID)
-				} else {
-					r.c.lines.Add(-1)
-				}
-			}
-			if len(done) > 0 {
-				if rerr := store.Retire(context.WithoutCancel(ctx), done...); rerr != nil {
-					return errors.Join(err, rerr)
-				}
-			}
-			return err
-		}
-		for i, out := range outs {
-			e := pending[i]
-			if out.Loaded {
-				r.loadedOne(out)
-				done = append(done, e.ID)
-				continue
-			}
-			e.HTTPStatus, e.OperationOutcome = out.HTTPStatus, out.OperationOutcome
-			failed(e, out.Reason, "load", out.Message, "")
-		}
-	}
-	if dryRun {
-		return nil
-	}
-	if len(done) > 0 {
-		if err := store.Retire(ctx, done...); err != nil {
-			return err
-		}
-	}
-	if len(again) > 0 {
-		if err := store.Replace(ctx, again...); err != nil {
-			return err
-		}
+	r.c.lines.Add(1)
+	st := settlement{failed: []failedLine{{e: e}}}
+	if !r.settle(ctx, &objectRun{r: r, log: r.log}, &st) {
+		return fmt.Errorf("dead-letter store: %w", r.fatalErr())
 	}
 	return nil
 }

@@ -13,7 +13,9 @@ import (
 )
 
 // Report is the run report (DESIGN.md "Run report"). Invariant:
-// Lines == SkippedBlank + Loaded + DeadLettered.
+// Lines == SkippedBlank + Loaded + DeadLettered + Unsettled, where Unsettled
+// (0 in a run that finished) counts the lines left without a durable
+// outcome when a fatal error or an abandoned drain stopped the run.
 type Report struct {
 	RunID              string           `json:"run_id"`
 	Command            string           `json:"command"`
@@ -28,12 +30,15 @@ type Report struct {
 	Updated            int64            `json:"updated"`
 	DeadLettered       int64            `json:"dead_lettered"`
 	DeadLetterReasons  map[string]int64 `json:"dead_letter_reasons"`
+	Unsettled          int64            `json:"unsettled"`
 	Retries            int64            `json:"retries"`
 	ResourcesPerSecond float64          `json:"resources_per_second"`
 
 	// Additions to the DESIGN.md schema (additive only).
 	SkippedObjects      int64            `json:"skipped_objects,omitempty"`       // already done per checkpoint
 	MissingObjects      int64            `json:"missing_objects,omitempty"`       // notified but gone: dead-lettered as missing-object
+	UnreadableObjects   int64            `json:"unreadable_objects,omitempty"`    // could not be opened or read to the end: dead-lettered as unreadable-object
+	ReleasedObjects     int64            `json:"released_objects,omitempty"`      // watch: unreadable, released for redelivery (the queue's redrive policy parks them)
 	DeadLetterLocations map[string]int64 `json:"dead_letter_locations,omitempty"` // "reason location" -> count (transform failures)
 	Throttled           int64            `json:"throttled,omitempty"`             // 429 answers seen
 	Interrupted         bool             `json:"interrupted,omitempty"`           // stopped by a signal before the end
@@ -42,7 +47,7 @@ type Report struct {
 
 // Reconciles reports whether the report's invariant holds.
 func (r *Report) Reconciles() bool {
-	return r.Lines == r.SkippedBlank+r.Loaded+r.DeadLettered
+	return r.Lines == r.SkippedBlank+r.Loaded+r.DeadLettered+r.Unsettled
 }
 
 // ExitCode is the exit code of run, replay and validate for this report.
@@ -52,7 +57,7 @@ func (r *Report) ExitCode() int {
 		return 1
 	case r.Interrupted:
 		return 130
-	case r.DeadLettered > 0 || r.MissingObjects > 0:
+	case r.DeadLettered > 0 || r.Unsettled > 0:
 		return 2
 	}
 	return 0
@@ -90,16 +95,25 @@ func (r *Report) Summary(w io.Writer) {
 	if r.MissingObjects > 0 {
 		fmt.Fprintf(w, "  %d objects were missing (dead-lettered as missing-object)\n", r.MissingObjects)
 	}
+	if r.UnreadableObjects > 0 {
+		fmt.Fprintf(w, "  %d objects could not be read (dead-lettered as unreadable-object; replay reads them again)\n", r.UnreadableObjects)
+	}
+	if r.ReleasedObjects > 0 {
+		fmt.Fprintf(w, "  %d objects could not be read and were released for redelivery\n", r.ReleasedObjects)
+	}
+	if r.Unsettled > 0 {
+		fmt.Fprintf(w, "  %d lines unsettled: neither loaded nor stored when the run stopped; their objects are not acknowledged (rerun)\n", r.Unsettled)
+	}
 	if !r.Reconciles() {
-		fmt.Fprintf(w, "  WARNING: report does not reconcile: lines %d != blank %d + loaded %d + dead-lettered %d\n",
-			r.Lines, r.SkippedBlank, r.Loaded, r.DeadLettered)
+		fmt.Fprintf(w, "  WARNING: report does not reconcile: lines %d != blank %d + loaded %d + dead-lettered %d + unsettled %d\n",
+			r.Lines, r.SkippedBlank, r.Loaded, r.DeadLettered, r.Unsettled)
 	}
 }
 
 // counters are the live numbers a Runner updates from many goroutines.
 type counters struct {
-	objects, skippedObjects, missingObjects     atomic.Int64
-	lines, blank, loaded, created, updated, dls atomic.Int64
+	objects, skippedObjects, missingObjects, unreadable, released atomic.Int64
+	lines, blank, loaded, created, updated, dls, unsettled        atomic.Int64
 
 	mu        sync.Mutex
 	reasons   map[string]int64
@@ -124,6 +138,9 @@ func (c *counters) report(r *Report) {
 	r.Objects = c.objects.Load()
 	r.SkippedObjects = c.skippedObjects.Load()
 	r.MissingObjects = c.missingObjects.Load()
+	r.UnreadableObjects = c.unreadable.Load()
+	r.ReleasedObjects = c.released.Load()
+	r.Unsettled = c.unsettled.Load()
 	r.Lines = c.lines.Load()
 	r.SkippedBlank = c.blank.Load()
 	r.Loaded = c.loaded.Load()

@@ -421,6 +421,35 @@ func storeVersions(t *testing.T, dir, typ string) map[string]int {
 	return out
 }
 
+// storeBodies returns every live resource of a store's data folder, by
+// "Type/id", read from its SQLite file (read-only).
+func storeBodies(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "fhirstore.db")+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query("SELECT type, id, body FROM resources WHERE deleted = 0")
+	if err != nil {
+		t.Fatalf("store %s: %v", dir, err)
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var typ, id string
+		var body []byte
+		if err := rows.Scan(&typ, &id, &body); err != nil {
+			t.Fatal(err)
+		}
+		out[typ+"/"+id] = body
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // versionHistogram counts the live resources of typ by version.
 func versionHistogram(t *testing.T, dir, typ string) map[int]int {
 	t.Helper()

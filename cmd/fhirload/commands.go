@@ -70,8 +70,8 @@ func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer
 	defer cps.Close()
 	suffixes := cfg.SourceSuffixes()
 	runner := pipeline.NewRunner(pipeline.Deps{Config: cfg, Command: "watch", RunID: e.runID, Transformer: tr,
-		Writer: w, DeadLetters: dl, Checkpoints: cps, Logger: e.log, Metrics: metrics})
-	src := ingest.NewSQSSource(sqsc, &ingest.S3Source{Client: s3c, Suffixes: suffixes, Logger: e.log}, ingest.SQSOptions{
+		Sink: pipeline.LoaderSink{W: w}, DeadLetters: dl, Checkpoints: cps, Logger: e.log, Metrics: metrics})
+	sqsSrc := ingest.NewSQSSource(sqsc, &ingest.S3Source{Client: s3c, Suffixes: suffixes, Logger: e.log}, ingest.SQSOptions{
 		QueueURL: cfg.Source.QueueURL, WaitSeconds: cfg.Source.WaitSeconds, VisibilityTimeout: cfg.Source.VisibilityTimeout,
 		// Take no more messages than objects are worked on at once: the rest
 		// stay visible for other workers instead of waiting here, hidden.
@@ -91,29 +91,14 @@ func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer
 		}
 		addr, err := metrics.Serve(ctx, *metricsAddr, ready)
 		if err != nil {
+			_ = sqsSrc.Close()
 			return fail(stderr, "metrics listener: %v", err)
 		}
 		e.log.Info("metrics listening", zap.String("addr", addr.String()))
 	}
-
-	defer src.Close()
-	objects := make(chan ingest.Object)
-	rctx, stopReceive := context.WithCancel(ctx)
-	recvErr := make(chan error, 1)
-	go func() {
-		defer close(objects)
-		recvErr <- src.Receive(rctx, objects)
-	}()
-	go func() {
-		<-runner.Stopping()
-		stopReceive()
-	}()
 	e.log.Info("watching", zap.String("queue", cfg.Source.QueueURL))
-	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, objects) }, e.log)
-	stopReceive()
-	if err := <-recvErr; err != nil && !errors.Is(err, context.Canceled) && rep.Fatal == "" {
-		rep.Fatal = fmt.Sprintf("queue: %v", err)
-	}
+	src := pipeline.FromIngest(ingest.NewQueue(sqsSrc))
+	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, src) }, e.log)
 	code := finish(rep, *reportPath, sig, stderr)
 	if code == 2 { // a worker that dead-lettered lines did its job
 		code = 0
@@ -240,14 +225,14 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 		if err := checkTarget(ctx, w, e.log); err != nil {
 			return fail(stderr, "%v", err)
 		}
-		deps.Writer = w
+		deps.Sink, deps.DeadLetters, deps.Replay = pipeline.LoaderSink{W: w}, durable{dl}, dl
 	}
 	runner := pipeline.NewRunner(deps)
 	e.log.Info("replaying", zap.Int("entries", len(entries)), zap.Bool("dry_run", *dryRun))
+	// One object of entries fills every batch slot of the sink.
+	src := pipeline.NewReplaySource(entries, cfg.Target.BatchSize*cfg.Target.Concurrency, pipeline.ObjectOpener(ctx, e.sourceEnv()))
 	stopProgress := startProgress(runner, 0, stderr, e.log)
-	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report {
-		return runner.Replay(ctx, dl, entries, *dryRun)
-	}, e.log)
+	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, src) }, e.log)
 	stopProgress()
 	return finish(rep, *reportPath, sig, stderr)
 }

@@ -144,11 +144,28 @@ func newEnv(cfg pipeline.Config, stderr io.Writer) (*env, error) {
 	return &env{cfg: cfg, log: log, runID: newRunID()}, nil
 }
 
+// sourceEnv is what the source constructors may need; the S3 client is made
+// only if a source asks for it.
+func (e *env) sourceEnv() pipeline.SourceEnv {
+	return pipeline.SourceEnv{Config: e.cfg, Logger: e.log, S3: e.s3}
+}
+
 func (e *env) transformer() (*transform.Transformer, error) {
 	return transform.New(transform.Options{
 		Profile: e.cfg.Transform.Profile, IDs: e.cfg.Transform.IDs,
 		Format: e.cfg.Source.Format, Mapping: e.cfg.Transform.Mapping,
 	})
+}
+
+// durable gives a dead-letter store the runner's Put (durable or nothing).
+// TODO(dlstore): the store's own Put replaces this.
+type durable struct{ deadletter.Store }
+
+func (d durable) Put(ctx context.Context, entries ...deadletter.Entry) error {
+	if err := d.Append(ctx, entries...); err != nil {
+		return err
+	}
+	return d.Sync(ctx)
 }
 
 func (e *env) deadLetters(ctx context.Context) (deadletter.Store, error) {
@@ -241,17 +258,18 @@ func (e *env) startEmbedded(ctx context.Context) (string, aws.CredentialsProvide
 // loadStages opens what a loading command writes to: the dead-letter store
 // and the writer (after its preflight check), with the writer's numbers in
 // the metrics.
-func (e *env) loadStages(ctx context.Context, m *pipeline.Metrics) (deadletter.Store, *loader.Writer, error) {
-	dl, err := e.deadLetters(ctx)
+func (e *env) loadStages(ctx context.Context, m *pipeline.Metrics) (durable, *loader.Writer, error) {
+	st, err := e.deadLetters(ctx)
 	if err != nil {
-		return nil, nil, err
+		return durable{}, nil, err
 	}
+	dl := durable{st}
 	w, err := e.writer(ctx, m)
 	if err != nil {
-		return nil, nil, err
+		return durable{}, nil, err
 	}
 	if err := checkTarget(ctx, w, e.log); err != nil {
-		return nil, nil, err
+		return durable{}, nil, err
 	}
 	m.WriterStats(w)
 	return dl, w, nil

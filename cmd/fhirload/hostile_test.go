@@ -69,9 +69,9 @@ func TestHostileInput(t *testing.T) {
 		{name: "truncated gzip stream", file: "truncated.ndjson.gz", exit: 2,
 			check: func(t *testing.T, w workspace, entries []deadletter.Entry) {
 				// Complete lines before the cut load; one dead letter stands for the rest.
-				if len(entries) != 1 || entries[0].Reason != "parse" || entries[0].Stage != "read" ||
-					!strings.Contains(entries[0].Message, "unreadable") {
-					t.Fatalf("want one read/parse entry for the unreadable tail, got %+v", entries)
+				if len(entries) != 1 || entries[0].Reason != "unreadable-object" || entries[0].Stage != "read" ||
+					!strings.Contains(entries[0].Message, "unreadable after line") {
+					t.Fatalf("want one unreadable-object entry for the unreadable tail, got %+v", entries)
 				}
 				st := w.store(t)
 				n := st.count("Patient")
@@ -113,7 +113,7 @@ func TestHostileInput(t *testing.T) {
 			dead: map[int64]wantDead{1: {"invalid", ""}, 3: {"invalid", ""}}},
 		{name: "gzip bomb", gen: genGzipBomb, extra: "source: {max_decompressed_bytes: 16777216}\n", exit: 2,
 			loaded: []string{"Patient/z1"},
-			dead:   map[int64]wantDead{2: {"parse", "too large"}}},
+			dead:   map[int64]wantDead{2: {"unreadable-object", "too large"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

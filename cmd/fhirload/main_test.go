@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fhirload/fhirload/fhirstore"
 	"github.com/fhirload/fhirload/pipeline"
@@ -70,6 +72,14 @@ func (w workspace) run(t *testing.T, args ...string) (int, *pipeline.Report, str
 	return code, nil, stderr.String()
 }
 
+// runBin is run through the built binary: the commands of tests that load
+// the whole sample run there, outside the race detector's instrumentation of
+// the in-process SQLite store (seconds instead of a minute).
+func (w workspace) runBin(t *testing.T, args ...string) (int, *pipeline.Report, string) {
+	t.Helper()
+	return runReport(t, w, nil, 3*time.Minute, args...)
+}
+
 // store opens the workspace's embedded store (after a run) and serves it
 // without auth for assertions.
 func (w workspace) store(t *testing.T) *storeClient {
@@ -115,14 +125,14 @@ func (s *storeClient) count(typ string) int {
 
 func TestRunLoadsSharedDataIdempotently(t *testing.T) {
 	w := newWorkspace(t, "", "")
-	code, rep, stderr := w.run(t, "run", samplePatients, sampleObservations)
+	code, rep, stderr := w.runBin(t, "run", absPath(t, samplePatients), absPath(t, sampleObservations))
 	if code != 0 || rep == nil {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
 	if rep.Lines != 16415 || rep.Loaded != 16415 || rep.Created != 16415 || rep.DeadLettered != 0 || rep.Objects != 2 {
 		t.Fatalf("first run: %+v", rep)
 	}
-	code, rep, stderr = w.run(t, "run", samplePatients, sampleObservations)
+	code, rep, stderr = w.runBin(t, "run", absPath(t, samplePatients), absPath(t, sampleObservations))
 	if code != 0 || rep.Loaded != 16415 || rep.Created != 0 || rep.Updated != 16415 {
 		t.Fatalf("second run: exit %d %+v\n%s", code, rep, stderr)
 	}
@@ -149,7 +159,7 @@ func TestRunLoadsSharedDataIdempotently(t *testing.T) {
 
 func TestRunObservationsFirstLoadTheSame(t *testing.T) {
 	w := newWorkspace(t, "", "")
-	code, rep, stderr := w.run(t, "run", sampleObservations, samplePatients)
+	code, rep, stderr := w.runBin(t, "run", absPath(t, sampleObservations), absPath(t, samplePatients))
 	if code != 0 || rep.Loaded != 16415 || rep.Created != 16415 {
 		t.Fatalf("exit %d %+v\n%s", code, rep, stderr)
 	}
@@ -254,4 +264,33 @@ func TestRunFatalConditionsExit1WithOneLine(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// TestRunFromStdin: `cat file.ndjson | fhirload run -` loads it; its source
+// is "stdin" in the report's dead letters, and replay works from the lines
+// the entries keep.
+func TestRunFromStdin(t *testing.T) {
+	w := newWorkspace(t, "", "")
+	in := strings.Join([]string{goodPatient, `{"resourceType":"Patient","id":"p9"}`, goodObservation}, "\n") + "\n"
+	report := filepath.Join(w.dir, "report.json")
+	cmd := exec.Command(fhirloadBinary(t), "run", "--config", w.config, "--report", report, "-")
+	cmd.Dir = w.dir
+	cmd.Stdin = strings.NewReader(in)
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 2 {
+		t.Fatalf("exit %d, want 2 (one invalid line)\n%s", code, out)
+	}
+	rep := readReport(t, report)
+	if rep.Objects != 1 || rep.Lines != 3 || rep.Loaded != 2 || rep.DeadLettered != 1 || !rep.Reconciles() {
+		t.Fatalf("report %+v", rep)
+	}
+	entries := w.deadLetters(t)
+	if len(entries) != 1 || entries[0].Source.URI != "stdin" || entries[0].Source.Line != 2 {
+		t.Fatalf("dead letters %+v", entries)
+	}
+	// Fixed in the target's eyes by the base profile: replay loads it from the entry.
+	w.edit(t, "log: {level: warn}", "log: {level: warn}\ntransform: {profile: base}")
+	if code, rep, stderr := w.run(t, "replay"); code != 0 || rep.Loaded != 1 {
+		t.Fatalf("replay exit %d %+v\n%s", code, rep, stderr)
+	}
 }

@@ -2,16 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/fhirload/fhirload/ingest"
 	"github.com/fhirload/fhirload/pipeline"
 )
 
@@ -41,41 +38,14 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 		return fail(stderr, "%v", err)
 	}
 	defer e.close()
-
-	suffixes := cfg.SourceSuffixes()
-	// Resolve local sources first: a missing path is fatal before anything is written.
-	var local []string
-	var remote []string
-	for _, s := range sources {
-		if strings.HasPrefix(s, "s3://") {
-			remote = append(remote, s)
-		} else {
-			local = append(local, s)
-		}
+	// Sources first: a missing path is fatal before anything is written.
+	src, err := pipeline.OpenSources(ctx, e.sourceEnv(), sources)
+	if err != nil {
+		return fail(stderr, "%v", err)
 	}
-	var localObjs []ingest.Object
-	if len(local) > 0 {
-		localObjs, err = ingest.Local(local, ingest.LocalOptions{Suffixes: suffixes})
-		if err != nil {
-			return fail(stderr, "%v", err)
-		}
-	}
-	var s3src *ingest.S3Source
-	if len(remote) > 0 {
-		for _, r := range remote {
-			if _, _, err := ingest.ParseS3URI(r); err != nil {
-				return fail(stderr, "%v", err)
-			}
-		}
-		c, err := e.s3(ctx)
-		if err != nil {
-			return fail(stderr, "%v", err)
-		}
-		s3src = &ingest.S3Source{Client: c, Suffixes: suffixes, Logger: e.log}
-	}
-
 	tr, err := e.transformer()
 	if err != nil {
+		_ = src.Close()
 		return fail(stderr, "%v", err)
 	}
 	var metrics *pipeline.Metrics
@@ -86,9 +56,10 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 	if command == "run" {
 		dl, w, err := e.loadStages(ctx, metrics)
 		if err != nil {
+			_ = src.Close()
 			return fail(stderr, "%v", err)
 		}
-		deps.DeadLetters, deps.Writer = dl, w
+		deps.DeadLetters, deps.Sink = dl, pipeline.LoaderSink{W: w}
 	}
 	if metrics != nil {
 		addr := *metricsAddr
@@ -96,56 +67,17 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 			addr = cfg.Metrics.Addr
 		}
 		if _, err := metrics.Serve(ctx, addr, nil); err != nil {
+			_ = src.Close()
 			return fail(stderr, "metrics listener: %v", err)
 		}
 	}
 	runner := pipeline.NewRunner(deps)
-
-	objects := make(chan ingest.Object)
-	listErr := make(chan error, 1)
-	go func() {
-		defer close(objects)
-		send := func(o ingest.Object) error {
-			select {
-			case objects <- o:
-				return nil
-			case <-runner.Stopping():
-				return errStopped
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		for _, o := range localObjs {
-			if err := send(o); err != nil {
-				listErr <- nil
-				return
-			}
-		}
-		for _, r := range remote {
-			if err := s3src.List(ctx, r, send); err != nil && !errors.Is(err, errStopped) {
-				listErr <- err
-				return
-			}
-		}
-		listErr <- nil
-	}()
-
-	var total int64 // known when every source is local
-	if len(remote) == 0 {
-		for _, o := range localObjs {
-			total += o.Size
-		}
-	}
+	total, _ := pipeline.SourceSize(src)
 	stopProgress := startProgress(runner, total, stderr, e.log)
-	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, objects) }, e.log)
+	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, src) }, e.log)
 	stopProgress()
-	if err := <-listErr; err != nil && rep.Fatal == "" {
-		rep.Fatal = fmt.Sprintf("listing sources: %v", err)
-	}
 	return finish(rep, *reportPath, sig, stderr)
 }
-
-var errStopped = errors.New("stopped")
 
 // awaitRun runs fn; on the first signal it asks the runner to stop gracefully
 // and gives in-flight work a bounded time to drain before canceling.
