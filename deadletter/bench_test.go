@@ -24,6 +24,14 @@ func benchPut(b *testing.B, url string, opts Options, writers, perPut int) {
 		b.Fatal(err)
 	}
 	defer s.Close()
+	// Count the group commits (one write + fsync, or one PutObject, each).
+	st := s.(*store)
+	var commits atomic.Int64
+	write := st.c.write
+	st.c.write = func(g []*batch) error {
+		commits.Add(1)
+		return write(g)
+	}
 	b.SetBytes(int64(len(benchLine) * perPut))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -50,6 +58,7 @@ func benchPut(b *testing.B, url string, opts Options, writers, perPut int) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N*perPut)/b.Elapsed().Seconds(), "entries/s")
+	b.ReportMetric(float64(b.N*perPut)/float64(commits.Load()), "entries/commit")
 }
 
 // BenchmarkPut measures local Puts (write + fsync, shared by the writers
@@ -64,15 +73,17 @@ func BenchmarkPut(b *testing.B) {
 	}
 }
 
-// BenchmarkPutS3 is BenchmarkPut (1 entry per Put) against moto: one
-// PutObject per group commit. It measures the emulator as much as the store.
+// BenchmarkPutS3 is BenchmarkPut against moto: one PutObject per group
+// commit. It measures the emulator as much as the store.
 func BenchmarkPutS3(b *testing.B) {
 	c := testutil.S3(testutil.Moto(b))
 	bucket := testutil.Bucket(b, c)
-	for _, writers := range []int{1, 16} {
-		b.Run(fmt.Sprintf("entries=1/writers=%d", writers), func(b *testing.B) {
-			benchPut(b, fmt.Sprintf("s3://%s/dl-%d", bucket, writers), Options{S3: c}, writers, 1)
-		})
+	for _, perPut := range []int{1, 100} {
+		for _, writers := range []int{1, 16} {
+			b.Run(fmt.Sprintf("entries=%d/writers=%d", perPut, writers), func(b *testing.B) {
+				benchPut(b, fmt.Sprintf("s3://%s/dl-%d-%d", bucket, perPut, writers), Options{S3: c}, writers, perPut)
+			})
+		}
 	}
 }
 
