@@ -27,6 +27,7 @@ type s3Gate struct {
 	mu   sync.Mutex
 	mode string // "": pass; "deny": 403 AccessDenied; "fail": 500; "store-then-fail": forward, then 500
 	puts int    // segment PUTs seen
+	dels int    // segment DELETEs seen
 }
 
 func newS3Gate(t *testing.T, upstream string) (*s3Gate, *s3.Client) {
@@ -50,7 +51,13 @@ func newS3Gate(t *testing.T, upstream string) (*s3Gate, *s3.Client) {
 func (g *s3Gate) set(mode string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.mode, g.puts = mode, 0
+	g.mode, g.puts, g.dels = mode, 0, 0
+}
+
+func (g *s3Gate) seen() (puts, dels int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.puts, g.dels
 }
 
 func (g *s3Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -59,6 +66,9 @@ func (g *s3Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	segPut := r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/segments/")
 	if segPut {
 		g.puts++
+	}
+	if r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/segments/") {
+		g.dels++
 	}
 	g.mu.Unlock()
 	if !segPut || mode == "" {
@@ -111,10 +121,11 @@ func TestS3RefusedPutsAreNotStored(t *testing.T) {
 		mode     string
 		wantErr  string
 		wantPuts int // attempts the SDK made
+		wantDels int // clean-ups: only when the outcome is open (5xx)
 	}{
-		{"deny", "AccessDenied", 1},
-		{"fail", "InternalError", 3},
-		{"store-then-fail", "InternalError", 3},
+		{"deny", "AccessDenied", 1, 0},
+		{"fail", "InternalError", 3, 1},
+		{"store-then-fail", "InternalError", 3, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.mode, func(t *testing.T) {
@@ -130,8 +141,8 @@ func TestS3RefusedPutsAreNotStored(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("Put = %v, want an error with %s", err, tc.wantErr)
 			}
-			if gate.puts != tc.wantPuts {
-				t.Errorf("%d segment PUTs, want %d", gate.puts, tc.wantPuts)
+			if puts, dels := gate.seen(); puts != tc.wantPuts || dels != tc.wantDels {
+				t.Errorf("%d segment PUTs and %d DELETEs, want %d and %d", puts, dels, tc.wantPuts, tc.wantDels)
 			}
 			if keys := segmentObjects(t, direct, bucket, "dl"); len(keys) != 1 {
 				t.Errorf("segment objects %v, want only the first one", keys)

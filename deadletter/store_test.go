@@ -97,6 +97,9 @@ func TestPutListFilter(t *testing.T) {
 			if len(all) != 4 {
 				t.Fatalf("List: %d entries, want 4", len(all))
 			}
+			if !slices.Equal(ids(in), ids(all)) || !in[3].FirstFailed.Equal(all[3].FirstFailed) {
+				t.Errorf("Put filled %v in the caller's slice, stored %v", ids(in), ids(all))
+			}
 			for i, e := range all[:3] {
 				want := in[i]
 				want.ID = e.ID
@@ -238,6 +241,25 @@ func TestCloseEndsWrites(t *testing.T) {
 			got, err := open(t, url, opts).List(ctx, Filter{})
 			if err != nil || len(got) != 1 {
 				t.Fatalf("after Close: %d entries, %v", len(got), err)
+			}
+		})
+	}
+}
+
+// TestPutCanceledStoresNothing: a Put whose context has ended fails and
+// stores nothing.
+func TestPutCanceledStoresNothing(t *testing.T) {
+	for _, bc := range backends() {
+		t.Run(bc.name, func(t *testing.T) {
+			url, opts := bc.setup(t)
+			s := open(t, url, opts)
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if err := s.Put(ctx, entry("invalid", "x", 1, "r", t0)); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Put = %v, want context.Canceled", err)
+			}
+			if got, err := open(t, url, opts).List(context.Background(), Filter{}); err != nil || len(got) != 0 {
+				t.Fatalf("listed %d entries (%v), want none", len(got), err)
 			}
 		})
 	}
