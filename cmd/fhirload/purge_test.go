@@ -80,6 +80,9 @@ func (w workspace) purge(t *testing.T, extra ...string) (code int, stdout, stder
 // the same; once the replay is gone (SIGKILL: its S3 lease is left behind),
 // purge works without --force. Both dead-letter backends.
 func TestPurgeRespectsReplayLease(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the fhirload binary (2–10 s); the full suite runs it")
+	}
 	for _, backend := range []string{"file", "s3"} {
 		t.Run(backend, func(t *testing.T) {
 			target, writing := hangingTarget(t)
