@@ -89,14 +89,6 @@ type Store interface {
 	// finished (or rolled back) whatever ctx does, so that its outcome is
 	// known.
 	Put(ctx context.Context, entries ...Entry) error
-	// Append is Put.
-	//
-	// Deprecated: use Put. Kept, with Sync, until the runner calls Put.
-	Append(ctx context.Context, entries ...Entry) error
-	// Sync does nothing: Put is durable on return.
-	//
-	// Deprecated: nothing is buffered any more.
-	Sync(ctx context.Context) error
 	// List returns the live entries matching f, oldest first. Records a
 	// crash or a full disk left half-written at the end of a segment are
 	// skipped with a warning naming the segment and byte offset.
@@ -258,12 +250,6 @@ var errClosed = errors.New("dead-letter store is closed")
 func (s *store) Put(ctx context.Context, entries ...Entry) error {
 	return s.add(ctx, "", entries)
 }
-
-func (s *store) Append(ctx context.Context, entries ...Entry) error {
-	return s.add(ctx, "", entries)
-}
-
-func (s *store) Sync(context.Context) error { return nil }
 
 func (s *store) Replace(ctx context.Context, entries ...Entry) error {
 	for _, e := range entries {

@@ -225,7 +225,7 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 		if err := checkTarget(ctx, w, e.log); err != nil {
 			return fail(stderr, "%v", err)
 		}
-		deps.Sink, deps.DeadLetters, deps.Replay = pipeline.LoaderSink{W: w}, durable{dl}, dl
+		deps.Sink, deps.DeadLetters, deps.Replay = pipeline.LoaderSink{W: w}, dl, dl
 	}
 	runner := pipeline.NewRunner(deps)
 	e.log.Info("replaying", zap.Int("entries", len(entries)), zap.Bool("dry_run", *dryRun))

@@ -157,17 +157,6 @@ func (e *env) transformer() (*transform.Transformer, error) {
 	})
 }
 
-// durable gives a dead-letter store the runner's Put (durable or nothing).
-// TODO(dlstore): the store's own Put replaces this.
-type durable struct{ deadletter.Store }
-
-func (d durable) Put(ctx context.Context, entries ...deadletter.Entry) error {
-	if err := d.Append(ctx, entries...); err != nil {
-		return err
-	}
-	return d.Sync(ctx)
-}
-
 func (e *env) deadLetters(ctx context.Context) (deadletter.Store, error) {
 	opts := deadletter.Options{SSE: e.cfg.DeadLetter.SSE, KMSKeyID: e.cfg.DeadLetter.KMSKeyID, Logger: e.log}
 	if strings.HasPrefix(e.cfg.DeadLetter.URL, "s3://") {
@@ -258,18 +247,17 @@ func (e *env) startEmbedded(ctx context.Context) (string, aws.CredentialsProvide
 // loadStages opens what a loading command writes to: the dead-letter store
 // and the writer (after its preflight check), with the writer's numbers in
 // the metrics.
-func (e *env) loadStages(ctx context.Context, m *pipeline.Metrics) (durable, *loader.Writer, error) {
-	st, err := e.deadLetters(ctx)
+func (e *env) loadStages(ctx context.Context, m *pipeline.Metrics) (deadletter.Store, *loader.Writer, error) {
+	dl, err := e.deadLetters(ctx)
 	if err != nil {
-		return durable{}, nil, err
+		return nil, nil, err
 	}
-	dl := durable{st}
 	w, err := e.writer(ctx, m)
 	if err != nil {
-		return durable{}, nil, err
+		return nil, nil, err
 	}
 	if err := checkTarget(ctx, w, e.log); err != nil {
-		return durable{}, nil, err
+		return nil, nil, err
 	}
 	m.WriterStats(w)
 	return dl, w, nil
