@@ -28,7 +28,7 @@ func TestReferenceRewriting(t *testing.T) {
 		{"derive urn:uuid patient", IDsDerive, obs(`,"subject":{"reference":"urn:uuid:` + uuidX + `"}`), []string{"subject", "reference"}, "Patient/" + DeriveID("Patient", uuidX)},
 		{"derive relative patient", IDsDerive, obs(`,"subject":{"reference":"Patient/p1"}`), []string{"subject", "reference"}, "Patient/" + DeriveID("Patient", "p1")},
 		{"derive versioned kept", IDsDerive, obs(`,"subject":{"reference":"Patient/p1/_history/2"}`), []string{"subject", "reference"}, "Patient/p1/_history/2"},
-		{"derive encounter not produced", IDsDerive, obs(`,"encounter":{"reference":"urn:uuid:` + uuidX + `"}`), []string{"encounter", "reference"}, "Encounter/" + uuidX},
+		{"derive encounter", IDsDerive, obs(`,"encounter":{"reference":"urn:uuid:` + uuidX + `"}`), []string{"encounter", "reference"}, "Encounter/" + DeriveID("Encounter", uuidX)},
 		{"derive id", IDsDerive, obs(``), []string{"id"}, DeriveID("Observation", "o1")},
 		{"derive id without id", IDsDerive, `{"resourceType":"Patient","identifier":[{"system":"urn:s","value":"v1"}],"name":[{"family":"F","given":["G"]}]}`, []string{"id"}, DeriveID("Patient", "urn:s|v1")},
 		{"keep id", IDsKeep, obs(``), []string{"id"}, "o1"},

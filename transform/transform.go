@@ -30,7 +30,15 @@ func (e *Error) Error() string {
 // Resource is a validated resource ready to send: Body is its JSON with ids and
 // references rewritten, number literals as written.
 type Resource struct {
-	Type string // "Patient" or "Observation"
+	Type string // any concrete R4 resource type: "Patient", "Claim", …
 	ID   string
 	Body []byte
+	// Unresolved counts the urn:uuid: references left as they were: with a Resolver,
+	// those whose target is not in the run; without, those on elements that allow any
+	// type and carry no type element. The run report sums them (unresolved_references).
+	Unresolved int
+	// IDDerived is true when the source had no id (nor a Bundle fullUrl uuid) and the id
+	// was derived from its first identifier or its content (see DeriveID). The run
+	// report counts them (ids_derived).
+	IDDerived bool
 }
