@@ -55,7 +55,9 @@ type BundleDecoder struct {
 	rerr     error
 	max      int
 
-	state    int // stateStart, stateTop, stateEntries, stateDone
+	state    int // stateStart, stateTop, stateEntries, stateAfterEntries, stateDone
+	resStart int // the held entry's resource, relative to mark (-1: none)
+	resEnd   int
 	sawType  bool
 	typ      string
 	index    int
@@ -70,6 +72,7 @@ const (
 	stateStart = iota
 	stateTop
 	stateEntries
+	stateAfterEntries
 	stateDone
 )
 
@@ -93,6 +96,7 @@ func (d *BundleDecoder) Next() (*BundleEntry, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
+	d.mark = -1 // release the previous entry
 	e, err := d.next()
 	if err != nil {
 		d.err = err
@@ -202,14 +206,26 @@ func (d *BundleDecoder) next() (*BundleEntry, error) {
 				d.pos++
 			case ']':
 				d.pos++
-				d.state = stateTop
-				if err := d.afterMember(); err != nil {
-					return nil, err
-				}
+				d.state = stateAfterEntries
 			default:
 				return nil, d.syntax("expected ',' or ']' after an entry")
 			}
+			// The peek may have moved the buffer: slice the resource now.
+			switch {
+			case d.overflow && e.Err == nil:
+				e.Err = &Error{Reason: ReasonParse, Location: d.entryLoc, Message: "entry larger than " + strconv.Itoa(d.max) + " bytes"}
+			case e.Err == nil:
+				e.Resource = d.buf[d.mark+d.resStart : d.mark+d.resEnd]
+			}
 			return e, nil
+		case stateAfterEntries:
+			d.state = stateTop
+			if err := d.afterMember(); err != nil {
+				return nil, err
+			}
+			if d.state == stateDone {
+				return nil, io.EOF
+			}
 		case stateDone:
 			return nil, io.EOF
 		}
@@ -244,7 +260,8 @@ func (d *BundleDecoder) afterMember() error {
 	return d.syntax("expected ',' or '}'")
 }
 
-// readEntry reads one entry object, holding it in the buffer from its '{'.
+// readEntry reads one entry object, holding it in the buffer from its '{' (mark) until
+// the next call of Next.
 func (d *BundleDecoder) readEntry() (*BundleEntry, error) {
 	e := &d.entry
 	*e = BundleEntry{Index: d.index}
@@ -331,10 +348,8 @@ func (d *BundleDecoder) readEntry() (*BundleEntry, error) {
 	case e.Err != nil:
 	case resStart < 0:
 		e.Err = &Error{Reason: ReasonInvalid, Location: d.entryLoc, Message: "entry has no resource"}
-	default:
-		e.Resource = d.buf[d.mark+resStart : d.mark+resEnd]
 	}
-	d.mark = -1
+	d.resStart, d.resEnd = resStart, resEnd // sliced by next, once the buffer stops moving
 	return e, nil
 }
 
