@@ -157,7 +157,7 @@ const idNamespace = "\x6f\x3c\x1e\x52\x8a\x4d\x4b\x0e\x9d\x27\x51\xc3\x8e\x0a\x7
 // is the source id for FHIR input (else as for a resource without an id) and the
 // mapping's key fields joined by "|" for flat records. A resource without an id gets
 // the key "system|value" of its first identifier, else "sha256:" and the hex SHA-256 of
-// its canonical JSON (see canonicalHash).
+// its canonical JSON (see canonicalJSON).
 func DeriveID(typ, key string) string {
 	var buf [36]byte
 	return string(appendDerivedID(buf[:0], typ, []byte(key)))
