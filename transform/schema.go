@@ -219,13 +219,23 @@ func (b *schemaBuilder) fail(format string, args ...any) {
 	}
 }
 
-// build fills the typeDef of a type name or backbone path ("Observation.component").
+// build fills the typeDef of a type name, a backbone path ("Observation.component") or a
+// datatype under a core profile ("Quantity|http://…/SimpleQuantity").
 func (b *schemaBuilder) build(path string) {
+	if base, url, ok := strings.Cut(path, "|"); ok {
+		b.buildProfiled(path, base, url)
+		return
+	}
+	b.s.types[b.index[path]] = b.def(path)
+}
+
+// def returns the typeDef of a type name or backbone path.
+func (b *schemaBuilder) def(path string) typeDef {
 	typeName, _, _ := strings.Cut(path, ".")
 	rt := b.s.reg.Type(typeName)
 	if rt == nil {
 		b.fail("no definition of type %s", typeName)
-		return
+		return typeDef{name: path}
 	}
 	td := typeDef{name: path, resource: path == typeName && rt.Kind == registry.Resource}
 	prefix := path + "."
@@ -272,9 +282,9 @@ func (b *schemaBuilder) build(path string) {
 			default:
 				if b.s.reg.Type(code) == nil {
 					b.fail("%s: unknown type %s", e.Path, code)
-					return
+					return td
 				}
-				td.fields = append(td.fields, fieldDef{json: jsonName, elem: idx, kind: kindObject, typ: b.typeIndex(code)})
+				td.fields = append(td.fields, fieldDef{json: jsonName, elem: idx, kind: kindObject, typ: b.datatype(code, tr.Profiles)})
 			}
 		}
 		td.elems = append(td.elems, ge)
@@ -283,7 +293,50 @@ func (b *schemaBuilder) build(path string) {
 	if len(td.elems) > maxElems || len(td.fields) > maxFields {
 		b.fail("%s has %d elements and %d JSON names; the walker holds %d and %d", path, len(td.elems), len(td.fields), maxElems, maxFields)
 	}
-	b.s.types[b.index[path]] = td
+	return td
+}
+
+// datatype returns the type index of a datatype, or of its variant under a core profile
+// that forbids some of its elements (SimpleQuantity: no comparator).
+func (b *schemaBuilder) datatype(code string, profiles []string) int {
+	for _, url := range profiles {
+		if len(profileRemoves(b.s.reg, code, url)) > 0 {
+			return b.typeIndex(code + "|" + url)
+		}
+	}
+	return b.typeIndex(code)
+}
+
+// profileRemoves returns the names of the direct elements of type code that the core
+// profile url sets to max 0.
+func profileRemoves(reg *registry.Registry, code, url string) map[string]bool {
+	p := reg.Profile(url)
+	if p == nil || p.Type != code {
+		return nil
+	}
+	var out map[string]bool
+	for _, e := range p.Elements {
+		name, ok := strings.CutPrefix(e.ID, code+".")
+		if ok && e.Max == 0 && !strings.ContainsAny(name, ".:") {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[strings.TrimSuffix(name, "[x]")] = true
+		}
+	}
+	return out
+}
+
+// buildProfiled builds a datatype without the elements a profile forbids: their JSON
+// names (and "_" companions) are unknown elements there.
+func (b *schemaBuilder) buildProfiled(key, base, url string) {
+	removes := profileRemoves(b.s.reg, base, url)
+	td := b.def(base)
+	td.fields = slices.DeleteFunc(td.fields, func(f fieldDef) bool {
+		name := strings.TrimPrefix(f.json, "_")
+		return removes[td.elems[f.elem].name] || removes[name]
+	})
+	b.s.types[b.index[key]] = td
 }
 
 func (b *schemaBuilder) valueSet(url string) *valueSetDef {

@@ -497,10 +497,16 @@ func (g *mixGen) resource(b []byte, typ string, id []byte) []byte {
 // members appends the members of an object of path (a type or backbone element), each
 // after a comma; comma says whether one is already written.
 func (g *mixGen) members(b []byte, t *registry.Type, path string, depth int, comma bool) []byte {
+	return g.membersExcept(b, t, path, depth, comma, nil)
+}
+
+// membersExcept is members without the elements named in except (those a profile of
+// the datatype forbids, such as SimpleQuantity's comparator).
+func (g *mixGen) membersExcept(b []byte, t *registry.Type, path string, depth int, comma bool, except map[string]bool) []byte {
 	kids := g.childrenOf(t, path)
 	wrote := comma
 	for _, e := range kids {
-		if skipped(e, depth) || path == "Patient" && e.Name() == "name" {
+		if skipped(e, depth) || except[e.Name()] || path == "Patient" && e.Name() == "name" {
 			continue
 		}
 		include := e.Min > 0 || depth <= 3 && g.rnd.IntN(4*depth) == 0
@@ -522,7 +528,7 @@ func (g *mixGen) members(b []byte, t *registry.Type, path string, depth int, com
 	if !wrote && !comma {
 		// An object must not be empty: write its first element that can have a value.
 		for _, e := range kids {
-			if skipped(e, depth) {
+			if skipped(e, depth) || except[e.Name()] {
 				continue
 			}
 			var ok bool
@@ -629,8 +635,21 @@ func (g *mixGen) value(b []byte, t *registry.Type, e *registry.Element, tr regis
 	if ct == nil || ct.Kind != registry.Complex || depth > 5 {
 		return b, false
 	}
+	var except map[string]bool
+	for _, url := range tr.Profiles {
+		if p := g.reg.Profile(url); p != nil && p.Type == ct.Name {
+			for _, pe := range p.Elements {
+				if pe.Max == 0 && pe.SliceName == "" && strings.Count(pe.ID, ".") == 1 {
+					if except == nil {
+						except = map[string]bool{}
+					}
+					except[pe.Name()] = true
+				}
+			}
+		}
+	}
 	b = append(b, '{')
-	b = g.members(b, ct, ct.Name, depth+1, false)
+	b = g.membersExcept(b, ct, ct.Name, depth+1, false, except)
 	return append(b, '}'), true
 }
 
