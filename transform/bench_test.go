@@ -232,3 +232,13 @@ func BenchmarkIndexSpilled1M(b *testing.B) {
 	}
 	b.ReportMetric(build.Seconds(), "build-s")
 }
+
+// BenchmarkNew measures building a Transformer: the validator's tables for every type,
+// built from the (already decoded) registry.
+func BenchmarkNew(b *testing.B) {
+	mustNew(b, Options{}) // decode the registry outside the loop
+	b.ReportAllocs()
+	for b.Loop() {
+		mustNew(b, Options{})
+	}
+}

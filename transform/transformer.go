@@ -260,7 +260,7 @@ func (t *Transformer) transformFHIR(v *validator, line, fallbackID []byte) (Reso
 // of its first identifier when that has a value, else "sha256:" and the hex SHA-256 of
 // its canonical JSON, so that key order and whitespace do not change it.
 func (v *validator) contentKey() []byte {
-	if v.ident.done && v.ident.value != nil {
+	if v.ident.done && v.ident.hasValue {
 		return append(append(append([]byte(nil), v.ident.system...), '|'), v.ident.value...)
 	}
 	sum := sha256.Sum256(canonicalJSON(v.b))

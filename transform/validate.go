@@ -46,6 +46,7 @@ type conceptCheck struct {
 type identCapture struct {
 	active        bool
 	done          bool
+	hasValue      bool
 	system, value []byte
 }
 
@@ -89,7 +90,7 @@ func (v *validator) reset(b []byte) {
 	v.idSpan = span{-1, -1}
 	v.id = nil
 	v.rootOpen = 0
-	v.ident = identCapture{}
+	v.ident = identCapture{system: v.ident.system[:0], value: v.ident.value[:0]} // keep the buffers
 	v.cc = conceptCheck{}
 	v.unresolved = 0
 }

@@ -169,6 +169,7 @@ func (v *validator) object(t int, isResource bool) bool {
 					v.ident.system = append(v.ident.system[:0], val...)
 				case "value":
 					v.ident.value = append(v.ident.value[:0], val...)
+					v.ident.hasValue = true
 				}
 			}
 			if isResource && v.depth == 1 && f.json == "id" {
