@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-
-	"github.com/fhirload/fhirload/registry"
 )
 
 // Option values.
@@ -89,7 +87,7 @@ func New(opts Options) (*Transformer, error) {
 	default:
 		return nil, fmt.Errorf("transform: format must be %q, %q, %q or %q", FormatFHIR, FormatBundle, FormatCSV, FormatFlat)
 	}
-	s, err := newSchema(registry.R4(), t.profile)
+	s, err := schemaFor(t.profile)
 	if err != nil {
 		return nil, err
 	}
