@@ -137,7 +137,7 @@ func (d *BundleDecoder) next() (*BundleEntry, error) {
 			if err != nil {
 				return nil, err
 			}
-			switch key {
+			switch string(key) {
 			case "resourceType":
 				v, err := d.stringValue("Bundle.resourceType")
 				if err != nil {
@@ -294,7 +294,7 @@ func (d *BundleDecoder) readEntry() (*BundleEntry, error) {
 			if err != nil {
 				return nil, err
 			}
-			switch key {
+			switch string(key) {
 			case "fullUrl":
 				v, err := d.stringValue(d.entryLoc + ".fullUrl")
 				if err != nil {
@@ -375,7 +375,7 @@ func (d *BundleDecoder) request(e *BundleEntry) error {
 		if err != nil {
 			return err
 		}
-		if key == "method" {
+		if string(key) == "method" {
 			if c, err := d.peek(); err == nil && c == '"' {
 				v, err := d.stringValue(d.entryLoc + ".request.method")
 				if err != nil {
@@ -519,25 +519,22 @@ func (d *BundleDecoder) syntax(msg string) error {
 	return &Error{Reason: ReasonParse, Location: d.loc(), Message: msg + " at byte " + strconv.FormatInt(d.off+int64(d.pos), 10)}
 }
 
-// key reads an object key and the ':' after it. The key is returned as a string only
-// when it is short (keys of interest are); longer keys come back as "".
-func (d *BundleDecoder) key() (string, error) {
+// key reads an object key and the ':' after it. The key is valid until the next read;
+// callers switch on string(key), which does not allocate.
+func (d *BundleDecoder) key() ([]byte, error) {
 	raw, err := d.str()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	c, err := d.peek()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if c != ':' {
-		return "", d.syntax("expected ':'")
+		return nil, d.syntax("expected ':'")
 	}
 	d.pos++
-	if len(raw) > 32 {
-		return "", nil
-	}
-	return string(raw), nil
+	return raw, nil
 }
 
 // stringValue reads a JSON string value (the keys' values the decoder keeps are short).
