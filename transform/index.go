@@ -22,8 +22,9 @@ import (
 // file order.
 //
 // Each id is kept as 16 bytes plus a type byte: a UUID (any case) as its 16 bytes, any
-// other id as the first 16 bytes of its SHA-256. 1M resources take 17 MB (plus a 256 KiB
-// table of key prefixes that makes a lookup about 100 ns); 100M take
+// other id as the first 16 bytes of its SHA-256, in chunks that never move, sorted in
+// place. 1M resources take 17 MB (plus a 256 KiB table of key prefixes that makes a
+// lookup a few cache lines); 100M take
 // 1.7 GB, which is why, past IndexOptions.MaxMemory, entries are sorted into run files
 // and merged at Freeze into one sorted file that TypeOf binary-searches through a sparse
 // in-memory index (16 bytes per 256 entries: 6.3 MB at 100M) with one 4 KiB read per
@@ -37,8 +38,12 @@ type Index struct {
 	types   []string // type byte → name (the registry's resource types)
 	typeNum map[string]uint8
 
-	mu      sync.Mutex
-	entries []indexEntry // unsorted during the pre-pass; sorted and unique after Freeze
+	mu sync.Mutex
+	// The entries held in memory, in fixed-size chunks so that growing never copies
+	// them (a growing slice would leave several times its size behind as garbage):
+	// unsorted during the pre-pass, sorted and unique after Freeze.
+	chunks [][]indexEntry
+	n      int
 	// starts[p] is the first entry whose key begins with the 16 bits p (after Freeze,
 	// in memory): a lookup searches a few entries in one or two cache lines instead of
 	// binary-searching 17 MB. 256 KiB.
@@ -62,9 +67,6 @@ type IndexOptions struct {
 	// Dir is where spilled runs and the merged file go; default os.TempDir(). The
 	// files are removed by Close.
 	Dir string
-	// SizeHint, when known, is the expected number of resources (capacity is reserved
-	// up to MaxMemory).
-	SizeHint int
 }
 
 type indexEntry struct {
@@ -78,6 +80,8 @@ const (
 	blockLen    = 256 // entries per block of the merged file
 	defaultMem  = 32 << 20
 	maxTypeNums = 0xFF
+	chunkBits   = 14 // 16,384 entries (272 KiB) per chunk
+	chunkLen    = 1 << chunkBits
 )
 
 // NewIndex returns an empty index over the R4 resource types.
@@ -91,9 +95,6 @@ func NewIndex(opts IndexOptions) *Index {
 	x := &Index{opts: opts, types: registry.R4().ResourceTypes(), typeNum: map[string]uint8{}}
 	for i, t := range x.types[:min(len(x.types), maxTypeNums)] {
 		x.typeNum[t] = uint8(i)
-	}
-	if opts.SizeHint > 0 {
-		x.entries = make([]indexEntry, 0, min(int64(opts.SizeHint), opts.MaxMemory/entrySize))
 	}
 	x.bufs.New = func() any { b := make([]byte, blockLen*entrySize); return &b }
 	return x
@@ -113,9 +114,13 @@ func (x *Index) Add(typ, id []byte) (bool, error) {
 	if x.frozen {
 		return false, errors.New("transform: index: Add after Freeze")
 	}
-	x.entries = append(x.entries, e)
+	if x.n == len(x.chunks)<<chunkBits {
+		x.chunks = append(x.chunks, make([]indexEntry, chunkLen))
+	}
+	*x.at(x.n) = e
+	x.n++
 	x.added++
-	if int64(len(x.entries))*entrySize >= x.opts.MaxMemory {
+	if int64(x.n)*entrySize >= x.opts.MaxMemory {
 		if err := x.spill(); err != nil {
 			return false, err
 		}
@@ -169,33 +174,96 @@ func compareEntries(a, b indexEntry) int {
 	return int(a.typ) - int(b.typ)
 }
 
-// sortUnique sorts entries by key and folds repeats: the same key and type once, the
-// same key under several types marked ambiguous.
-func sortUnique(es []indexEntry) []indexEntry {
-	slices.SortFunc(es, compareEntries)
-	out := es[:0]
-	for _, e := range es {
-		if n := len(out); n > 0 && out[n-1].key == e.key {
-			if out[n-1].typ != e.typ {
-				out[n-1].typ = ambiguous
+func (x *Index) at(i int) *indexEntry { return &x.chunks[i>>chunkBits][i&(chunkLen-1)] }
+
+func prefix(k *[16]byte) int { return int(k[0])<<8 | int(k[1]) }
+
+// sortUnique sorts the held entries in place and folds repeats (the same key and type
+// once; the same key under several types marked ambiguous), then sets starts. It uses
+// no memory beyond the 256 KiB starts table: an in-place counting sort on the first 16
+// bits of the keys (American flag sort), then a sort of each of the 65,536 buckets
+// (about 15 entries each at 1M; keys are UUIDs or SHA-256 prefixes, so evenly spread).
+func (x *Index) sortUnique() {
+	starts := make([]uint32, 1<<16+1)
+	for i := 0; i < x.n; i++ {
+		starts[prefix(&x.at(i).key)+1]++
+	}
+	for p := 1; p <= 1<<16; p++ {
+		starts[p] += starts[p-1]
+	}
+	next := make([]uint32, 1<<16)
+	copy(next, starts[:1<<16])
+	for p := 0; p < 1<<16; p++ {
+		for next[p] < starts[p+1] {
+			e := x.at(int(next[p]))
+			q := prefix(&e.key)
+			if q == p {
+				next[p]++
+				continue
+			}
+			o := x.at(int(next[q]))
+			*e, *o = *o, *e
+			next[q]++
+		}
+	}
+	var tmp []indexEntry
+	for p := 0; p < 1<<16; p++ {
+		lo, hi := int(starts[p]), int(starts[p+1])
+		if hi-lo <= 32 {
+			for i := lo + 1; i < hi; i++ { // insertion sort
+				for j := i; j > lo && compareEntries(*x.at(j), *x.at(j - 1)) < 0; j-- {
+					a, b := x.at(j), x.at(j-1)
+					*a, *b = *b, *a
+				}
 			}
 			continue
 		}
-		out = append(out, e)
+		tmp = tmp[:0]
+		for i := lo; i < hi; i++ {
+			tmp = append(tmp, *x.at(i))
+		}
+		slices.SortFunc(tmp, compareEntries)
+		for i, e := range tmp {
+			*x.at(lo + i) = e
+		}
 	}
-	return out
+	// Fold repeats, then recount the starts.
+	w := 0
+	for i := 0; i < x.n; i++ {
+		e := *x.at(i)
+		if w > 0 {
+			if last := x.at(w - 1); last.key == e.key {
+				if last.typ != e.typ {
+					last.typ = ambiguous
+				}
+				continue
+			}
+		}
+		*x.at(w) = e
+		w++
+	}
+	x.n = w
+	clear(starts)
+	for i := 0; i < x.n; i++ {
+		starts[prefix(&x.at(i).key)+1]++
+	}
+	for p := 1; p <= 1<<16; p++ {
+		starts[p] += starts[p-1]
+	}
+	x.starts = starts
 }
 
 // spill writes the held entries, sorted, to a new run file. Called with mu held.
 func (x *Index) spill() error {
-	x.entries = sortUnique(x.entries)
+	x.sortUnique()
 	f, err := os.CreateTemp(x.opts.Dir, "fhirload-index-run-*")
 	if err != nil {
 		return fmt.Errorf("transform: index: spill: %w", err)
 	}
 	x.runs = append(x.runs, f.Name())
 	w := bufio.NewWriterSize(f, 1<<20)
-	for _, e := range x.entries {
+	for i := 0; i < x.n; i++ {
+		e := x.at(i)
 		w.Write(e.key[:])
 		w.WriteByte(e.typ)
 	}
@@ -206,7 +274,7 @@ func (x *Index) spill() error {
 	if err != nil {
 		return fmt.Errorf("transform: index: spill: %w", err)
 	}
-	x.entries = x.entries[:0]
+	x.n = 0 // the chunks are reused
 	return nil
 }
 
@@ -220,25 +288,16 @@ func (x *Index) Freeze() error {
 	}
 	x.frozen = true
 	if len(x.runs) == 0 {
-		x.entries = slices.Clip(sortUnique(x.entries))
-		x.starts = make([]uint32, 1<<16+1)
-		p := 0
-		for i, e := range x.entries {
-			for q := int(e.key[0])<<8 | int(e.key[1]); p <= q; p++ {
-				x.starts[p] = uint32(i)
-			}
-		}
-		for ; p <= 1<<16; p++ {
-			x.starts[p] = uint32(len(x.entries))
-		}
+		x.sortUnique()
+		x.chunks = x.chunks[:(x.n+chunkLen-1)>>chunkBits] // drop chunks emptied by folding
 		return nil
 	}
-	if len(x.entries) > 0 {
+	if x.n > 0 {
 		if err := x.spill(); err != nil {
 			return err
 		}
 	}
-	x.entries = nil
+	x.chunks, x.starts = nil, nil
 	return x.merge()
 }
 
@@ -360,7 +419,7 @@ func (x *Index) Len() int64 {
 	if x.file != nil {
 		return x.count
 	}
-	return int64(len(x.entries))
+	return int64(x.n)
 }
 
 // Spilled reports whether the index went to disk.
@@ -378,8 +437,7 @@ func (x *Index) TypeOf(id []byte) (string, bool) {
 	if x.file != nil {
 		t, ok = x.lookupFile(k)
 	} else {
-		p := int(k[0])<<8 | int(k[1])
-		t, ok = lookupEntries(x.entries[x.starts[p]:x.starts[p+1]], k)
+		t, ok = x.lookupMemory(k)
 	}
 	if !ok || t == ambiguous || int(t) >= len(x.types) {
 		return "", false
@@ -387,12 +445,13 @@ func (x *Index) TypeOf(id []byte) (string, bool) {
 	return x.types[t], true
 }
 
-func lookupEntries(es []indexEntry, k [16]byte) (uint8, bool) {
+func (x *Index) lookupMemory(k [16]byte) (uint8, bool) {
+	p := prefix(&k)
 	hi1, lo1 := binary.BigEndian.Uint64(k[:8]), binary.BigEndian.Uint64(k[8:])
-	lo, hi := 0, len(es)
+	lo, hi := int(x.starts[p]), int(x.starts[p+1])
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		e := &es[m]
+		e := x.at(m)
 		h2, l2 := binary.BigEndian.Uint64(e.key[:8]), binary.BigEndian.Uint64(e.key[8:])
 		if h2 < hi1 || h2 == hi1 && l2 < lo1 {
 			lo = m + 1
@@ -400,8 +459,8 @@ func lookupEntries(es []indexEntry, k [16]byte) (uint8, bool) {
 			hi = m
 		}
 	}
-	if lo < len(es) && es[lo].key == k {
-		return es[lo].typ, true
+	if lo < int(x.starts[p+1]) && x.at(lo).key == k {
+		return x.at(lo).typ, true
 	}
 	return 0, false
 }
@@ -445,7 +504,7 @@ func (x *Index) Close() error {
 		os.Remove(name)
 	}
 	x.runs = nil
-	x.entries = nil
+	x.chunks, x.n = nil, 0
 	x.starts = nil
 	x.frozen = false
 	if x.file != nil {
