@@ -317,3 +317,33 @@ func TestBundleFullURLResolves(t *testing.T) {
 		x.Close()
 	}
 }
+
+// TestIndexCrowdedPrefix: ids sharing their first 16 bits (a crowded bucket of the
+// in-place sort) are all found, in memory and spilled.
+func TestIndexCrowdedPrefix(t *testing.T) {
+	for _, mem := range []int64{0, 50 * entrySize} {
+		x := NewIndex(IndexOptions{MaxMemory: mem, Dir: t.TempDir()})
+		var ids []string
+		for i := 0; i < 500; i++ {
+			id := fmt.Sprintf("abcd%04x-0000-4000-8000-%012x", (i*7919)%65536, i)
+			ids = append(ids, id)
+			typ := []string{"Patient", "Encounter", "Claim"}[i%3]
+			if ok, err := x.Add([]byte(typ), []byte(id)); !ok || err != nil {
+				t.Fatal(ok, err)
+			}
+		}
+		if err := x.Freeze(); err != nil {
+			t.Fatal(err)
+		}
+		for i, id := range ids {
+			typ, ok := x.TypeOf([]byte(id))
+			if want := []string{"Patient", "Encounter", "Claim"}[i%3]; !ok || typ != want {
+				t.Fatalf("mem %d: %s: %q %v, want %s", mem, id, typ, ok, want)
+			}
+		}
+		if x.Len() != 500 {
+			t.Fatalf("%d ids", x.Len())
+		}
+		x.Close()
+	}
+}
