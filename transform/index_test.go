@@ -1,6 +1,7 @@
 package transform
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -99,12 +100,18 @@ func TestResolveAcrossTypes(t *testing.T) {
 				t.Fatalf("%s:%d: a urn:uuid: reference is left", f, i+1)
 			}
 			// Every reference points at a resource of the population, of the right type.
-			for _, ref := range references(t, res.Body) {
-				typ, id, _ := strings.Cut(ref.value, "/")
+			for _, ref := range scanReferences(res.Body) {
+				typ, id, _ := strings.Cut(ref, "/")
 				if truth[id] != typ {
-					t.Fatalf("%s:%d: %s → %s, but %s is a %s", f, i+1, ref.path, ref.value, id, truth[id])
+					t.Fatalf("%s:%d: reference %s, but %s is a %s", f, i+1, ref, id, truth[id])
 				}
-				checked[res.Type+"."+ref.path+" → "+typ]++
+			}
+			// And by element, for a sample of each type.
+			if i < 200 {
+				for _, ref := range references(t, res.Body) {
+					typ, _, _ := strings.Cut(ref.value, "/")
+					checked[res.Type+"."+ref.path+" → "+typ]++
+				}
 			}
 		}
 	}
@@ -113,6 +120,28 @@ func TestResolveAcrossTypes(t *testing.T) {
 		if checked[want] == 0 {
 			t.Errorf("no reference %s checked; seen %v", want, checked)
 		}
+	}
+}
+
+// scanReferences returns the values of every "reference" key of a compact body except
+// #contained ones, without parsing it.
+func scanReferences(body []byte) []string {
+	var out []string
+	const key = `"reference":"`
+	for b := body; ; {
+		i := bytes.Index(b, []byte(key))
+		if i < 0 {
+			return out
+		}
+		b = b[i+len(key):]
+		end := bytes.IndexByte(b, '"')
+		if end < 0 {
+			return out
+		}
+		if b[0] != '#' {
+			out = append(out, string(b[:end]))
+		}
+		b = b[end:]
 	}
 }
 
