@@ -262,12 +262,12 @@ func (x *Index) spill() error {
 	}
 	x.runs = append(x.runs, f.Name())
 	w := bufio.NewWriterSize(f, 1<<20)
-	for i := 0; i < x.n; i++ {
-		e := x.at(i)
-		w.Write(e.key[:])
-		w.WriteByte(e.typ)
+	for i := 0; i < x.n && err == nil; i++ {
+		err = writeEntry(w, x.at(i))
 	}
-	err = w.Flush()
+	if err == nil {
+		err = w.Flush()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -375,13 +375,12 @@ func (x *Index) merge() (err error) {
 	w := bufio.NewWriterSize(out, 1<<20)
 	var last indexEntry
 	have := false
-	write := func(e indexEntry) {
+	write := func(e indexEntry) error {
 		if x.count%blockLen == 0 {
 			x.sparse = append(x.sparse, e.key)
 		}
-		w.Write(e.key[:])
-		w.WriteByte(e.typ)
 		x.count++
+		return writeEntry(w, &e)
 	}
 	for len(h) > 0 {
 		rr := h[0]
@@ -394,7 +393,9 @@ func (x *Index) merge() (err error) {
 				last.typ = ambiguous
 			}
 		default:
-			write(last)
+			if err := write(last); err != nil {
+				return err
+			}
 			last = e
 		}
 		ok, err := rr.next()
@@ -409,9 +410,20 @@ func (x *Index) merge() (err error) {
 		}
 	}
 	if have {
-		write(last)
+		if err := write(last); err != nil {
+			return err
+		}
 	}
 	return w.Flush()
+}
+
+// writeEntry writes the 17-byte record of an entry.
+func writeEntry(w *bufio.Writer, e *indexEntry) error {
+	var rec [entrySize]byte
+	copy(rec[:], e.key[:])
+	rec[16] = e.typ
+	_, err := w.Write(rec[:])
+	return err
 }
 
 // Len returns the number of distinct ids (after Freeze).

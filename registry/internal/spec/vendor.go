@@ -162,8 +162,9 @@ func Vendor(pkg io.Reader, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", n, err)
 		}
-		zw.Write(b)
-		zw.Write([]byte{'\n'})
+		if _, err := zw.Write(append(b, '\n')); err != nil {
+			return err
+		}
 	}
 	return zw.Close()
 }
