@@ -63,7 +63,6 @@ type BundleDecoder struct {
 	index    int
 	entry    BundleEntry
 	err      error
-	depth    int
 	keyBuf   []byte
 	entryLoc string
 }
