@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -375,4 +376,42 @@ func TestIndexCrowdedPrefix(t *testing.T) {
 		}
 		x.Close()
 	}
+}
+
+// TestIndexConcurrent: Add from several goroutines, then TypeOf from several (run with
+// -race).
+func TestIndexConcurrent(t *testing.T) {
+	x := NewIndex(IndexOptions{MaxMemory: 300 * entrySize, Dir: t.TempDir()})
+	defer x.Close()
+	id := func(g, i int) []byte { return []byte(fmt.Sprintf("%08x-0000-4000-8000-%012x", g, i)) }
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 500; i++ {
+				if _, err := x.Add([]byte("Location"), id(g, i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := x.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 500; i++ {
+				if typ, ok := x.TypeOf(id(g, i)); !ok || typ != "Location" {
+					t.Errorf("%s: %q %v", id(g, i), typ, ok)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
