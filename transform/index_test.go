@@ -90,6 +90,9 @@ func TestResolveAcrossTypes(t *testing.T) {
 	for _, f := range files {
 		st := tr.NewStream(f)
 		for i, l := range lines[f] {
+			if raceEnabled && i%4 != 0 && i >= 200 {
+				continue // see raceEnabled
+			}
 			res, _, err := st.Next(l)
 			if err != nil {
 				t.Fatalf("%s:%d: %v", f, i+1, err)
