@@ -75,6 +75,10 @@ type Source struct {
 	// Header is the CSV header line of the object, so a flat record can be
 	// replayed without its source.
 	Header string `json:"header,omitempty"`
+	// FullURL is the Bundle entry's fullUrl (Bundle files: Line is then the
+	// entry's position in Bundle.entry, from 1): a urn:uuid fullUrl gives a
+	// resource without an id its id, on replay too.
+	FullURL string `json:"full_url,omitempty"`
 }
 
 // TransformInfo records the transform settings a line was processed with.

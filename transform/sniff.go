@@ -3,6 +3,7 @@ package transform
 import (
 	"bytes"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/fhirload/fhirload/registry"
 )
@@ -75,7 +76,13 @@ func Sniff(head []byte, name string) (Sniffed, error) {
 			s.Format = FormatCSV
 			return s, nil
 		}
-		return reject("neither NDJSON, a Bundle document nor CSV (the data does not start with a JSON object)")
+		if bytes.IndexByte(head, 0) >= 0 || !utf8.Valid(head[:validUTF8Prefix(head)]) {
+			return reject("neither NDJSON, a Bundle document nor CSV (binary data)")
+		}
+		// Text that does not start with a JSON object: NDJSON whose lines are
+		// judged one by one (a damaged first line must not cost the others).
+		s.Format = FormatFHIR
+		return s, nil
 	}
 	typ, oneLine := sniffObject(head[i:])
 	ndjsonName := strings.HasSuffix(lower, ".ndjson") || strings.HasSuffix(lower, ".jsonl")
@@ -90,6 +97,19 @@ func Sniff(head []byte, name string) (Sniffed, error) {
 		return reject("a multi-line JSON document, not NDJSON (one resource per line)")
 	}
 	return s, nil
+}
+
+// validUTF8Prefix is len(b) less a rune the head may have cut in two.
+func validUTF8Prefix(b []byte) int {
+	for n := len(b); n > 0 && len(b)-n < utf8.UTFMax; n-- {
+		if utf8.RuneStart(b[n-1]) {
+			if utf8.FullRune(b[n-1:]) {
+				return len(b)
+			}
+			return n - 1
+		}
+	}
+	return len(b)
 }
 
 // sniffObject reads the top-level members of the object at b[0] as far as b goes. It

@@ -52,6 +52,7 @@ func TestSniff(t *testing.T) {
 		{"pretty unknown", "{\n \"resourceType\": \"Nope\"\n}", "p.json", "", false, false, "a multi-line JSON document, not NDJSON"},
 		{"pretty value is not echoed", "{\n \"resourceType\": \"Jane Doe\"\n}", "p.json", "", false, false, "a multi-line JSON document, not NDJSON"},
 		{"binary", "\x1f\x8b\x08\x00", "x.ndjson", "", false, false, "neither NDJSON"},
+		{"damaged first line: lines judged one by one", "garbage\n" + obs + "\n", "x.ndjson", "fhir", false, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

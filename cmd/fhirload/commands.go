@@ -15,6 +15,7 @@ import (
 	"github.com/fhirload/fhirload/deadletter"
 	"github.com/fhirload/fhirload/ingest"
 	"github.com/fhirload/fhirload/pipeline"
+	"github.com/fhirload/fhirload/transform"
 )
 
 func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer) int {
@@ -42,7 +43,7 @@ func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer
 		return fail(stderr, "%v", err)
 	}
 	defer e.close()
-	tr, err := e.transformer()
+	tr, err := e.transformer(nil) // no pre-pass: objects arrive one by one
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
@@ -194,10 +195,6 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 		return fail(stderr, "%v", err)
 	}
 	defer e.close()
-	tr, err := e.transformer()
-	if err != nil {
-		return fail(stderr, "%v", err)
-	}
 	dl, err := e.deadLetters(ctx)
 	if err != nil {
 		return fail(stderr, "%v", err)
@@ -216,6 +213,19 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 	if err != nil {
 		return fail(stderr, "list dead letters: %v", err)
 	}
+	open := pipeline.ObjectOpener(ctx, e.sourceEnv())
+	var refs *transform.Index
+	if cfg.Transform.References == "index" && len(entries) > 0 {
+		// The replayed lines' references find their targets in the objects
+		// the lines came from, as in the run.
+		if refs, err = e.prepass(ctx, pipeline.OriginsOf(entries, open)); err != nil {
+			return fail(stderr, "%v", err)
+		}
+	}
+	tr, err := e.transformer(refs)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
 	deps := pipeline.Deps{Config: cfg, Command: "replay", RunID: e.runID, Transformer: tr, Logger: e.log}
 	if !*dryRun && len(entries) > 0 {
 		w, err := e.writer(ctx, nil)
@@ -230,7 +240,7 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 	runner := pipeline.NewRunner(deps)
 	e.log.Info("replaying", zap.Int("entries", len(entries)), zap.Bool("dry_run", *dryRun))
 	// One object of entries fills every batch slot of the sink.
-	src := pipeline.NewReplaySource(entries, cfg.Target.BatchSize*cfg.Target.Concurrency, pipeline.ObjectOpener(ctx, e.sourceEnv()))
+	src := pipeline.NewReplaySource(entries, cfg.Target.BatchSize*cfg.Target.Concurrency, open)
 	stopProgress := startProgress(runner, 0, stderr, e.log)
 	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, src) }, e.log)
 	stopProgress()

@@ -43,7 +43,12 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
-	tr, err := e.transformer()
+	refs, err := e.referenceIndex(ctx, sources)
+	if err != nil {
+		_ = src.Close()
+		return fail(stderr, "%v", err)
+	}
+	tr, err := e.transformer(refs)
 	if err != nil {
 		_ = src.Close()
 		return fail(stderr, "%v", err)
