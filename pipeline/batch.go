@@ -36,8 +36,8 @@ func (r *Runner) getBatch() *batch {
 }
 
 func (r *Runner) putBatch(b *batch) {
-	if cap(b.arena) > 16<<20 {
-		return // an outsized batch (huge lines): let it go rather than pin it
+	if cap(b.arena) > 1<<20 {
+		return // a batch of large lines: let it go rather than pin it in the pool
 	}
 	clear(b.recs)
 	b.recs, b.arena = b.recs[:0], b.arena[:0]

@@ -251,9 +251,17 @@ func (o *objectRun) readFailure(ctx context.Context, err error) (record, bool) {
 // batches (plus one per CPU) are in flight: back-pressure on the reader.
 func (o *objectRun) dispatch(ctx context.Context, b *batch) {
 	r := o.r
+	weight := min(int64(len(b.arena))+1, r.budget)
+	if err := r.bytes.Acquire(ctx, weight); err != nil {
+		r.c.unsettled.Add(int64(len(b.recs)))
+		o.fail(errInterrupted)
+		r.putBatch(b)
+		return
+	}
 	select {
 	case r.inflight <- struct{}{}:
 	case <-ctx.Done():
+		r.bytes.Release(weight)
 		r.c.unsettled.Add(int64(len(b.recs)))
 		o.fail(errInterrupted)
 		r.putBatch(b)
@@ -266,7 +274,7 @@ func (o *objectRun) dispatch(ctx context.Context, b *batch) {
 	o.batches.Add(1)
 	go func() {
 		defer o.batches.Done()
-		defer func() { <-r.inflight }()
+		defer func() { <-r.inflight; r.bytes.Release(weight) }()
 		defer r.putBatch(b)
 		if o.runBatch(ctx, b) {
 			r.commit(ctx, o, id, last)

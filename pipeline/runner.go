@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/fhirload/fhirload/deadletter"
 	"github.com/fhirload/fhirload/ingest"
@@ -81,8 +82,10 @@ type Runner struct {
 	fatal   error
 	cancel  context.CancelFunc // of Run's context: a fatal error abandons in-flight work
 
-	cpu      chan struct{} // transform slots: one per CPU
-	inflight chan struct{} // batches between reader and settle
+	cpu      chan struct{}       // transform slots: one per CPU
+	inflight chan struct{}       // batches between reader and settle
+	bytes    *semaphore.Weighted // input bytes those batches hold (memory stays flat whatever the line sizes)
+	budget   int64
 	bufs     sync.Pool     // *batch: line buffers reused across batches
 
 	seq      atomic.Uint32
@@ -106,8 +109,10 @@ func NewRunner(d Deps) *Runner {
 		d: d, cfg: cfg, log: d.Logger, started: time.Now(), stopCh: make(chan struct{}),
 		cpu:      make(chan struct{}, cpus),
 		inflight: make(chan struct{}, cfg.Target.Concurrency+cpus),
+		budget:   inflightBytes(cfg),
 		awaiting: map[uint32]*objectRun{},
 	}
+	r.bytes = semaphore.NewWeighted(r.budget)
 	profile, ids, format, mapping, hash := d.Transformer.Info()
 	r.info = deadletter.TransformInfo{Format: format, Profile: profile, IDs: ids, Mapping: mapping, MappingHash: hash}
 	return r
@@ -258,6 +263,14 @@ func (r *Runner) flushDeferred(ctx context.Context) {
 	for _, o := range waiting {
 		o.finishDeferred(ctx)
 	}
+}
+
+// inflightBytes is the budget of input bytes the batches in flight may hold:
+// two full batches (target.batch_bytes), and never less than one line of
+// source.max_line_bytes. What a batch turns into (bodies, Bundles) is of the
+// same order, so this bounds the memory of a run whatever its line sizes.
+func inflightBytes(c Config) int64 {
+	return max(2*int64(c.Target.BatchBytes), int64(c.Source.MaxLineBytes))
 }
 
 // withDefaults fills the zero values of c from Defaults().

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -242,6 +243,9 @@ func (e *env) writer(ctx context.Context, m *pipeline.Metrics) (*loader.Writer, 
 }
 
 func (e *env) startEmbedded(ctx context.Context) (string, aws.CredentialsProvider, error) {
+	if debug.SetMemoryLimit(-1) == streamingMemoryLimit { // ours, not GOMEMLIMIT's
+		debug.SetMemoryLimit(embeddedMemoryLimit)
+	}
 	var kb [20]byte
 	_, _ = rand.Read(kb[:])
 	key := fhirstore.Key{AccessKeyID: "EMBEDDED" + strings.ToUpper(hex.EncodeToString(kb[:6])),

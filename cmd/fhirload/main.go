@@ -37,8 +37,34 @@ Exit codes (run, replay, validate): 0 all loaded, 2 some lines dead-lettered, 1 
 `
 
 func main() {
+	softMemoryLimit(os.Args[1:])
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
+
+// streamingMemoryLimit is the soft limit of the Go heap of a loading process
+// whose store is not in it (target.url not embedded): with the batches in
+// flight bounded in bytes, it keeps the process under 64 MiB RSS whatever
+// the size of the input (docs/PERFORMANCE.md). GOMEMLIMIT overrides it.
+const streamingMemoryLimit = 48 << 20
+
+// softMemoryLimit sets streamingMemoryLimit for the commands that stream
+// data, unless GOMEMLIMIT is set. (Only the process does this, never the
+// in-process tests: a limit applies to the whole process.) A process that
+// also runs the embedded store is limited later, more loosely (embedded).
+func softMemoryLimit(args []string) {
+	if len(args) == 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	switch args[0] {
+	case "run", "validate", "replay", "watch", "verify":
+		debug.SetMemoryLimit(streamingMemoryLimit)
+	}
+}
+
+// embeddedMemoryLimit replaces streamingMemoryLimit in a process that runs
+// the embedded store: the store parses and indexes what the run sends, in
+// the same heap.
+const embeddedMemoryLimit = 128 << 20
 
 func realMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
