@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/fhirload/fhirload/internal/jsonscan"
 )
 
 // Read methods of a Reader.
@@ -153,24 +156,87 @@ func (r *Reader) Read(ctx context.Context, refs []Ref) ([]Got, error) {
 	return out, err
 }
 
-// readResponse is the part of a batch-response or searchset the Reader reads.
-type readResponse struct {
-	ResourceType string `json:"resourceType"`
-	Type         string `json:"type"`
-	Link         []struct {
-		Relation string `json:"relation"`
-		URL      string `json:"url"`
-	} `json:"link"`
-	Entry []struct {
-		Resource json.RawMessage `json:"resource"`
-		Search   struct {
-			Mode string `json:"mode"`
-		} `json:"search"`
-		Response struct {
-			Status  string          `json:"status"`
-			Outcome json.RawMessage `json:"outcome"`
-		} `json:"response"`
-	} `json:"entry"`
+// readEntry is what the Reader takes of one entry of a batch-response or a
+// searchset.
+type readEntry struct {
+	resource []byte // the resource's JSON, a slice of the response
+	status   string // response.status
+	outcome  []byte // response.outcome
+	mode     string // search.mode
+}
+
+// parseReadBundle scans a batch-response or searchset Bundle (owned by the
+// caller: the entries' resources are slices of it) for its type, entries
+// and next link. It scans rather than decodes: the resources are compared
+// byte-wise afterwards, and encoding/json spent more CPU on them than
+// everything else the client does.
+func parseReadBundle(body []byte) (typ string, entries []readEntry, next string, ok bool) {
+	var top [8]jsonscan.Member
+	ms, ok := jsonscan.AppendMembers(top[:0], body)
+	if !ok {
+		return "", nil, "", false
+	}
+	isBundle := false
+	var entryArr, linkArr []byte
+	for _, m := range ms {
+		switch string(m.Key) {
+		case "resourceType":
+			rt, _ := jsonscan.Str(m.Value)
+			isBundle = rt == "Bundle"
+		case "type":
+			typ, _ = jsonscan.Str(m.Value)
+		case "entry":
+			entryArr = m.Value
+		case "link":
+			linkArr = m.Value
+		}
+	}
+	if !isBundle {
+		return "", nil, "", false
+	}
+	var elems [][]byte
+	if entryArr != nil {
+		if elems, ok = jsonscan.AppendElements(nil, entryArr); !ok {
+			return "", nil, "", false
+		}
+	}
+	entries = make([]readEntry, len(elems))
+	var em [6]jsonscan.Member
+	for i, el := range elems {
+		fields, ok := jsonscan.AppendMembers(em[:0], el)
+		if !ok {
+			return "", nil, "", false
+		}
+		e := &entries[i]
+		for _, f := range fields {
+			switch string(f.Key) {
+			case "resource":
+				if v := jsonscan.Trim(f.Value); len(v) > 0 && v[0] == '{' {
+					e.resource = v
+				}
+			case "response":
+				if v, ok := jsonscan.Field(f.Value, "status"); ok {
+					e.status, _ = jsonscan.Str(v)
+				}
+				e.outcome, _ = jsonscan.Field(f.Value, "outcome")
+			case "search":
+				if v, ok := jsonscan.Field(f.Value, "mode"); ok {
+					e.mode, _ = jsonscan.Str(v)
+				}
+			}
+		}
+	}
+	if linkArr != nil {
+		links, _ := jsonscan.AppendElements(nil, linkArr)
+		for _, l := range links {
+			rel, _ := jsonscan.Field(l, "relation")
+			if r, _ := jsonscan.Str(rel); r == "next" {
+				u, _ := jsonscan.Field(l, "url")
+				next, _ = jsonscan.Str(u)
+			}
+		}
+	}
+	return typ, entries, next, true
 }
 
 // readBatch reads refs[pending] with batch Bundles of GET entries until
@@ -254,8 +320,8 @@ func (r *Reader) backoff(ctx context.Context, bo *backoff.ExponentialBackOff, re
 // returns the entries to retry.
 func (r *Reader) applyReadResponse(res *result, out []Got, cause []string, pending, retry []int) ([]int, error) {
 	w := r.w
-	var br readResponse
-	if err := json.Unmarshal(res.body, &br); err != nil || br.ResourceType != "Bundle" || len(br.Entry) != len(pending) {
+	_, entries, _, ok := parseReadBundle(bytes.Clone(res.body))
+	if !ok || len(entries) != len(pending) {
 		for _, i := range pending {
 			setUnread(&out[i], res.status, fmt.Sprintf("HTTP %d (batch-response does not match the request)", res.status))
 			cause[i] = CauseBadResponse
@@ -264,11 +330,11 @@ func (r *Reader) applyReadResponse(res *result, out []Got, cause []string, pendi
 	}
 	throttled := 0
 	for k, i := range pending {
-		e := &br.Entry[k]
-		st := entryStatus(e.Response.Status)
+		e := &entries[k]
+		st := entryStatus(e.status)
 		switch {
-		case st == http.StatusOK && len(e.Resource) > 0:
-			out[i] = Got{Status: Found, Body: e.Resource, HTTPStatus: st, Attempts: out[i].Attempts}
+		case st == http.StatusOK && len(e.resource) > 0:
+			out[i] = Got{Status: Found, Body: e.resource, HTTPStatus: st, Attempts: out[i].Attempts}
 			continue
 		case st == http.StatusNotFound || st == http.StatusGone:
 			out[i] = Got{Status: Absent, HTTPStatus: st, Attempts: out[i].Attempts}
@@ -278,7 +344,7 @@ func (r *Reader) applyReadResponse(res *result, out []Got, cause []string, pendi
 		if st == 0 || st == http.StatusOK {
 			d = Decision{Kind: Retry, Cause: CauseBadResponse, Message: "batch entry without status or resource"}
 		} else {
-			d = Classify(st, e.Response.Outcome, nil)
+			d = Classify(st, e.outcome, nil)
 		}
 		switch d.Kind {
 		case Fatal:
@@ -417,29 +483,33 @@ func (r *Reader) readSearch(ctx context.Context, refs []Ref, out []Got, typ stri
 // applySearch adds the matches of a searchset page to found and returns its
 // next link.
 func (r *Reader) applySearch(body []byte, typ string, found map[string]json.RawMessage) (string, bool) {
-	var sr readResponse
-	if err := json.Unmarshal(body, &sr); err != nil || sr.ResourceType != "Bundle" || sr.Type != "searchset" {
+	kind, entries, next, ok := parseReadBundle(bytes.Clone(body))
+	if !ok || kind != "searchset" {
 		return "", false
 	}
-	for _, e := range sr.Entry {
-		if e.Search.Mode != "" && e.Search.Mode != "match" || len(e.Resource) == 0 {
+	var ms [32]jsonscan.Member
+	for _, e := range entries {
+		if e.mode != "" && e.mode != "match" || len(e.resource) == 0 {
 			continue
 		}
-		var head struct {
-			ResourceType string `json:"resourceType"`
-			ID           string `json:"id"`
-		}
-		if json.Unmarshal(e.Resource, &head) != nil || head.ResourceType != typ {
+		fields, ok := jsonscan.AppendMembers(ms[:0], e.resource)
+		if !ok {
 			continue
 		}
-		found[head.ID] = e.Resource
-	}
-	for _, l := range sr.Link {
-		if l.Relation == "next" {
-			return l.URL, true
+		var rt, id string
+		for _, f := range fields {
+			switch string(f.Key) {
+			case "resourceType":
+				rt, _ = jsonscan.Str(f.Value)
+			case "id":
+				id, _ = jsonscan.Str(f.Value)
+			}
+		}
+		if rt == typ && id != "" {
+			found[id] = e.resource
 		}
 	}
-	return "", true
+	return next, true
 }
 
 // sameOrigin reports whether a link points at the target's own host: a

@@ -48,10 +48,10 @@ func resourceJSON(ref Ref) string {
 	return fmt.Sprintf(`{"resourceType":%q,"id":%q,"meta":{"versionId":"1"},"status":"final"}`, ref.Type, ref.ID)
 }
 
-// readEntry is one entry of a batch-response to reads.
-type readEntry struct{ status, resource, outcome string }
+// replyEntry is one entry of a batch-response to reads.
+type replyEntry struct{ status, resource, outcome string }
 
-func readReply(w http.ResponseWriter, entries []readEntry) {
+func readReply(w http.ResponseWriter, entries []replyEntry) {
 	var sb strings.Builder
 	sb.WriteString(`{"resourceType":"Bundle","type":"batch-response","entry":[`)
 	for i, e := range entries {
@@ -126,10 +126,10 @@ func TestReadBatchOutcomes(t *testing.T) {
 		sent = append(sent, urls)
 		n := len(sent)
 		mu.Unlock()
-		var out []readEntry
+		var out []replyEntry
 		for k, u := range urls {
 			typ, id, _ := strings.Cut(u, "/")
-			found := readEntry{status: "200 OK", resource: resourceJSON(Ref{typ, id})}
+			found := replyEntry{status: "200 OK", resource: resourceJSON(Ref{typ, id})}
 			if n > 1 {
 				out = append(out, found)
 				continue
@@ -138,15 +138,15 @@ func TestReadBatchOutcomes(t *testing.T) {
 			case 0:
 				out = append(out, found)
 			case 1:
-				out = append(out, readEntry{status: "404 Not Found", outcome: `{"resourceType":"OperationOutcome","issue":[{"code":"not-found"}]}`})
+				out = append(out, replyEntry{status: "404 Not Found", outcome: `{"resourceType":"OperationOutcome","issue":[{"code":"not-found"}]}`})
 			case 2:
-				out = append(out, readEntry{status: "410 Gone"})
+				out = append(out, replyEntry{status: "410 Gone"})
 			case 3:
-				out = append(out, readEntry{status: "429 Too Many Requests"})
+				out = append(out, replyEntry{status: "429 Too Many Requests"})
 			case 4:
-				out = append(out, readEntry{status: "503 Service Unavailable"})
+				out = append(out, replyEntry{status: "503 Service Unavailable"})
 			case 5:
-				out = append(out, readEntry{status: "400 Bad Request", outcome: `{"resourceType":"OperationOutcome","issue":[{"code":"invalid"}]}`})
+				out = append(out, replyEntry{status: "400 Bad Request", outcome: `{"resourceType":"OperationOutcome","issue":[{"code":"invalid"}]}`})
 			}
 		}
 		readReply(w, out)
@@ -201,7 +201,7 @@ func TestReadThrottledHonoursRetryAfter(t *testing.T) {
 					return
 				}
 				if r.Method == http.MethodPost {
-					readReply(w, []readEntry{{"200 OK", resourceJSON(Ref{"Observation", "obs-0"}), ""}, {"200 OK", resourceJSON(Ref{"Observation", "obs-1"}), ""}})
+					readReply(w, []replyEntry{{"200 OK", resourceJSON(Ref{"Observation", "obs-0"}), ""}, {"200 OK", resourceJSON(Ref{"Observation", "obs-1"}), ""}})
 					return
 				}
 				searchReply(w, []Ref{{"Observation", "obs-0"}, {"Observation", "obs-1"}}, "")
@@ -274,7 +274,7 @@ func TestReadFatal(t *testing.T) {
 	// A batch entry refused for lack of scope stops the run too.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		readReply(w, []readEntry{{"200 OK", resourceJSON(Ref{"Observation", "obs-0"}), ""}, {"403 Forbidden", "", ""}})
+		readReply(w, []replyEntry{{"200 OK", resourceJSON(Ref{"Observation", "obs-0"}), ""}, {"403 Forbidden", "", ""}})
 	}))
 	defer srv.Close()
 	r, _ := newTestReader(t, srv, ReadOptions{}, nil)
@@ -420,10 +420,10 @@ func TestReadUnits(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b struct{ Entry []bundleEntry }
 		json.NewDecoder(r.Body).Decode(&b)
-		out := make([]readEntry, len(b.Entry))
+		out := make([]replyEntry, len(b.Entry))
 		for i, e := range b.Entry {
 			typ, id, _ := strings.Cut(e.Request.URL, "/")
-			out[i] = readEntry{"200 OK", resourceJSON(Ref{typ, id}), ""}
+			out[i] = replyEntry{"200 OK", resourceJSON(Ref{typ, id}), ""}
 		}
 		readReply(w, out)
 	}))

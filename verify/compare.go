@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"strconv"
 	"sync"
-	"unicode/utf16"
-	"unicode/utf8"
+
+	"github.com/fhirload/fhirload/internal/jsonscan"
 )
 
 // DefaultMaxPaths is how many differing paths Compare lists for one resource
@@ -73,14 +73,15 @@ func (c *Comparer) maxPaths() int {
 var statePool = sync.Pool{New: func() any { return &state{} }}
 
 // state is one comparison's scratch space: the current path and reusable
-// member lists (one per depth, so a comparison allocates nothing but the
+// member lists (two per depth, so a comparison allocates nothing but the
 // paths it reports).
 type state struct {
 	path    []byte
 	paths   []string
 	omitted int
 	max     int
-	members [][]member // by depth and side (2*depth for the source, 2*depth+1 for the target)
+	members [][]jsonscan.Member // by depth and side: 2*depth for the source, 2*depth+1 for the target
+	matched [][]bool            // the target's members already paired, by depth
 	depth   int
 	sa, sb  []byte // unescape buffers
 }
@@ -93,7 +94,7 @@ func (s *state) reset(max int, root string) {
 	s.depth = 0
 }
 
-// differ records the current path (with an optional last segment).
+// differ records the current path.
 func (s *state) differ() {
 	if len(s.paths) >= s.max {
 		s.omitted++
@@ -102,18 +103,10 @@ func (s *state) differ() {
 	s.paths = append(s.paths, string(s.path))
 }
 
-// member is one key of an object with its value's span.
-type member struct {
-	key     []byte // raw, between the quotes
-	val     []byte
-	escaped bool // key has escapes
-	matched bool
-}
-
 // root compares the two resources: objects whose top-level meta follows the
 // server-owns rule.
 func (s *state) root(want, got []byte) {
-	want, got = trim(want), trim(got)
+	want, got = jsonscan.Trim(want), jsonscan.Trim(got)
 	if !isObject(want) || !isObject(got) {
 		if !bytes.Equal(want, got) {
 			s.differ()
@@ -125,7 +118,7 @@ func (s *state) root(want, got []byte) {
 
 // value compares two JSON values at the current path.
 func (s *state) value(a, b []byte) {
-	a, b = trim(a), trim(b)
+	a, b = jsonscan.Trim(a), jsonscan.Trim(b)
 	if bytes.Equal(a, b) {
 		return // the same bytes are the same value (the common case: serve keeps bytes)
 	}
@@ -151,12 +144,31 @@ func (s *state) value(a, b []byte) {
 	}
 }
 
+// scan lists the members of both objects into the scratch lists of the
+// current depth (valid until the next scan at that depth).
+func (s *state) scan(a, b []byte) (ma, mb []jsonscan.Member, matched []bool, ok bool) {
+	for len(s.members) <= 2*s.depth+1 {
+		s.members = append(s.members, nil)
+	}
+	for len(s.matched) <= s.depth {
+		s.matched = append(s.matched, nil)
+	}
+	ma, okA := jsonscan.AppendMembers(s.members[2*s.depth][:0], a)
+	mb, okB := jsonscan.AppendMembers(s.members[2*s.depth+1][:0], b)
+	s.members[2*s.depth], s.members[2*s.depth+1] = ma[:0], mb[:0]
+	matched = s.matched[s.depth][:0]
+	for range mb {
+		matched = append(matched, false)
+	}
+	s.matched[s.depth] = matched[:0]
+	return ma, mb, matched, okA && okB
+}
+
 // object compares two objects member by member, in the order of a (the
 // source), then lists b's members that a does not have.
 func (s *state) object(a, b []byte, top bool) {
-	ma, okA := s.scanObject(a, 0)
-	mb, okB := s.scanObject(b, 1)
-	if !okA || !okB {
+	ma, mb, matched, ok := s.scan(a, b)
+	if !ok {
 		s.differ()
 		return
 	}
@@ -164,28 +176,25 @@ func (s *state) object(a, b []byte, top bool) {
 	defer func() { s.depth-- }()
 	mark := len(s.path)
 	for i := range ma {
-		j := find(mb, ma[i], i)
+		j := find(mb, matched, ma[i], i)
 		s.appendKey(ma[i])
 		switch {
 		case j < 0:
-			if !(top && isMetaKey(ma[i]) && metaEmpty(ma[i].val)) {
+			if !(top && keyIs(ma[i], "meta") && metaEmpty(ma[i].Value)) {
 				s.differ() // missing at the target
 			}
-		case top && isMetaKey(ma[i]):
-			mb[j].matched = true
-			s.meta(ma[i].val, mb[j].val)
+		case top && keyIs(ma[i], "meta"):
+			matched[j] = true
+			s.meta(ma[i].Value, mb[j].Value)
 		default:
-			mb[j].matched = true
-			s.value(ma[i].val, mb[j].val)
+			matched[j] = true
+			s.value(ma[i].Value, mb[j].Value)
 		}
 		s.path = s.path[:mark]
 	}
 	for j := range mb {
-		if mb[j].matched {
+		if matched[j] || top && keyIs(mb[j], "meta") { // the server's meta, and the source had none
 			continue
-		}
-		if top && isMetaKey(mb[j]) {
-			continue // the server's meta, and the source had none
 		}
 		s.appendKey(mb[j])
 		s.differ() // extra at the target
@@ -195,17 +204,12 @@ func (s *state) object(a, b []byte, top bool) {
 
 // meta compares the resource's meta: only what the source set counts.
 func (s *state) meta(a, b []byte) {
-	a, b = trim(a), trim(b)
+	a, b = jsonscan.Trim(a), jsonscan.Trim(b)
 	if bytes.Equal(a, b) {
 		return
 	}
-	if !isObject(a) || !isObject(b) {
-		s.differ()
-		return
-	}
-	ma, okA := s.scanObject(a, 0)
-	mb, okB := s.scanObject(b, 1)
-	if !okA || !okB {
+	ma, mb, matched, ok := s.scan(a, b)
+	if !ok {
 		s.differ()
 		return
 	}
@@ -217,14 +221,16 @@ func (s *state) meta(a, b []byte) {
 			continue
 		}
 		s.appendKey(ma[i])
-		j := find(mb, ma[i], i)
+		j := find(mb, matched, ma[i], i)
 		switch {
 		case j < 0:
 			s.differ()
 		case keyIs(ma[i], "tag") || keyIs(ma[i], "security") || keyIs(ma[i], "profile"):
-			s.subset(ma[i].val, mb[j].val)
+			matched[j] = true
+			s.subset(ma[i].Value, mb[j].Value)
 		default:
-			s.value(ma[i].val, mb[j].val)
+			matched[j] = true
+			s.value(ma[i].Value, mb[j].Value)
 		}
 		s.path = s.path[:mark]
 	}
@@ -233,8 +239,8 @@ func (s *state) meta(a, b []byte) {
 // subset checks that every element of array a is in array b (any order).
 // An element of a that b lacks is reported at its index in a.
 func (s *state) subset(a, b []byte) {
-	ea, okA := elements(a)
-	eb, okB := elements(b)
+	ea, okA := jsonscan.AppendElements(nil, a)
+	eb, okB := jsonscan.AppendElements(nil, b)
 	if !okA || !okB {
 		s.differ()
 		return
@@ -268,8 +274,8 @@ func (s *state) equal(a, b []byte) bool {
 
 // array compares two arrays element by element.
 func (s *state) array(a, b []byte) {
-	ea, okA := elements(a)
-	eb, okB := elements(b)
+	ea, okA := jsonscan.AppendElements(nil, a)
+	eb, okB := jsonscan.AppendElements(nil, b)
 	if !okA || !okB {
 		s.differ()
 		return
@@ -295,13 +301,13 @@ func appendIndex(p []byte, i int) []byte {
 // appendKey adds ".key" to the path; a key that is not a plain identifier is
 // shown as ".?" (keys of a resource are element names, but a server's extra
 // key is not ours to print).
-func (s *state) appendKey(m member) {
+func (s *state) appendKey(m jsonscan.Member) {
 	s.path = append(s.path, '.')
-	if m.escaped || !isIdentifier(m.key) {
+	if m.Escaped || !isIdentifier(m.Key) {
 		s.path = append(s.path, '?')
 		return
 	}
-	s.path = append(s.path, m.key...)
+	s.path = append(s.path, m.Key...)
 }
 
 func isIdentifier(k []byte) bool {
@@ -319,15 +325,13 @@ func isIdentifier(k []byte) bool {
 	return true
 }
 
-func isMetaKey(m member) bool { return keyIs(m, "meta") }
-
-func keyIs(m member, k string) bool { return !m.escaped && string(m.key) == k }
+func keyIs(m jsonscan.Member, k string) bool { return !m.Escaped && string(m.Key) == k }
 
 // metaEmpty reports whether a source meta holds nothing the target must
 // keep (only versionId / lastUpdated, which are the server's).
 func metaEmpty(v []byte) bool {
-	var st state
-	ms, ok := st.scanObject(trim(v), 0)
+	var buf [8]jsonscan.Member
+	ms, ok := jsonscan.AppendMembers(buf[:0], v)
 	if !ok {
 		return false
 	}
@@ -339,209 +343,30 @@ func metaEmpty(v []byte) bool {
 	return true
 }
 
-// find returns the index in ms of the member named like m: first at hint
-// (objects usually keep their order), else by scan; -1 when absent.
-func find(ms []member, m member, hint int) int {
-	if hint < len(ms) && !ms[hint].matched && sameKey(ms[hint], m) {
+// find returns the index in ms of the unmatched member named like m: first
+// at hint (objects usually keep their order), else by scan; -1 when absent.
+func find(ms []jsonscan.Member, matched []bool, m jsonscan.Member, hint int) int {
+	if hint < len(ms) && !matched[hint] && sameKey(ms[hint], m) {
 		return hint
 	}
 	for j := range ms {
-		if !ms[j].matched && sameKey(ms[j], m) {
+		if !matched[j] && sameKey(ms[j], m) {
 			return j
 		}
 	}
 	return -1
 }
 
-func sameKey(a, b member) bool {
-	if bytes.Equal(a.key, b.key) {
+func sameKey(a, b jsonscan.Member) bool {
+	if bytes.Equal(a.Key, b.Key) {
 		return true
 	}
-	if !a.escaped && !b.escaped {
+	if !a.Escaped && !b.Escaped {
 		return false
 	}
-	ka, okA := unescape(nil, a.key)
-	kb, okB := unescape(nil, b.key)
+	ka, okA := jsonscan.Unescape(nil, a.Key)
+	kb, okB := jsonscan.Unescape(nil, b.Key)
 	return okA && okB && bytes.Equal(ka, kb)
-}
-
-// scanObject lists an object's members into the scratch list of the
-// current depth and side (valid until the next scan there).
-func (s *state) scanObject(b []byte, side int) ([]member, bool) {
-	slot := 2*s.depth + side
-	for len(s.members) <= slot {
-		s.members = append(s.members, nil)
-	}
-	ms := s.members[slot][:0]
-	defer func() { s.members[slot] = ms[:0] }()
-	p := 1 // after '{'
-	p = skipWS(b, p)
-	if p < len(b) && b[p] == '}' {
-		return ms, skipWS(b, p+1) == len(b)
-	}
-	for {
-		p = skipWS(b, p)
-		if p >= len(b) || b[p] != '"' {
-			return ms, false
-		}
-		end, esc, ok := stringEnd(b, p)
-		if !ok {
-			return ms, false
-		}
-		key := b[p+1 : end-1]
-		p = skipWS(b, end)
-		if p >= len(b) || b[p] != ':' {
-			return ms, false
-		}
-		p = skipWS(b, p+1)
-		vend, ok := valueEnd(b, p, 0)
-		if !ok {
-			return ms, false
-		}
-		ms = append(ms, member{key: key, val: b[p:vend], escaped: esc})
-		p = skipWS(b, vend)
-		if p >= len(b) {
-			return ms, false
-		}
-		if b[p] == '}' {
-			return ms, skipWS(b, p+1) == len(b)
-		}
-		if b[p] != ',' {
-			return ms, false
-		}
-		p++
-	}
-}
-
-// elements lists an array's elements.
-func elements(b []byte) ([][]byte, bool) {
-	b = trim(b)
-	if len(b) < 2 || b[0] != '[' {
-		return nil, false
-	}
-	var out [][]byte
-	p := skipWS(b, 1)
-	if p < len(b) && b[p] == ']' {
-		return out, skipWS(b, p+1) == len(b)
-	}
-	for {
-		p = skipWS(b, p)
-		end, ok := valueEnd(b, p, 0)
-		if !ok {
-			return nil, false
-		}
-		out = append(out, b[p:end])
-		p = skipWS(b, end)
-		if p >= len(b) {
-			return nil, false
-		}
-		if b[p] == ']' {
-			return out, skipWS(b, p+1) == len(b)
-		}
-		if b[p] != ',' {
-			return nil, false
-		}
-		p++
-	}
-}
-
-const maxDepth = 128
-
-// valueEnd returns the end of the JSON value starting at p.
-func valueEnd(b []byte, p, depth int) (int, bool) {
-	if p >= len(b) || depth > maxDepth {
-		return p, false
-	}
-	switch c := b[p]; {
-	case c == '"':
-		end, _, ok := stringEnd(b, p)
-		return end, ok
-	case c == '{' || c == '[':
-		closing := byte('}')
-		if c == '[' {
-			closing = ']'
-		}
-		p = skipWS(b, p+1)
-		if p < len(b) && b[p] == closing {
-			return p + 1, true
-		}
-		for {
-			var ok bool
-			if c == '{' {
-				if p >= len(b) || b[p] != '"' {
-					return p, false
-				}
-				if p, _, ok = stringEnd(b, p); !ok {
-					return p, false
-				}
-				p = skipWS(b, p)
-				if p >= len(b) || b[p] != ':' {
-					return p, false
-				}
-				p = skipWS(b, p+1)
-			}
-			if p, ok = valueEnd(b, p, depth+1); !ok {
-				return p, false
-			}
-			p = skipWS(b, p)
-			if p >= len(b) {
-				return p, false
-			}
-			if b[p] == closing {
-				return p + 1, true
-			}
-			if b[p] != ',' {
-				return p, false
-			}
-			p = skipWS(b, p+1)
-		}
-	default: // number, true, false, null
-		start := p
-		for p < len(b) && !isDelim(b[p]) {
-			p++
-		}
-		return p, p > start
-	}
-}
-
-func isDelim(c byte) bool {
-	return c == ',' || c == '}' || c == ']' || c == ':' || c == '"' || c == '{' || c == '[' || isSpace(c)
-}
-
-// stringEnd returns the index after the closing quote of the string at p,
-// and whether it has escapes.
-func stringEnd(b []byte, p int) (int, bool, bool) {
-	esc := false
-	for i := p + 1; i < len(b); i++ {
-		switch b[i] {
-		case '"':
-			return i + 1, esc, true
-		case '\\':
-			esc = true
-			i++
-		}
-	}
-	return len(b), esc, false
-}
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-func skipWS(b []byte, p int) int {
-	for p < len(b) && isSpace(b[p]) {
-		p++
-	}
-	return p
-}
-
-func trim(b []byte) []byte {
-	i, j := 0, len(b)
-	for i < j && isSpace(b[i]) {
-		i++
-	}
-	for j > i && isSpace(b[j-1]) {
-		j--
-	}
-	return b[i:j]
 }
 
 func isObject(b []byte) bool { return len(b) >= 2 && b[0] == '{' && b[len(b)-1] == '}' }
@@ -558,80 +383,9 @@ func (s *state) sameString(a, b []byte) bool {
 		return bytes.Equal(a, b)
 	}
 	var okA, okB bool
-	s.sa, okA = unescape(s.sa[:0], a)
-	s.sb, okB = unescape(s.sb[:0], b)
+	s.sa, okA = jsonscan.Unescape(s.sa[:0], a)
+	s.sb, okB = jsonscan.Unescape(s.sb[:0], b)
 	return okA && okB && bytes.Equal(s.sa, s.sb)
-}
-
-// unescape decodes the body of a JSON string literal (RFC 8259 escapes,
-// \u surrogate pairs; a lone surrogate becomes U+FFFD as encoding/json does).
-func unescape(dst, s []byte) ([]byte, bool) {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '\\' {
-			dst = append(dst, c)
-			continue
-		}
-		i++
-		if i >= len(s) {
-			return dst, false
-		}
-		switch s[i] {
-		case '"', '\\', '/':
-			dst = append(dst, s[i])
-		case 'b':
-			dst = append(dst, '\b')
-		case 'f':
-			dst = append(dst, '\f')
-		case 'n':
-			dst = append(dst, '\n')
-		case 'r':
-			dst = append(dst, '\r')
-		case 't':
-			dst = append(dst, '\t')
-		case 'u':
-			r, ok := hex4(s, i+1)
-			if !ok {
-				return dst, false
-			}
-			i += 4
-			if utf16.IsSurrogate(r) {
-				if r2, ok := hex4(s, i+3); ok && i+2 < len(s) && s[i+1] == '\\' && s[i+2] == 'u' {
-					if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
-						dst = utf8.AppendRune(dst, d)
-						i += 6
-						continue
-					}
-				}
-				r = utf8.RuneError
-			}
-			dst = utf8.AppendRune(dst, r)
-		default:
-			return dst, false
-		}
-	}
-	return dst, true
-}
-
-func hex4(s []byte, i int) (rune, bool) {
-	if i+4 > len(s) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range s[i : i+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c -= 'a' - 10
-		case c >= 'A' && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
-	}
-	return r, true
 }
 
 // sameNumber compares two JSON number literals by exact decimal value.
