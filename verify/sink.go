@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -174,11 +175,20 @@ func (s *Sink) Write(ctx context.Context, items []pipeline.Item) ([]pipeline.Out
 			s.keep(Mismatch{Source: it.Source, Line: it.Line, Type: it.Type, ID: it.ID, Kind: KindDifferent,
 				Paths: d.Paths, PathsOmitted: d.Omitted})
 			out[i] = pipeline.Outcome{Status: pipeline.Failed, Reason: ReasonDifferent, HTTPStatus: g.HTTPStatus,
-				Message:  fmt.Sprintf("the target holds a different resource (%d paths differ)", len(d.Paths)+d.Omitted),
-				Attempts: g.Attempts}
+				Message: differMessage(d), Attempts: g.Attempts}
 		}
 	}
 	return out, nil
+}
+
+// differMessage is the log detail of a different resource: the first
+// paths (element names and indexes, never values).
+func differMessage(d Diff) string {
+	show := min(3, len(d.Paths))
+	if more := len(d.Paths) + d.Omitted - show; more > 0 {
+		return fmt.Sprintf("the target holds it differently at %s and %d more paths", strings.Join(d.Paths[:show], ", "), more)
+	}
+	return "the target holds it differently at " + strings.Join(d.Paths, ", ")
 }
 
 // Stats implements pipeline.StatsSink when the Reader keeps stats.

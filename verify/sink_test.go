@@ -11,6 +11,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/fhirload/fhirload/ingest"
 	"github.com/fhirload/fhirload/pipeline"
 	"github.com/fhirload/fhirload/verify"
@@ -214,5 +218,51 @@ func TestVerifyMismatchCap(t *testing.T) {
 				t.Fatalf("mismatch %d is line %d: want the first lines", i, m.Line)
 			}
 		}
+	}
+}
+
+// TestVerifyMetricsAndLog: the Prometheus counters follow the verdicts, and
+// the log names each line that did not match with its paths, never a value.
+func TestVerifyMetricsAndLog(t *testing.T) {
+	lines := []string{patient("p1", "A"), patient("p2", "Secretname"), patient("p3", "C")}
+	target := &memTarget{res: map[string]string{"Patient/p1": stored(lines[0]), "Patient/p2": stored(patient("p2", "Othersecret"))}}
+	cfg := pipeline.Defaults()
+	sink := verify.NewSink(target, verify.Options{})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(sink.Collectors()...)
+	core, logs := observer.New(zap.InfoLevel)
+	r := pipeline.NewRunner(pipeline.Deps{Config: cfg, Command: "verify", Sink: sink, Logger: zap.New(core)})
+	rep := verify.NewReport(r.Run(context.Background(), source(map[string][]string{"file:///a.ndjson": lines})), sink)
+	if rep.Matched != 1 || rep.Different != 1 || rep.Missing != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetMetric()[0].GetCounter().GetValue()
+	}
+	want := map[string]float64{"fhirload_verify_verified_total": 3, "fhirload_verify_matched_total": 1,
+		"fhirload_verify_missing_total": 1, "fhirload_verify_different_total": 1, "fhirload_verify_unreachable_total": 0}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("metrics %v, want %v", got, want)
+	}
+	var text strings.Builder
+	for _, e := range logs.All() {
+		text.WriteString(e.Message)
+		for k, v := range e.ContextMap() {
+			fmt.Fprintf(&text, " %s=%v", k, v)
+		}
+		text.WriteByte('\n')
+	}
+	for _, s := range []string{"line=2", "reason=different", "detail=the target holds it differently at Patient.name[0].family", "line=3", "reason=missing"} {
+		if !strings.Contains(text.String(), s) {
+			t.Errorf("log lacks %q:\n%s", s, text.String())
+		}
+	}
+	if strings.Contains(text.String(), "Secretname") || strings.Contains(text.String(), "Othersecret") || strings.Contains(text.String(), "dead-lettered") {
+		t.Errorf("log shows a value or claims a dead letter:\n%s", text.String())
 	}
 }

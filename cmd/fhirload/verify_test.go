@@ -212,27 +212,29 @@ func runVerifyReportOf(t *testing.T, path string) (*pipeline.Report, *verify.Rep
 // were dead-lettered are skipped by the verification, not reported missing.
 func TestRunVerify(t *testing.T) {
 	lines := strings.Join([]string{goodPatient, `{"resourceType":"Patient","id":"p9"}`, "", goodObservation}, "\n") + "\n"
-	t.Run("embedded, local file", func(t *testing.T) {
-		w := newWorkspace(t, "", "")
-		src := filepath.Join(w.dir, "in.ndjson")
-		if err := os.WriteFile(src, []byte(lines), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		report := filepath.Join(w.dir, "report.json")
-		var stdout, stderr bytes.Buffer
-		code := realMain([]string{"run", "--config", w.config, "--report", report, "--verify", src}, &stdout, &stderr)
-		if code != 2 {
-			t.Fatalf("exit %d, want 2 (one line dead-lettered, the rest verified)\n%s", code, stderr.String())
-		}
-		rep, vrep := runVerifyReportOf(t, report)
-		if rep.Loaded != 2 || rep.DeadLettered != 1 || vrep.Matched != 2 || vrep.Skipped != 1 || vrep.SkippedBlank != 1 ||
-			vrep.SkippedReasons["invalid"] != 1 || vrep.Missing+vrep.Different+vrep.Unreachable != 0 || vrep.ExitCode() != 0 {
-			t.Fatalf("run %+v\nverify %+v", rep, vrep)
-		}
-		if !strings.Contains(stderr.String(), "verify "+rep.RunID+": 1 objects, 4 lines: 2 verified (2 matched") {
-			t.Fatalf("no verify summary:\n%s", stderr.String())
-		}
-	})
+	for _, mode := range []string{"batch", "single"} {
+		t.Run("embedded, local file, "+mode, func(t *testing.T) {
+			w := newWorkspace(t, "mode: "+mode, "")
+			src := filepath.Join(w.dir, "in.ndjson")
+			if err := os.WriteFile(src, []byte(lines), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			report := filepath.Join(w.dir, "report.json")
+			var stdout, stderr bytes.Buffer
+			code := realMain([]string{"run", "--config", w.config, "--report", report, "--verify", src}, &stdout, &stderr)
+			if code != 2 {
+				t.Fatalf("exit %d, want 2 (one line dead-lettered, the rest verified)\n%s", code, stderr.String())
+			}
+			rep, vrep := runVerifyReportOf(t, report)
+			if rep.Loaded != 2 || rep.DeadLettered != 1 || vrep.Matched != 2 || vrep.Skipped != 1 || vrep.SkippedBlank != 1 ||
+				vrep.SkippedReasons["invalid"] != 1 || vrep.Missing+vrep.Different+vrep.Unreachable != 0 || vrep.ExitCode() != 0 {
+				t.Fatalf("run %+v\nverify %+v", rep, vrep)
+			}
+			if !strings.Contains(stderr.String(), "verify "+rep.RunID+": 1 objects, 4 lines: 2 verified (2 matched") {
+				t.Fatalf("no verify summary:\n%s", stderr.String())
+			}
+		})
+	}
 	t.Run("standard input", func(t *testing.T) {
 		w := newWorkspace(t, "", "")
 		report := filepath.Join(w.dir, "report.json")
