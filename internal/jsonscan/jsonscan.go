@@ -8,6 +8,7 @@
 package jsonscan
 
 import (
+	"bytes"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -41,6 +42,11 @@ func Trim(b []byte) []byte {
 // StringEnd returns the index after the closing quote of the string
 // literal whose opening quote is at p, and whether it has escapes.
 func StringEnd(b []byte, p int) (end int, escaped, ok bool) {
+	// Most strings have no escape: find the quote with the vectorised
+	// IndexByte and check the span for a backslash the same way.
+	if j := bytes.IndexByte(b[p+1:], '"'); j >= 0 && bytes.IndexByte(b[p+1:p+1+j], '\\') < 0 {
+		return p + 2 + j, false, true
+	}
 	for i := p + 1; i < len(b); i++ {
 		switch b[i] {
 		case '"':
