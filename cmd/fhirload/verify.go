@@ -70,9 +70,10 @@ func verifyCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 
 // verifier is verify's stages: the read path and the Sink that compares.
 type verifier struct {
-	e    *env
-	sink *verify.Sink
-	m    *pipeline.Metrics
+	e      *env
+	sink   *verify.Sink
+	m      *pipeline.Metrics
+	method string
 }
 
 // verifier builds verify's read path to the target (after its preflight
@@ -93,7 +94,7 @@ func (e *env) verifier(ctx context.Context, m *pipeline.Metrics, readerStats boo
 	}
 	e.log.Info("verify reads back", zap.String("method", r.Method()),
 		zap.Float64("read_units_per_second", e.cfg.Target.ReadUnitsPerSecond))
-	return &verifier{e: e, sink: sink, m: m}, nil
+	return &verifier{e: e, sink: sink, m: m, method: r.Method()}, nil
 }
 
 // run verifies src and returns the report (always).
@@ -109,7 +110,9 @@ func (v *verifier) run(ctx context.Context, sig *signals, src pipeline.Source, s
 	stop := startProgressWith(runner, total, stderr, v.e.log, v.progress)
 	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, src) }, v.e.log)
 	stop()
-	return verify.NewReport(rep, v.sink)
+	vrep := verify.NewReport(rep, v.sink)
+	vrep.ReadMethod = v.method
+	return vrep
 }
 
 // progress is verify's progress line.

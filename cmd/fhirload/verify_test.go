@@ -88,7 +88,8 @@ func TestVerifySampleAgainstServe(t *testing.T) {
 		t.Fatalf("load: exit %d %+v\n%s", code, rep, stderr)
 	}
 	code, rep, stderr := verifyBin(t, w, 3*time.Minute, pats, obs)
-	if code != 0 || rep == nil || rep.Matched != 16415 || rep.Verified != 16415 || rep.Lines != 16415 || len(rep.Mismatches) != 0 {
+	if code != 0 || rep == nil || rep.Matched != 16415 || rep.Verified != 16415 || rep.Lines != 16415 || len(rep.Mismatches) != 0 ||
+		rep.ReadMethod != "batch" {
 		t.Fatalf("clean load: exit %d %+v\n%s", code, rep, tail(stderr))
 	}
 
