@@ -9,9 +9,9 @@ import (
 	"github.com/fhirload/fhirload/deadletter"
 )
 
-// Example shows the pipeline's side (Append, then Sync before the source
-// object is acknowledged) and the replay's side (List, Retire, Replace)
-// under the "replay" lease.
+// Example shows the pipeline's side (Put: durable on return, so the line
+// counts as dead-lettered and the source object may be acknowledged) and the
+// replay's side (List, Retire, Replace) under the "replay" lease.
 func Example() {
 	ctx := context.Background()
 	tmp, _ := os.MkdirTemp("", "dl")
@@ -27,12 +27,9 @@ func Example() {
 		line, b64 := deadletter.MakeLine([]byte(`{"resourceType":"Patient","id":"p1"}`))
 		e := deadletter.Entry{RunID: "night-1", Reason: reason, Stage: "load", Line: line, LineBase64: b64,
 			Source: deadletter.Source{URI: "file:///in/Patient.ndjson", Line: int64(i + 1)}, Attempts: 1}
-		if err := pipe.Append(ctx, e); err != nil {
+		if err := pipe.Put(ctx, e); err != nil {
 			fmt.Println(err)
 		}
-	}
-	if err := pipe.Sync(ctx); err != nil { // now the source object may be acknowledged
-		fmt.Println(err)
 	}
 	pipe.Close()
 

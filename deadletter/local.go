@@ -1,7 +1,9 @@
 package deadletter
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -29,14 +30,26 @@ const (
 
 type localBackend struct {
 	dir string
+	fs  fileSystem
+	log *zap.Logger
 
-	mu    sync.Mutex // guards the fields below
-	f     *os.File   // this writer's current segment, nil until first write
-	size  int64
-	dirty bool // written but not yet fsynced
+	// Touched only by the committer's leader (one at a time) and by close
+	// (after the last commit).
+	seg      *openSegment // this writer's current segment; nil until a write needs one
+	repaired bool         // repair ran (at the first commit)
 }
 
-func openLocal(dir string) (*localBackend, error) {
+// openSegment is the segment this writer appends to. The writer holds an
+// exclusive flock on it for as long as it has it open, so that another
+// writer's repair never touches a segment that is being written.
+type openSegment struct {
+	f    segmentFile
+	path string
+	name string
+	size int64 // bytes committed: the segment ends with a commit line here
+}
+
+func openLocal(dir string, fsys fileSystem, log *zap.Logger) (*localBackend, error) {
 	if dir == "" {
 		return nil, errors.New("dead-letter: empty directory")
 	}
@@ -45,7 +58,7 @@ func openLocal(dir string) (*localBackend, error) {
 			return nil, err
 		}
 	}
-	return &localBackend{dir: dir}, nil
+	return &localBackend{dir: dir, fs: fsys, log: log}, nil
 }
 
 // mkdirPrivate creates d (and missing parents) with mode 0700; an existing
@@ -65,91 +78,283 @@ func mkdirPrivate(d string) error {
 	return syncDir(filepath.Dir(d))
 }
 
-func (b *localBackend) write(ctx context.Context, data []byte, durable bool) error {
-	if err := ctx.Err(); err != nil {
-		return err
+func (b *localBackend) segDir() string { return filepath.Join(b.dir, segmentsDir) }
+
+// commit appends the group to this writer's segment as one write: the
+// records, then the commit line that makes them count. It is durable on a nil
+// return (fsynced; for a new segment, its directory entry too). On an error
+// the write is cut back (truncate and fsync) so that the segment ends at its
+// last commit line again; a new segment that holds nothing committed is
+// removed. Should even the cut fail, the records still lack their commit
+// line, so readers skip them, and the segment is closed: nothing is ever
+// appended after an unfinished group.
+func (b *localBackend) commit(group []*batch) error {
+	if !b.repaired {
+		b.repaired = true
+		b.repair()
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(data) > 0 {
-		if b.f == nil || b.size >= maxSegmentBytes {
-			if err := b.rotate(); err != nil {
-				return err
-			}
+	if b.seg != nil && b.seg.size >= maxSegmentBytes {
+		b.closeSegment()
+	}
+	if b.seg == nil {
+		if err := b.newSegment(); err != nil {
+			return err
 		}
-		n, err := b.f.Write(data)
-		b.size += int64(n)
-		b.dirty = true
+	}
+	seg := b.seg
+	start := seg.size
+	size, n := len(segmentHeader)+40, 0
+	for _, x := range group {
+		size += len(x.data)
+	}
+	buf := make([]byte, 0, size)
+	if start == 0 {
+		buf = append(buf, segmentHeader...)
+	}
+	for _, x := range group {
+		buf = append(buf, x.data...)
+		n += x.records
+	}
+	buf = append(buf, commitLine(n)...)
+	end := start + int64(len(buf))
+	if _, err := seg.f.WriteAt(buf, start); err != nil {
+		return b.failed(fmt.Errorf("dead-letter write segment %s: %w", seg.name, err), start, end, false)
+	}
+	if err := seg.f.Sync(); err != nil {
+		return b.failed(fmt.Errorf("dead-letter fsync segment %s: %w", seg.name, err), start, end, true)
+	}
+	if start == 0 {
+		// The first commit of a segment is durable only with its name.
+		if err := b.fs.syncDir(b.segDir()); err != nil {
+			return b.failed(err, start, end, true)
+		}
+	}
+	seg.size = end
+	return nil
+}
+
+// failed rolls a failed commit back and returns its error, with the reason
+// why its records may be listed all the same should even that fail.
+func (b *localBackend) failed(err error, start, end int64, written bool) error {
+	if uerr := b.rollback(start, end, written); uerr != nil {
+		return errors.Join(err, uerr)
+	}
+	return err
+}
+
+// rollback undoes a failed commit that wrote bytes start..end of the current
+// segment (all of them, commit line included, when written), so that its
+// records are not visible. It returns an error only when they may be.
+//
+// A segment the commit created goes: no empty (or header-only) segment is
+// left behind. Otherwise the write is cut back (truncate and fsync). After a
+// failed fsync the segment is not written again (the kernel may have dropped
+// its cached pages): the next write starts a new one. After a write cut short
+// (a full disk) the same segment goes on, so a store that keeps failing does
+// not leave a segment per attempt. When even the cut fails, the segment is
+// closed (nothing is appended after an unfinished group; the next writer's
+// repair cuts it) and a commit line that made it into the file is undone by
+// overwriting its newline: a commit line without one commits nothing.
+func (b *localBackend) rollback(start, end int64, written bool) error {
+	seg := b.seg
+	var undo error
+	if start == 0 {
+		b.seg = nil
+		if written {
+			undo = uncommit(seg, end)
+		}
+		err := b.fs.remove(seg.path)
+		if err == nil {
+			err = b.fs.syncDir(b.segDir())
+		}
+		seg.f.Close()
+		if err == nil {
+			return nil
+		}
+		b.log.Warn("dead-letter: could not remove a segment whose first write failed; readers skip its "+
+			"uncommitted records and the next writer removes it", zap.String("segment", seg.name), zap.Error(err))
+		return undo
+	}
+	err := seg.f.Truncate(start)
+	if err == nil {
+		err = seg.f.Sync()
+	}
+	if err == nil {
+		if written {
+			b.closeSegment()
+		}
+		return nil
+	}
+	b.log.Error("dead-letter: could not cut a failed write back; readers skip its uncommitted records, "+
+		"the segment is closed and the next writer repairs it",
+		zap.String("segment", seg.name), zap.Int64("offset", start), zap.Error(err))
+	if written {
+		undo = uncommit(seg, end)
+	}
+	b.closeSegment()
+	return undo
+}
+
+// uncommit overwrites the newline that ends the commit line ending at end.
+func uncommit(seg *openSegment, end int64) error {
+	if _, err := seg.f.WriteAt([]byte{' '}, end-1); err != nil {
+		return fmt.Errorf("dead-letter: the failed write to segment %s could not be undone, its entries may be listed: %w",
+			seg.name, err)
+	}
+	_ = seg.f.Sync()
+	return nil
+}
+
+// newSegment creates this writer's next segment and locks it.
+func (b *localBackend) newSegment() error {
+	for range 3 {
+		name, err := segmentName(time.Now(), os.Getpid())
 		if err != nil {
-			// A partial write leaves a torn line: never append after it.
-			b.abandon()
-			return fmt.Errorf("dead-letter write segment: %w", err)
+			return err
 		}
-	}
-	if durable && b.dirty {
-		if err := b.f.Sync(); err != nil {
-			// After a failed fsync the file's state is unknown; the caller
-			// keeps its buffer and writes it again into a fresh segment.
-			b.abandon()
-			return fmt.Errorf("dead-letter fsync segment: %w", err)
+		p := filepath.Join(b.segDir(), name)
+		f, err := b.fs.create(p)
+		if err != nil {
+			return fmt.Errorf("dead-letter create segment: %w", err)
 		}
-		b.dirty = false
-	}
-	return nil
-}
-
-// rotate closes the current segment (synced) and creates a new one, making
-// its directory entry durable.
-func (b *localBackend) rotate() error {
-	if b.f != nil {
-		if err := b.f.Sync(); err != nil {
-			b.abandon()
-			return fmt.Errorf("dead-letter fsync segment: %w", err)
+		if err := flock(f, syscall.LOCK_EX); err != nil {
+			f.Close()
+			_ = b.fs.remove(p)
+			return fmt.Errorf("dead-letter lock segment %s: %w", name, err)
 		}
-		if err := b.f.Close(); err != nil {
-			b.f = nil
-			return fmt.Errorf("dead-letter close segment: %w", err)
+		// Another writer's repair may have removed the new, empty file
+		// before it was locked: then write to another one.
+		fi, ferr := f.Stat()
+		pi, perr := os.Stat(p)
+		if ferr == nil && perr == nil && os.SameFile(fi, pi) {
+			b.seg = &openSegment{f: f, path: p, name: name}
+			return nil
 		}
-		b.f = nil
-	}
-	name, err := segmentName(time.Now(), os.Getpid())
-	if err != nil {
-		return err
-	}
-	segs := filepath.Join(b.dir, segmentsDir)
-	f, err := os.OpenFile(filepath.Join(segs, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, fileMode)
-	if err != nil {
-		return fmt.Errorf("dead-letter create segment: %w", err)
-	}
-	if err := syncDir(segs); err != nil {
 		f.Close()
-		return err
 	}
-	b.f, b.size, b.dirty = f, 0, false
-	return nil
+	return errors.New("dead-letter create segment: removed three times by other writers")
 }
 
-func (b *localBackend) abandon() {
-	if b.f != nil {
-		b.f.Close()
+// closeSegment closes the current segment (everything in it is committed or
+// cut back) and releases its flock.
+func (b *localBackend) closeSegment() {
+	if b.seg != nil {
+		b.seg.f.Close()
+		b.seg = nil
 	}
-	b.f, b.size, b.dirty = nil, 0, false
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+// repair runs once per store, at its first write: every format-2 segment
+// that no live writer holds (its writer crashed, or it was left by a failed
+// write) and that does not end with a commit line is truncated just past its
+// last commit line; one without any committed record, and an empty one, is
+// removed. Segments being written are locked by their writers and skipped.
+// Format-1 segments are never modified: writers of the previous release do
+// not lock them. Repair is best effort: what it cannot fix, readers skip.
+func (b *localBackend) repair() {
+	names, err := b.segments(context.Background())
 	if err != nil {
-		return fmt.Errorf("dead-letter open directory: %w", err)
+		b.log.Warn("dead-letter: repair: cannot list segments", zap.Error(err))
+		return
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("dead-letter fsync directory: %w", err)
+	removed := false
+	for _, name := range names {
+		r, err := b.repairSegment(name)
+		if err != nil {
+			b.log.Warn("dead-letter: repair of a segment failed; readers skip its unfinished end",
+				zap.String("segment", name), zap.Error(err))
+		}
+		removed = removed || r
 	}
-	return nil
+	if removed {
+		if err := b.fs.syncDir(b.segDir()); err != nil {
+			b.log.Warn("dead-letter: repair", zap.Error(err))
+		}
+	}
+}
+
+// repairSegment repairs one segment if no writer holds it, and reports
+// whether it removed it.
+func (b *localBackend) repairSegment(name string) (removed bool, err error) {
+	p := filepath.Join(b.segDir(), name)
+	f, err := b.fs.open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return false, nil // its writer is alive
+		}
+		return false, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	size := fi.Size()
+	if size == 0 {
+		b.log.Info("dead-letter: removing an empty segment", zap.String("segment", name))
+		return true, b.fs.remove(p)
+	}
+	head := make([]byte, len(segmentHeader))
+	if _, err := f.ReadAt(head, 0); err != nil || string(head) != segmentHeader {
+		return false, nil // format 1, or too short to be format 2: left as it is
+	}
+	if endsCommitted(f, size) {
+		return false, nil
+	}
+	end, _, err := committedEnd(io.NewSectionReader(f, 0, size))
+	if err != nil {
+		return false, err
+	}
+	if end == 0 {
+		b.log.Warn("dead-letter: repair: removing a segment without a committed record",
+			zap.String("segment", name), zap.Int64("bytes", size))
+		return true, b.fs.remove(p)
+	}
+	b.log.Warn("dead-letter: repair: cutting the torn end off a segment", zap.String("segment", name),
+		zap.Int64("offset", end), zap.Int64("bytes", size-end))
+	if err := f.Truncate(end); err != nil {
+		return false, err
+	}
+	return false, f.Sync()
+}
+
+// endsCommitted reports whether the segment of the given size ends with a
+// complete commit line (the usual case: only the last bytes are read).
+func endsCommitted(f io.ReaderAt, size int64) bool {
+	n := min(size, 64)
+	tail := make([]byte, n)
+	if _, err := f.ReadAt(tail, size-n); err != nil {
+		return false
+	}
+	if len(tail) == 0 || tail[len(tail)-1] != '\n' {
+		return false
+	}
+	i := bytes.LastIndexByte(tail[:len(tail)-1], '\n')
+	if i < 0 {
+		return false
+	}
+	_, ok := isCommit(tail[i+1:])
+	return ok
+}
+
+// flock calls flock(2), again when interrupted by a signal.
+func flock(f interface{ Fd() uintptr }, how int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), how)
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
 }
 
 func (b *localBackend) segments(ctx context.Context) ([]string, error) {
-	des, err := os.ReadDir(filepath.Join(b.dir, segmentsDir))
+	des, err := os.ReadDir(b.segDir())
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter list segments: %w", err)
 	}
@@ -163,19 +368,27 @@ func (b *localBackend) segments(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-func (b *localBackend) read(ctx context.Context, names []string, fn func(string, io.Reader) error) error {
+func (b *localBackend) read(ctx context.Context, names []string, fn func(segment) error) error {
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		f, err := os.Open(filepath.Join(b.dir, segmentsDir, name))
+		f, err := os.Open(filepath.Join(b.segDir(), name))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("dead-letter open segment: %w", err)
 		}
-		err = fn(name, f)
+		live := func() bool {
+			// A writer holds its segment with an exclusive flock.
+			err := flock(f, syscall.LOCK_SH|syscall.LOCK_NB)
+			if err == nil {
+				_ = flock(f, syscall.LOCK_UN)
+			}
+			return errors.Is(err, syscall.EWOULDBLOCK)
+		}
+		err = fn(segment{name: name, r: f, live: live})
 		f.Close()
 		if err != nil {
 			return err
@@ -185,17 +398,12 @@ func (b *localBackend) read(ctx context.Context, names []string, fn func(string,
 }
 
 func (b *localBackend) close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.f == nil {
+	if b.seg == nil {
 		return nil
 	}
-	var err error
-	if b.dirty {
-		err = b.f.Sync()
-	}
-	err = errors.Join(err, b.f.Close())
-	b.f = nil
+	// Everything in the segment is committed (fsynced) already.
+	err := b.seg.f.Close()
+	b.seg = nil
 	if err != nil {
 		return fmt.Errorf("dead-letter close segment: %w", err)
 	}
@@ -211,10 +419,10 @@ func (b *localBackend) lock(ctx context.Context, name string, ttl time.Duration,
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter open lock %s: %w", name, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
+	if err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		defer f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("dead-letter lock %s: %w", name, ErrLocked)
+			return nil, lockedBy(name, f)
 		}
 		return nil, fmt.Errorf("dead-letter lock %s: %w", name, err)
 	}
@@ -224,6 +432,20 @@ func (b *localBackend) lock(ctx context.Context, name string, ttl time.Duration,
 		fmt.Fprintf(f, "{\"pid\":%d,\"host\":%q,\"acquired\":%q}\n", os.Getpid(), host, now().UTC().Format(time.RFC3339Nano))
 	}
 	return &localLease{f: f}, nil
+}
+
+// lockedBy returns the LockedError of the lease whose lock file f is,
+// with what the holder wrote into it.
+func lockedBy(name string, f io.Reader) *LockedError {
+	var holder struct {
+		PID      int       `json:"pid"`
+		Host     string    `json:"host"`
+		Acquired time.Time `json:"acquired"`
+	}
+	if b, err := io.ReadAll(io.LimitReader(f, 4096)); err == nil {
+		_ = json.Unmarshal(b, &holder) // written while we read: unknown
+	}
+	return &LockedError{Name: name, PID: holder.PID, Host: holder.Host, Since: holder.Acquired}
 }
 
 type localLease struct {

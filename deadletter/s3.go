@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -80,20 +81,52 @@ func (b *s3Backend) put(ctx context.Context, key string, body []byte, cond func(
 	return b.c.PutObject(ctx, in)
 }
 
-// write puts data as one new segment object; S3 writes are always durable.
-func (b *s3Backend) write(ctx context.Context, data []byte, _ bool) error {
-	if len(data) == 0 {
-		return nil
+// s3PutTimeout bounds one group commit's PutObject (with the SDK's retries)
+// and the clean-up after it: a commit has no caller context of its own.
+const s3PutTimeout = 2 * time.Minute
+
+// commit puts the group as one new segment object: S3 stores it whole or not
+// at all. When the outcome is uncertain (a 5xx after the SDK's retries, a
+// timeout, a cut connection: the object may have been stored all the same)
+// the key is deleted before the error is returned, so that a write reported
+// as failed never shows up later.
+func (b *s3Backend) commit(group []*batch) error {
+	size := 0
+	for _, x := range group {
+		size += len(x.data)
+	}
+	data := make([]byte, 0, size)
+	for _, x := range group {
+		data = append(data, x.data...)
 	}
 	name, err := segmentName(time.Now(), os.Getpid())
 	if err != nil {
 		return err
 	}
 	key := b.prefix + segmentsDir + "/" + name
-	if _, err := b.put(ctx, key, data, nil); err != nil {
-		return fmt.Errorf("dead-letter put s3://%s/%s: %w", b.bucket, key, err)
+	ctx, cancel := context.WithTimeout(context.Background(), s3PutTimeout)
+	defer cancel()
+	_, err = b.put(ctx, key, data, nil)
+	if err == nil {
+		return nil
 	}
-	return nil
+	err = fmt.Errorf("dead-letter put s3://%s/%s: %w", b.bucket, key, err)
+	if refused(err) {
+		return err
+	}
+	dctx, dcancel := context.WithTimeout(context.Background(), s3PutTimeout)
+	defer dcancel()
+	if _, derr := b.c.DeleteObject(dctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(key)}); derr != nil {
+		return errors.Join(err, fmt.Errorf("the segment may have been stored all the same and could not be removed: %w", derr))
+	}
+	return err
+}
+
+// refused reports whether err is an answer of S3 that means the object was
+// not stored: a 4xx (AccessDenied, NoSuchBucket, …).
+func refused(err error) bool {
+	var re *awshttp.ResponseError
+	return errors.As(err, &re) && re.HTTPStatusCode() >= 400 && re.HTTPStatusCode() < 500
 }
 
 func (b *s3Backend) segments(ctx context.Context) ([]string, error) {
@@ -118,7 +151,7 @@ func (b *s3Backend) segments(ctx context.Context) ([]string, error) {
 
 // read fetches segments concurrently in windows and hands them to fn in
 // order, so memory is bounded by one window.
-func (b *s3Backend) read(ctx context.Context, names []string, fn func(string, io.Reader) error) error {
+func (b *s3Backend) read(ctx context.Context, names []string, fn func(segment) error) error {
 	for start := 0; start < len(names); start += s3ReadConcurrency {
 		window := names[start:min(start+s3ReadConcurrency, len(names))]
 		bodies := make([][]byte, len(window))
@@ -132,7 +165,7 @@ func (b *s3Backend) read(ctx context.Context, names []string, fn func(string, io
 			if errs[i] != nil {
 				return errs[i]
 			}
-			if err := fn(name, bytes.NewReader(bodies[i])); err != nil {
+			if err := fn(segment{name: name, r: bytes.NewReader(bodies[i])}); err != nil {
 				return err
 			}
 		}
@@ -161,6 +194,8 @@ type leaseBody struct {
 	PID     int       `json:"pid"`
 	Host    string    `json:"host"`
 	Expires time.Time `json:"expires"`
+	// Acquired is when the holder took the lease (kept by renewals).
+	Acquired time.Time `json:"acquired"`
 	// Boot and PIDNS say which kernel boot and PID namespace PID belongs
 	// to (Linux; empty elsewhere): with Host they let a process on the same
 	// machine see that the holder has died without waiting for Expires.
@@ -180,7 +215,8 @@ func (b *s3Backend) lock(ctx context.Context, name string, ttl time.Duration, no
 	}
 	host, _ := os.Hostname()
 	l := &s3Lease{b: b, key: b.prefix + locksDir + "/" + name + ".json", name: name, ttl: ttl, now: now, log: log,
-		body: leaseBody{Owner: owner, PID: os.Getpid(), Host: host, Boot: bootID(), PIDNS: pidNamespace()}}
+		body: leaseBody{Owner: owner, PID: os.Getpid(), Host: host, Boot: bootID(), PIDNS: pidNamespace(),
+			Acquired: now().UTC()}}
 	// A lease may vanish between the failed create and the read: try again.
 	for range 3 {
 		etag, err := l.write(ctx, func(in *s3.PutObjectInput) { in.IfNoneMatch = aws.String("*") })
@@ -200,8 +236,7 @@ func (b *s3Backend) lock(ctx context.Context, name string, ttl time.Duration, no
 		}
 		dead := holderDead(cur, l.body)
 		if now().Before(cur.Expires) && !dead {
-			return nil, fmt.Errorf("dead-letter lock %s (held by pid %d on %s until %s): %w",
-				name, cur.PID, cur.Host, cur.Expires.Format(time.RFC3339), ErrLocked)
+			return nil, &LockedError{Name: name, PID: cur.PID, Host: cur.Host, Since: cur.Acquired, Expires: cur.Expires}
 		}
 		etag, err = l.write(ctx, func(in *s3.PutObjectInput) { in.IfMatch = aws.String(curTag) })
 		if err == nil {
@@ -220,7 +255,7 @@ func (b *s3Backend) lock(ctx context.Context, name string, ttl time.Duration, no
 		}
 		return nil, fmt.Errorf("dead-letter lock %s: %w", name, err)
 	}
-	return nil, fmt.Errorf("dead-letter lock %s: %w", name, ErrLocked)
+	return nil, &LockedError{Name: name}
 }
 
 func (b *s3Backend) readLease(ctx context.Context, key string) (leaseBody, string, error) {

@@ -1,7 +1,6 @@
 package deadletter
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -72,40 +71,93 @@ type Filter struct {
 // "op":"replace"). Nothing is rewritten in place; readers fold all segments.
 // Every Store writes its own segments, so several processes may write to one
 // location at once.
+//
+// Every write (Put, Retire, Replace) is durable or nothing: on a nil return
+// its records are stored for good; on an error none of them is visible to
+// List or Get afterwards, in this process or any later one. Concurrent writes
+// are committed together (one write and one fsync, or one PutObject, for all
+// the callers waiting at that moment), so many writers are as cheap as few.
 type Store interface {
-	// Append adds entries, filling ID (sortable by time, unique) and, when
-	// zero, FirstFailed (now) and LastFailed (FirstFailed). Entries may be
-	// buffered until Sync.
-	Append(ctx context.Context, entries ...Entry) error
-	// Sync makes everything appended so far durable: the pipeline calls it
-	// before it acknowledges a source object.
-	Sync(ctx context.Context) error
-	// List returns the live entries matching f, oldest first.
+	// Put durably stores entries, filling ID (sortable by time, unique)
+	// and, when zero, FirstFailed (now) and LastFailed (FirstFailed) — in
+	// the caller's slice when called as Put(ctx, entries...). On a nil
+	// return every entry is durable: locally written and fsynced, with its
+	// segment's directory entry durable; on S3 its PutObject succeeded with
+	// server-side encryption. On an error none of them is visible to List
+	// or Get, now or after a restart, and none should be counted as stored.
+	// ctx is checked before the write starts; a write that has started is
+	// finished (or rolled back) whatever ctx does, so that its outcome is
+	// known.
+	Put(ctx context.Context, entries ...Entry) error
+	// List returns the live entries matching f, oldest first. Records a
+	// crash or a full disk left half-written at the end of a segment are
+	// skipped with a warning naming the segment and byte offset.
 	List(ctx context.Context, f Filter) ([]Entry, error)
 	// Get returns one live entry by ID; the error wraps ErrNotFound when
 	// there is none.
 	Get(ctx context.Context, id string) (Entry, error)
 	// Retire removes entries from the live set for good (replayed, or
-	// purged). Durable on return.
+	// purged). Durable or nothing, like Put.
 	Retire(ctx context.Context, ids ...string) error
 	// Replace durably records a new version of existing entries (a replay
-	// that failed again). The version with the most Attempts, then the
-	// latest LastFailed, then the one written last is the live one; a retired
-	// entry stays retired.
+	// that failed again); durable or nothing, like Put. The version with
+	// the most Attempts, then the latest LastFailed, then the one written
+	// last is the live one; a retired entry stays retired.
 	Replace(ctx context.Context, entries ...Entry) error
-	// Lock takes the exclusive lease name (e.g. "replay"), or returns an
-	// error wrapping ErrLocked while someone else holds it. A lease whose
-	// holder died may be taken over: locally at once (the kernel drops the
-	// holder's flock), on S3 once it has not been renewed for ttl. unlock
-	// releases the lease; it reports an error if the lease was lost.
+	// Lock takes the exclusive lease name (e.g. "replay"), or returns a
+	// *LockedError (matching ErrLocked) while someone else holds it. A
+	// lease whose holder died may be taken over: locally at once (the kernel
+	// drops the holder's flock), on S3 at once when the holder was a process
+	// of this machine that is gone, else once it has not been renewed for
+	// ttl. unlock releases the lease; it reports an error if the lease was
+	// lost.
 	Lock(ctx context.Context, name string, ttl time.Duration) (unlock func() error, err error)
-	// Close makes pending entries durable and releases the store.
+	// Close waits for writes in progress and releases the store; later
+	// writes fail.
 	Close() error
 }
 
+// LockedError is Lock's error while another holder has the lease. It
+// matches ErrLocked. The holder fields are what the holder recorded; zero
+// when unknown (a lease written by an older release, or read while it was
+// being written).
+type LockedError struct {
+	Name string // the lease name, e.g. "replay"
+	PID  int
+	Host string
+	// Since is when the holder took the lease.
+	Since time.Time
+	// Expires is when an S3 lease runs out unless renewed (zero locally:
+	// an flock lasts as long as its holder).
+	Expires time.Time
+}
+
+func (e *LockedError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "dead-letter lock %s", e.Name)
+	if e.PID > 0 {
+		fmt.Fprintf(&b, " (held by pid %d on %s", e.PID, e.Host)
+		if !e.Since.IsZero() {
+			fmt.Fprintf(&b, " since %s", e.Since.UTC().Format(time.RFC3339))
+		}
+		if !e.Expires.IsZero() {
+			fmt.Fprintf(&b, " until %s", e.Expires.UTC().Format(time.RFC3339))
+		}
+		b.WriteString(")")
+	}
+	b.WriteString(": ")
+	b.WriteString(ErrLocked.Error())
+	return b.String()
+}
+
+// Unwrap makes errors.Is(err, ErrLocked) true.
+func (e *LockedError) Unwrap() error { return ErrLocked }
+
 // Open opens the store at url: "file://DIR" or a plain directory path
 // (created 0700, files 0600), or "s3://bucket/prefix" (objects written with
-// server-side encryption).
+// server-side encryption). Open writes nothing: a local store's first write
+// repairs the segments that dead writers left with a torn end (see
+// localBackend.repair).
 func Open(ctx context.Context, url string, opts Options) (Store, error) {
 	log := opts.Logger
 	if log == nil {
@@ -121,29 +173,41 @@ func Open(ctx context.Context, url string, opts Options) (Store, error) {
 	case strings.Contains(url, "://") && !strings.HasPrefix(url, "file://"):
 		return nil, fmt.Errorf("dead-letter url %q: unsupported scheme (want file:// or s3://)", url)
 	default:
-		b, err = openLocal(strings.TrimPrefix(url, "file://"))
+		b, err = openLocal(strings.TrimPrefix(url, "file://"), osFS{}, log)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &store{b: b, log: log, now: time.Now}, nil
+	return newStore(b, log), nil
 }
 
-// flushThreshold bounds the memory of buffered records: past it they are
-// written out (not yet synced) before Sync is called.
-const flushThreshold = 4 << 20
+func newStore(b backend, log *zap.Logger) *store {
+	s := &store{b: b, log: log, now: time.Now}
+	s.c.write = b.commit
+	return s
+}
 
-// backend is where segments live. write appends encoded records to this
-// writer's segment stream (durable on return when durable is set; the S3
-// backend is always durable).
+// backend is where segments live.
 type backend interface {
-	write(ctx context.Context, data []byte, durable bool) error
+	// commit durably appends the records of every batch of group to this
+	// writer's segments, all of them or none: on an error none of them may
+	// be visible to segments/read, now or after a restart.
+	commit(group []*batch) error
 	// segments returns the names of all segments, in fold order.
 	segments(ctx context.Context) ([]string, error)
 	// read calls fn for each named segment, in the given order.
-	read(ctx context.Context, names []string, fn func(name string, r io.Reader) error) error
+	read(ctx context.Context, names []string, fn func(segment) error) error
 	lock(ctx context.Context, name string, ttl time.Duration, now func() time.Time, log *zap.Logger) (lease, error)
 	close() error
+}
+
+// segment is one segment being read.
+type segment struct {
+	name string
+	r    io.Reader
+	// live reports whether the segment's writer still holds it: then an
+	// unfinished end is a write in progress, not a torn one. Nil: never.
+	live func() bool
 }
 
 // lease is a held lock.
@@ -157,10 +221,11 @@ type store struct {
 	b   backend
 	log *zap.Logger
 	now func() time.Time
+	c   committer
 
-	mu     sync.Mutex
-	buf    bytes.Buffer
-	closed bool
+	mu       sync.Mutex
+	closed   bool
+	inflight sync.WaitGroup
 }
 
 // record is one line of a segment: an entry, or an operation on one.
@@ -180,8 +245,10 @@ const (
 	opRetire  = "retire"
 )
 
-func (s *store) Append(ctx context.Context, entries ...Entry) error {
-	return s.add(ctx, "", entries, false)
+var errClosed = errors.New("dead-letter store is closed")
+
+func (s *store) Put(ctx context.Context, entries ...Entry) error {
+	return s.add(ctx, "", entries)
 }
 
 func (s *store) Replace(ctx context.Context, entries ...Entry) error {
@@ -190,23 +257,21 @@ func (s *store) Replace(ctx context.Context, entries ...Entry) error {
 			return errors.New("dead-letter replace: entry without id")
 		}
 	}
-	return s.add(ctx, opReplace, entries, true)
+	return s.add(ctx, opReplace, entries)
 }
 
-func (s *store) add(ctx context.Context, op string, entries []Entry, durable bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("dead-letter store is closed")
+func (s *store) add(ctx context.Context, op string, entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
 	}
 	now := s.now().UTC()
-	mark := s.buf.Len()
-	enc := newEncoder(&s.buf)
-	for _, e := range entries {
+	var buf bytes.Buffer
+	enc := newEncoder(&buf)
+	for i := range entries {
+		e := &entries[i]
 		if e.ID == "" {
 			id, err := newID(now)
 			if err != nil {
-				s.buf.Truncate(mark)
 				return err
 			}
 			e.ID = id
@@ -217,65 +282,54 @@ func (s *store) add(ctx context.Context, op string, entries []Entry, durable boo
 		if e.LastFailed.IsZero() {
 			e.LastFailed = e.FirstFailed
 		}
-		if len(e.OperationOutcome) > 0 && !json.Valid(e.OperationOutcome) {
+		r := record{Op: op, Entry: *e}
+		if len(r.OperationOutcome) > 0 && !json.Valid(r.OperationOutcome) {
 			// Keep a non-JSON error body (a proxy's HTML page) rather than
 			// fail the dead-letter write and with it the source's ack.
-			q, _ := json.Marshal(string(e.OperationOutcome))
-			e.OperationOutcome = q
+			q, _ := json.Marshal(string(r.OperationOutcome))
+			r.OperationOutcome = q
 		}
-		if err := enc.Encode(record{Op: op, Entry: e}); err != nil {
-			s.buf.Truncate(mark)
+		if err := enc.Encode(r); err != nil {
 			return fmt.Errorf("dead-letter encode entry %s: %w", e.ID, err)
 		}
 	}
-	if durable {
-		return s.flush(ctx, true)
-	}
-	if s.buf.Len() >= flushThreshold {
-		return s.flush(ctx, false)
-	}
-	return nil
+	return s.commit(ctx, buf.Bytes(), len(entries))
 }
 
 func (s *store) Retire(ctx context.Context, ids ...string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("dead-letter store is closed")
+	if len(ids) == 0 {
+		return nil
 	}
 	now := s.now().UTC()
-	mark := s.buf.Len()
-	enc := newEncoder(&s.buf)
+	var buf bytes.Buffer
+	enc := newEncoder(&buf)
 	for _, id := range ids {
 		if id == "" {
-			s.buf.Truncate(mark)
 			return errors.New("dead-letter retire: empty id")
 		}
 		if err := enc.Encode(retireRecord{Op: opRetire, ID: id, At: now}); err != nil {
-			s.buf.Truncate(mark)
 			return fmt.Errorf("dead-letter encode retire: %w", err)
 		}
 	}
-	return s.flush(ctx, true)
+	return s.commit(ctx, buf.Bytes(), len(ids))
 }
 
-func (s *store) Sync(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.flush(ctx, true)
-}
-
-// flush writes the buffer out; on failure the buffer is kept so a later
-// flush writes it again (duplicated records fold to one).
-func (s *store) flush(ctx context.Context, durable bool) error {
-	if s.buf.Len() == 0 && !durable {
-		return nil
-	}
-	if err := s.b.write(ctx, s.buf.Bytes(), durable); err != nil {
+// commit hands n encoded records to the group committer and waits for their
+// outcome. Once handed over, the write is not abandoned when ctx ends: the
+// caller must learn whether the records are stored.
+func (s *store) commit(ctx context.Context, data []byte, n int) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.buf.Reset()
-	return nil
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errClosed
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	defer s.inflight.Done()
+	return s.c.commit(&batch{data: data, records: n})
 }
 
 func (s *store) List(ctx context.Context, f Filter) ([]Entry, error) {
@@ -283,13 +337,6 @@ func (s *store) List(ctx context.Context, f Filter) ([]Entry, error) {
 		if _, err := path.Match(f.Source, ""); err != nil {
 			return nil, fmt.Errorf("dead-letter source filter %q: %w", f.Source, err)
 		}
-	}
-	s.mu.Lock()
-	// Make this store's own buffered entries visible to the fold.
-	err := s.flush(ctx, false)
-	s.mu.Unlock()
-	if err != nil {
-		return nil, err
 	}
 	live, err := s.fold(ctx, f.IDs)
 	if err != nil {
@@ -362,16 +409,14 @@ func validLockName(name string) bool {
 
 func (s *store) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
-	var err error
-	if s.buf.Len() > 0 {
-		err = s.flush(context.Background(), true)
-	}
-	return errors.Join(err, s.b.close())
+	s.mu.Unlock()
+	s.inflight.Wait()
+	return s.b.close()
 }
 
 // supersedes reports whether entry record b, read after a, is the newer
@@ -412,40 +457,26 @@ func (s *store) fold(ctx context.Context, ids []string) (map[string]Entry, error
 	// a rerun after a crash dead-letters the same line again, and only the
 	// newest entry stands for it (retiring it retires the line).
 	newest := map[string]string{}
-	err = s.b.read(ctx, names, func(name string, r io.Reader) error {
-		br := bufio.NewReaderSize(r, 64<<10)
-		for n := 1; ; n++ {
-			line, err := br.ReadBytes('\n')
-			if len(bytes.TrimSpace(line)) > 0 && (needle == nil || bytes.Contains(line, needle)) {
-				var rec record
-				if derr := json.Unmarshal(line, &rec); derr != nil || rec.ID == "" {
-					// A crash mid-write leaves a torn last line; losing
-					// it loses nothing acknowledged (Sync had not returned).
-					s.log.Warn("dead-letter: skipping unreadable segment line",
-						zap.String("segment", name), zap.Int("line", n), zap.Bool("last", err != nil))
-				} else if want == nil || want[rec.ID] {
-					switch {
-					case rec.Op == opRetire:
-						retired[rec.ID] = true
-						delete(live, rec.ID)
-					case retired[rec.ID]:
-					default:
-						if k := lineKey(rec.Entry); k != "" && rec.ID > newest[k] {
-							newest[k] = rec.ID
-						}
-						if old, ok := live[rec.ID]; !ok || supersedes(rec.Entry, old) {
-							live[rec.ID] = rec.Entry
-						}
-					}
-				}
+	apply := func(rec record) {
+		if want != nil && !want[rec.ID] {
+			return
+		}
+		switch {
+		case rec.Op == opRetire:
+			retired[rec.ID] = true
+			delete(live, rec.ID)
+		case retired[rec.ID]:
+		default:
+			if k := lineKey(rec.Entry); k != "" && rec.ID > newest[k] {
+				newest[k] = rec.ID
 			}
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("dead-letter read segment %s: %w", name, err)
+			if old, ok := live[rec.ID]; !ok || supersedes(rec.Entry, old) {
+				live[rec.ID] = rec.Entry
 			}
 		}
+	}
+	err = s.b.read(ctx, names, func(seg segment) error {
+		return scanSegment(seg, needle, s.log, apply)
 	})
 	if err != nil {
 		return nil, err

@@ -18,8 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/fhirload/fhirload/internal/testutil"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // backend is one store location under test; every Open of it sees the same
@@ -75,7 +73,7 @@ func ids(es []Entry) []string {
 	return out
 }
 
-func TestAppendSyncListFilter(t *testing.T) {
+func TestPutListFilter(t *testing.T) {
 	for _, bc := range backends() {
 		t.Run(bc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -87,11 +85,8 @@ func TestAppendSyncListFilter(t *testing.T) {
 				entry("invalid", "s3://b/in/2025/Observation.ndjson.gz", 11, "run2", t0.Add(2*time.Hour)),
 				entry("parse", "/data/flat/people.csv", 7, "run2", t0.Add(3*time.Hour)),
 			}
-			in[3].FirstFailed, in[3].LastFailed = time.Time{}, time.Time{} // filled by Append
-			if err := w.Append(ctx, in...); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.Sync(ctx); err != nil {
+			in[3].FirstFailed, in[3].LastFailed = time.Time{}, time.Time{} // filled by Put
+			if err := w.Put(ctx, in...); err != nil {
 				t.Fatal(err)
 			}
 			r := open(t, url, opts) // another process
@@ -101,6 +96,9 @@ func TestAppendSyncListFilter(t *testing.T) {
 			}
 			if len(all) != 4 {
 				t.Fatalf("List: %d entries, want 4", len(all))
+			}
+			if !slices.Equal(ids(in), ids(all)) || !in[3].FirstFailed.Equal(all[3].FirstFailed) {
+				t.Errorf("Put filled %v in the caller's slice, stored %v", ids(in), ids(all))
 			}
 			for i, e := range all[:3] {
 				want := in[i]
@@ -112,7 +110,7 @@ func TestAppendSyncListFilter(t *testing.T) {
 				}
 			}
 			if all[3].FirstFailed.IsZero() || !all[3].LastFailed.Equal(all[3].FirstFailed) {
-				t.Errorf("Append did not fill times: %v %v", all[3].FirstFailed, all[3].LastFailed)
+				t.Errorf("Put did not fill times: %v %v", all[3].FirstFailed, all[3].LastFailed)
 			}
 			if len(slices.Compact(slices.Sorted(slices.Values(ids(all))))) != 4 {
 				t.Errorf("ids not unique: %v", ids(all))
@@ -155,12 +153,9 @@ func TestGetRetireReplace(t *testing.T) {
 			ctx := context.Background()
 			url, opts := bc.setup(t)
 			pipe := open(t, url, opts)
-			if err := pipe.Append(ctx, entry("retries-exhausted", "a.ndjson", 1, "r", t0),
+			if err := pipe.Put(ctx, entry("retries-exhausted", "a.ndjson", 1, "r", t0),
 				entry("invalid", "a.ndjson", 2, "r", t0.Add(time.Second)),
 				entry("invalid", "a.ndjson", 3, "r", t0.Add(2*time.Second))); err != nil {
-				t.Fatal(err)
-			}
-			if err := pipe.Sync(ctx); err != nil {
 				t.Fatal(err)
 			}
 			replay := open(t, url, opts)
@@ -225,7 +220,7 @@ func TestGetRetireReplace(t *testing.T) {
 	}
 }
 
-func TestCloseMakesAppendsDurable(t *testing.T) {
+func TestCloseEndsWrites(t *testing.T) {
 	for _, bc := range backends() {
 		t.Run(bc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -234,14 +229,14 @@ func TestCloseMakesAppendsDurable(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Append(ctx, entry("invalid", "x", 1, "r", t0)); err != nil {
+			if err := s.Put(ctx, entry("invalid", "x", 1, "r", t0)); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Append(ctx, entry("invalid", "x", 2, "r", t0)); err == nil {
-				t.Error("Append after Close accepted")
+			if err := s.Put(ctx, entry("invalid", "x", 2, "r", t0)); err == nil {
+				t.Error("Put after Close accepted")
 			}
 			got, err := open(t, url, opts).List(ctx, Filter{})
 			if err != nil || len(got) != 1 {
@@ -251,7 +246,26 @@ func TestCloseMakesAppendsDurable(t *testing.T) {
 	}
 }
 
-func TestConcurrentAppends(t *testing.T) {
+// TestPutCanceledStoresNothing: a Put whose context has ended fails and
+// stores nothing.
+func TestPutCanceledStoresNothing(t *testing.T) {
+	for _, bc := range backends() {
+		t.Run(bc.name, func(t *testing.T) {
+			url, opts := bc.setup(t)
+			s := open(t, url, opts)
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if err := s.Put(ctx, entry("invalid", "x", 1, "r", t0)); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Put = %v, want context.Canceled", err)
+			}
+			if got, err := open(t, url, opts).List(context.Background(), Filter{}); err != nil || len(got) != 0 {
+				t.Fatalf("listed %d entries (%v), want none", len(got), err)
+			}
+		})
+	}
+}
+
+func TestConcurrentPuts(t *testing.T) {
 	const writers, perWriter = 8, 40
 	for _, bc := range backends() {
 		t.Run(bc.name, func(t *testing.T) {
@@ -265,15 +279,9 @@ func TestConcurrentAppends(t *testing.T) {
 				wg.Go(func() {
 					for i := range perWriter {
 						e := entry("invalid", fmt.Sprintf("w%d.ndjson", w), int64(i+1), "r", time.Time{})
-						if err := s.Append(ctx, e); err != nil {
+						if err := s.Put(ctx, e); err != nil {
 							errs <- err
 							return
-						}
-						if i%10 == 9 {
-							if err := s.Sync(ctx); err != nil {
-								errs <- err
-								return
-							}
 						}
 					}
 				})
@@ -435,10 +443,7 @@ func TestLocalFileModes(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "state", "dl") // parents created too
 	s := open(t, dir, Options{})                     // a plain path works too
-	if err := s.Append(ctx, entry("invalid", "x", 1, "r", t0)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Sync(ctx); err != nil {
+	if err := s.Put(ctx, entry("invalid", "x", 1, "r", t0)); err != nil {
 		t.Fatal(err)
 	}
 	unlock, err := s.Lock(ctx, "replay", time.Minute)
@@ -474,50 +479,6 @@ func TestLocalFileModes(t *testing.T) {
 	}
 }
 
-func TestLocalTornLastLine(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	core, logs := observer.New(zap.WarnLevel)
-	s := open(t, dir, Options{Logger: zap.New(core)})
-	secret := entry("invalid", "x", 2, "r", t0)
-	secret.Line = `{"resourceType":"Patient","name":[{"family":"Secretname"}]}`
-	if err := s.Append(ctx, entry("invalid", "x", 1, "r", t0), secret); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*.ndjson"))
-	if len(segs) != 1 {
-		t.Fatalf("segments: %v", segs)
-	}
-	// A crash mid-write: the last record only half made it to disk.
-	data, err := os.ReadFile(segs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.SplitAfter(strings.TrimSuffix(string(data), "\n"), "\n")
-	torn := lines[0] + lines[1][:len(lines[1])/2]
-	if err := os.WriteFile(segs[0], []byte(torn), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	got, err := open(t, dir, Options{Logger: zap.New(core)}).List(ctx, Filter{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 || got[0].Source.Line != 1 {
-		t.Fatalf("List = %+v, want the one whole entry", got)
-	}
-	if logs.Len() == 0 {
-		t.Error("no warning for the torn line")
-	}
-	for _, l := range logs.All() {
-		if strings.Contains(fmt.Sprint(l.Message, l.Context), "Secretname") {
-			t.Errorf("PHI in log: %v", l)
-		}
-	}
-}
-
 func TestLineRoundTrip(t *testing.T) {
 	lines := map[string][]byte{
 		"latin1":  []byte("{\"name\":\"Jos\xe9\"}"),
@@ -536,12 +497,9 @@ func TestLineRoundTrip(t *testing.T) {
 				if (e.LineBase64 != "") == (name == "utf8" || name == "escapes") {
 					t.Errorf("%s: MakeLine base64=%q", name, e.LineBase64)
 				}
-				if err := s.Append(ctx, e); err != nil {
+				if err := s.Put(ctx, e); err != nil {
 					t.Fatal(err)
 				}
-			}
-			if err := s.Sync(ctx); err != nil {
-				t.Fatal(err)
 			}
 			got, err := open(t, url, opts).List(ctx, Filter{})
 			if err != nil {
@@ -573,10 +531,7 @@ func TestS3ServerSideEncryption(t *testing.T) {
 			c := testutil.S3(testutil.Moto(t))
 			bucket := testutil.Bucket(t, c)
 			s := open(t, "s3://"+bucket+"/dl/", Options{S3: c, SSE: tc.sse, KMSKeyID: tc.key})
-			if err := s.Append(ctx, entry("invalid", "x", 1, "r", t0)); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Sync(ctx); err != nil {
+			if err := s.Put(ctx, entry("invalid", "x", 1, "r", t0)); err != nil {
 				t.Fatal(err)
 			}
 			unlock, err := s.Lock(ctx, "replay", time.Minute)
@@ -642,7 +597,7 @@ func TestInvalidOperationOutcomeKept(t *testing.T) {
 	s := open(t, dir, Options{})
 	e := entry("rejected", "x", 1, "r", t0)
 	e.OperationOutcome = json.RawMessage("<html>502 Bad Gateway</html>")
-	if err := s.Append(ctx, e); err != nil {
+	if err := s.Put(ctx, e); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.List(ctx, Filter{})
@@ -710,19 +665,13 @@ func TestSameSourceLineOnlyNewestStands(t *testing.T) {
 			s := open(t, url, opts)
 			first := entry("invalid", "file:///in/a.ndjson", 5, "run1", t0)
 			other := entry("invalid", "file:///in/a.ndjson", 6, "run1", t0)
-			if err := s.Append(ctx, first, other); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Sync(ctx); err != nil {
+			if err := s.Put(ctx, first, other); err != nil {
 				t.Fatal(err)
 			}
 			again := entry("invalid", "file:///in/a.ndjson", 5, "run2", t0.Add(time.Hour))
 			changed := entry("invalid", "file:///in/a.ndjson", 5, "run2", t0.Add(time.Hour))
 			changed.Source.ETag = "new-version"
-			if err := s.Append(ctx, again, changed); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Sync(ctx); err != nil {
+			if err := s.Put(ctx, again, changed); err != nil {
 				t.Fatal(err)
 			}
 			got, err := open(t, url, opts).List(ctx, Filter{})

@@ -609,9 +609,18 @@ func (t *wtx) create(p *parsed, id string, opt putOptions, now time.Time, buf []
 	return v, nil
 }
 
+// uniqueIdentifierTypes are the types whose identifiers must be unique at
+// create (HealthLake's duplicate-identifier rule, 422). Other types share
+// identifiers by design (Synthea's ExplanationOfBenefit claim-group value is
+// the same on every claim), so the rule is not applied to them.
+var uniqueIdentifierTypes = map[string]bool{"Patient": true, "Observation": true}
+
 // duplicate returns a 422 when another resource of p's type than rid has
 // one of p's identifiers (system and value), stored or pending.
 func (t *wtx) duplicate(p *parsed, rid int64) error {
+	if !uniqueIdentifierTypes[p.typ] {
+		return nil
+	}
 	for _, r := range p.rows {
 		if r.param != "identifier" || r.b == "" {
 			continue

@@ -35,10 +35,16 @@ type Checkpoints interface {
 }
 
 // OpenCheckpoints opens the checkpoint store at url: "file://DIR" or a plain
-// folder path (one 0600 file per key, written by atomic rename), or
-// "s3://bucket/prefix" (one small object per key, SSE-S3 encrypted; needs
-// s3client). File and object names are a hash of the key: object names may
-// be sensitive and keys may be long.
+// folder path (one 0600 file per key), or "s3://bucket/prefix" (one small
+// object per key, SSE-S3 encrypted; needs s3client). File and object names
+// are a hash of the key: object names may be sensitive and keys may be long.
+//
+// Writes are atomic: locally a temporary file is written, fsynced and renamed
+// over the checkpoint, and the folder is fsynced; on S3 one PutObject. So a
+// checkpoint is never torn or empty: a failed Put (a full disk, a refused
+// PutObject) returns its error and leaves the previous checkpoint as it was.
+// A checkpoint that cannot be read or decoded is an error naming it, never
+// "not done" (which would redo a finished object) nor "done".
 func OpenCheckpoints(ctx context.Context, url string, s3client *s3.Client) (Checkpoints, error) {
 	if strings.HasPrefix(url, "s3://") {
 		if s3client == nil {
@@ -75,13 +81,21 @@ func checkpointName(key string) string {
 	return hex.EncodeToString(sum[:]) + ".json"
 }
 
-func decodeCheckpoint(b []byte, key string) (Checkpoint, error) {
+// decodeCheckpoint decodes the checkpoint stored for key at where (a file
+// path or an s3:// URI, for the error).
+func decodeCheckpoint(b []byte, key, where string) (Checkpoint, error) {
+	if len(b) == 0 {
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: empty file (corrupt)", where)
+	}
 	var rec checkpointRecord
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return Checkpoint{}, fmt.Errorf("checkpoint %s: %w", checkpointName(key), err)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: corrupt: %w", where, err)
 	}
 	if rec.Key != key {
-		return Checkpoint{}, fmt.Errorf("checkpoint %s: holds another key", checkpointName(key))
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: holds another key (corrupt)", where)
+	}
+	if rec.Line < 0 {
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: negative line %d (corrupt)", where, rec.Line)
 	}
 	return Checkpoint{Done: rec.Done, Line: rec.Line}, nil
 }
@@ -97,14 +111,15 @@ func encodeCheckpoint(key string, cp Checkpoint) ([]byte, error) {
 type fileCheckpoints struct{ dir string }
 
 func (f *fileCheckpoints) Get(_ context.Context, key string) (Checkpoint, error) {
-	b, err := os.ReadFile(filepath.Join(f.dir, checkpointName(key)))
+	p := filepath.Join(f.dir, checkpointName(key))
+	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Checkpoint{}, nil
 	}
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("checkpoint: %w", err)
 	}
-	return decodeCheckpoint(b, key)
+	return decodeCheckpoint(b, key, p)
 }
 
 func (f *fileCheckpoints) Put(_ context.Context, key string, cp Checkpoint) error {
@@ -112,26 +127,39 @@ func (f *fileCheckpoints) Put(_ context.Context, key string, cp Checkpoint) erro
 	if err != nil {
 		return err
 	}
+	p := filepath.Join(f.dir, checkpointName(key))
 	tmp, err := os.CreateTemp(f.dir, ".tmp-*") // mode 0600
 	if err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
+		return fmt.Errorf("checkpoint %s: %w", p, err)
 	}
 	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("checkpoint: %w", err)
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("checkpoint: %w", err)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
+	if err == nil {
+		err = os.Rename(tmp.Name(), p)
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(f.dir, checkpointName(key))); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
+	if err == nil {
+		// The rename is durable only with the folder.
+		err = syncDir(f.dir)
+	}
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", p, err)
 	}
 	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func (f *fileCheckpoints) Close() error { return nil }
@@ -139,6 +167,10 @@ func (f *fileCheckpoints) Close() error { return nil }
 type s3Checkpoints struct {
 	client         *s3.Client
 	bucket, prefix string
+}
+
+func (c *s3Checkpoints) uri(key string) string {
+	return "s3://" + c.bucket + "/" + c.prefix + checkpointName(key)
 }
 
 func (c *s3Checkpoints) Get(ctx context.Context, key string) (Checkpoint, error) {
@@ -150,14 +182,14 @@ func (c *s3Checkpoints) Get(ctx context.Context, key string) (Checkpoint, error)
 		if errors.As(err, &nsk) {
 			return Checkpoint{}, nil
 		}
-		return Checkpoint{}, fmt.Errorf("checkpoint: %w", err)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: %w", c.uri(key), err)
 	}
 	defer out.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(out.Body, 64<<10))
 	if err != nil {
-		return Checkpoint{}, fmt.Errorf("checkpoint: %w", err)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: %w", c.uri(key), err)
 	}
-	return decodeCheckpoint(b, key)
+	return decodeCheckpoint(b, key, c.uri(key))
 }
 
 func (c *s3Checkpoints) Put(ctx context.Context, key string, cp Checkpoint) error {
@@ -169,11 +201,12 @@ func (c *s3Checkpoints) Put(ctx context.Context, key string, cp Checkpoint) erro
 		Bucket:               aws.String(c.bucket),
 		Key:                  aws.String(c.prefix + checkpointName(key)),
 		Body:                 bytes.NewReader(b),
+		ContentLength:        aws.Int64(int64(len(b))),
 		ContentType:          aws.String("application/json"),
 		ServerSideEncryption: types.ServerSideEncryptionAes256,
 	})
 	if err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
+		return fmt.Errorf("checkpoint %s: %w", c.uri(key), err)
 	}
 	return nil
 }

@@ -97,23 +97,28 @@ type LineReader struct {
 	opts LineOptions
 
 	gzip   bool
+	sep    byte   // the line terminator: '\n' ("\r\n" too), or '\r'
 	no     int64  // number of the last line returned
 	offset int64  // decompressed bytes consumed so far
 	buf    []byte // accumulates a line that spans several bufio reads
 	err    error  // sticky error, returned once the buffered lines are out
 }
 
-// NewLineReader returns a LineReader over r. A stream starting with the gzip
-// magic bytes (1f 8b) is decompressed, including multi-member gzip (as written
-// by concatenating .gz files); its decompressed size is bounded by
-// opts.MaxDecompressedBytes. A UTF-8 byte order mark at the start of the
-// (decompressed) stream is not part of line 1's Bytes: line 1's Offset is then
-// 3. Line terminators are "\n" and "\r\n"; NUL bytes and invalid UTF-8 are
-// passed through unchanged for the caller to judge.
-//
-// The error is non-nil only when r fails on its first read or its gzip header
-// is damaged (wrapping ErrCorrupt); later failures come from Next.
-func NewLineReader(r io.Reader, opts LineOptions) (*LineReader, error) {
+// Stream is an object's bytes after decompression: its head can be looked at
+// (to tell its format and encoding) before it is read as lines (Lines) or as
+// one document (Reader). A stream starting with the gzip magic bytes (1f 8b)
+// is decompressed, including multi-member gzip (as written by concatenating
+// .gz files); its decompressed size is bounded by opts.MaxDecompressedBytes.
+type Stream struct {
+	r    *bufio.Reader
+	gzip bool
+	opts LineOptions
+}
+
+// OpenStream returns the Stream of r. The error is non-nil only when r fails
+// on its first read or its gzip header is damaged (wrapping ErrCorrupt);
+// later failures come from reading.
+func OpenStream(r io.Reader, opts LineOptions) (*Stream, error) {
 	opts = opts.withDefaults()
 	// bufio.Reader.Peek forgets a read error once reported; stickyReader
 	// makes sure a failing source cannot look like a clean end later.
@@ -122,20 +127,79 @@ func NewLineReader(r io.Reader, opts LineOptions) (*LineReader, error) {
 	if err != nil && err != io.EOF {
 		return nil, readError(err)
 	}
-	lr := &LineReader{r: br, opts: opts}
+	s := &Stream{r: br, opts: opts}
 	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, gzipError(err)
 		}
-		lr.gzip = true
-		lr.r = bufio.NewReaderSize(&boundedReader{r: zr, limit: opts.MaxDecompressedBytes}, readBufferSize)
+		s.gzip = true
+		s.r = bufio.NewReaderSize(&boundedReader{r: zr, limit: opts.MaxDecompressedBytes}, readBufferSize)
+	}
+	return s, nil
+}
+
+// HeadSize is how much of a stream Head looks at.
+const HeadSize = 16 << 10
+
+// Head returns the first HeadSize bytes of the (decompressed) stream, or all
+// of it when it is shorter, without consuming them. A read error is not
+// returned here: reading returns it.
+func (s *Stream) Head() []byte {
+	b, _ := s.r.Peek(HeadSize)
+	return b
+}
+
+// Gzip reports whether the stream was detected as gzip.
+func (s *Stream) Gzip() bool { return s.gzip }
+
+// Reader returns the decompressed bytes, for formats read as one document
+// (a Bundle file). Errors are classified like LineReader's.
+func (s *Stream) Reader() io.Reader { return &classified{r: s.r, gzip: s.gzip} }
+
+// Lines returns the stream's LineReader. A UTF-8 byte order mark at the
+// start is not part of line 1's Bytes: line 1's Offset is then 3. Line
+// terminators are "\n" and "\r\n", or "\r" alone when crOnly is set (files
+// written with classic Mac OS line ends); NUL bytes and invalid UTF-8 are
+// passed through unchanged for the caller to judge.
+func (s *Stream) Lines(crOnly bool) *LineReader {
+	lr := &LineReader{r: s.r, opts: s.opts, gzip: s.gzip, sep: '\n'}
+	if crOnly {
+		lr.sep = '\r'
 	}
 	if bom, _ := lr.r.Peek(len(utf8BOM)); bytes.Equal(bom, utf8BOM) {
 		_, _ = lr.r.Discard(len(utf8BOM))
 		lr.offset = int64(len(utf8BOM))
 	}
-	return lr, nil
+	return lr
+}
+
+// classified wraps the errors of a stream's reader as LineReader does.
+type classified struct {
+	r    io.Reader
+	gzip bool
+}
+
+func (c *classified) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF {
+		if c.gzip {
+			err = gzipError(err)
+		} else {
+			err = readError(err)
+		}
+	}
+	return n, err
+}
+
+// NewLineReader returns the LineReader of r's lines (OpenStream, then
+// Lines(false)).
+func NewLineReader(r io.Reader, opts LineOptions) (*LineReader, error) {
+	s, err := OpenStream(r, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s.Lines(false), nil
 }
 
 // Gzip reports whether the stream was detected as gzip.
@@ -158,7 +222,7 @@ func (r *LineReader) Next() (Line, error) {
 		prevCR  bool // last byte of the previous chunk was '\r' (for skipped lines)
 	)
 	for {
-		chunk, err := r.r.ReadSlice('\n')
+		chunk, err := r.r.ReadSlice(r.sep)
 		total += int64(len(chunk))
 		complete := err == nil
 		switch {
@@ -230,17 +294,17 @@ func (r *LineReader) finish(raw []byte, total int64, tooLong, crBeforeLF bool) L
 	length := total
 	if tooLong {
 		if total > 0 && !r.atEOF() {
-			length-- // '\n'
-			if crBeforeLF {
+			length-- // the terminator
+			if crBeforeLF && r.sep == '\n' {
 				length--
 			}
 		}
 		l.Bytes, l.TooLong, l.Length = raw, tooLong, length
 		return l
 	}
-	if n := len(raw); n > 0 && raw[n-1] == '\n' {
+	if n := len(raw); n > 0 && raw[n-1] == r.sep {
 		raw = raw[:n-1]
-		if n := len(raw); n > 0 && raw[n-1] == '\r' {
+		if n := len(raw); n > 0 && raw[n-1] == '\r' && r.sep == '\n' {
 			raw = raw[:n-1]
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"runtime"
@@ -331,5 +332,33 @@ func BenchmarkLineReader(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestStreamCROnly: a file with classic Mac OS line ends (CR alone) is split
+// on CR when asked; its lines, numbers and offsets are right, and a CRLF
+// file read the usual way is unchanged.
+func TestStreamCROnly(t *testing.T) {
+	s, err := OpenStream(strings.NewReader("a\rbb\r\rccc"), LineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := string(s.Head()); h != "a\rbb\r\rccc" {
+		t.Fatalf("head %q", h)
+	}
+	lr := s.Lines(true)
+	var got []string
+	for {
+		l, err := lr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%d@%d:%q", l.No, l.Offset, l.Bytes))
+	}
+	if want := `1@0:"a" 2@2:"bb" 3@5:"" 4@6:"ccc"`; strings.Join(got, " ") != want {
+		t.Fatalf("lines %s, want %s", strings.Join(got, " "), want)
 	}
 }

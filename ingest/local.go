@@ -13,8 +13,11 @@ import (
 )
 
 // DefaultSuffixes returns the file name endings taken from folders and S3
-// prefixes when no others are configured.
-func DefaultSuffixes() []string { return []string{".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz"} }
+// prefixes when no others are configured: NDJSON, and JSON documents (Bundle
+// files), plain or gzip.
+func DefaultSuffixes() []string {
+	return []string{".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz"}
+}
 
 // LocalOptions configure Local.
 type LocalOptions struct {

@@ -48,6 +48,8 @@ func (r *Runner) putBatch(b *batch) {
 // the one place where lines become loaded, dead-lettered or unsettled.
 type settlement struct {
 	loaded, created int64
+	unresolved      int64        // urn:uuid references left as they were (target not in the run)
+	idsDerived      int64        // resources without an id that got a derived one
 	failed          []failedLine // new dead letters, or replayed entries failing again
 	retire          []string     // replayed entries whose lines loaded
 	unsettled       int64        // lines left without an outcome (the object is not acknowledged)
@@ -85,18 +87,14 @@ func (o *objectRun) runBatch(ctx context.Context, b *batch) bool {
 			st.failed = append(st.failed, o.failedLine(rec, *rec.fail, nil))
 			continue
 		}
-		s, err := streams.get(rec)
-		var res transform.Resource
-		if err == nil {
-			var skip bool
-			res, skip, err = s.Next(rec.b)
-			if skip {
-				err = &transform.Error{Reason: transform.ReasonMapping, Message: "the line is a CSV header"}
-			}
-		}
+		res, err := streams.transform(rec)
 		if err != nil {
 			st.failed = append(st.failed, o.failedLine(rec, transformFailure(err), nil))
 			continue
+		}
+		st.unresolved += int64(res.Unresolved)
+		if res.IDDerived {
+			st.idsDerived++
 		}
 		items = append(items, Item{Type: res.Type, ID: res.ID, Body: res.Body, Token: uint64(o.seq)<<32 | uint64(rec.ord),
 			Source: o.sourceOf(rec), Line: rec.no})
@@ -163,6 +161,22 @@ func (o *objectRun) streams(b *batch) streamSet {
 	return streamSet{one: o.stream.Fork(b.firstRecord)}
 }
 
+// transform transforms one record: a line, or a Bundle entry with its fullUrl.
+func (s streamSet) transform(rec *record) (transform.Resource, error) {
+	st, err := s.get(rec)
+	if err != nil {
+		return transform.Resource{}, err
+	}
+	if rec.entry {
+		return st.NextEntry(&transform.BundleEntry{Index: int(rec.no - 1), Offset: rec.offset, FullURL: rec.fullURL, Resource: rec.b})
+	}
+	res, skip, err := st.Next(rec.b)
+	if skip {
+		err = &transform.Error{Reason: transform.ReasonMapping, Message: "the line is a CSV header"}
+	}
+	return res, err
+}
+
 func (s streamSet) get(rec *record) (*transform.Stream, error) {
 	if s.one != nil {
 		return s.one, nil
@@ -222,7 +236,7 @@ func (o *objectRun) failedLine(rec *record, f failure, out *Outcome) failedLine 
 	e := deadletter.Entry{
 		RunID: r.d.RunID, Reason: f.reason, Stage: f.stage, Message: f.msg,
 		Source: deadletter.Source{URI: o.obj.URI, ETag: o.obj.ETag, Line: rec.no, Offset: rec.offset,
-			Header: string(o.header)},
+			Header: string(o.header), FullURL: rec.fullURL},
 		Line: line, LineBase64: b64, LineTruncated: f.truncated, Attempts: 1,
 		FirstFailed: now, LastFailed: now, Transform: r.info,
 	}
@@ -240,6 +254,8 @@ func (r *Runner) settle(ctx context.Context, o *objectRun, st *settlement) bool 
 	ctx = context.WithoutCancel(ctx) // finish what was decided, even when stopping
 	r.c.loaded.Add(st.loaded)
 	r.c.created.Add(st.created)
+	r.c.unresolved.Add(st.unresolved)
+	r.c.idsDerived.Add(st.idsDerived)
 	r.c.updated.Add(st.loaded - st.created)
 	ok := st.unsettled == 0
 	if len(st.retire) > 0 && r.d.Replay != nil {

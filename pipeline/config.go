@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/fhirload/fhirload/ingest"
 )
 
 // Config is pipeline.yaml. Every key has a default (see Defaults and the
@@ -48,6 +50,10 @@ type TransformConfig struct {
 	Profile string `yaml:"profile"`
 	IDs     string `yaml:"ids"`
 	Mapping string `yaml:"mapping"`
+	// References is how urn:uuid references find their target's type:
+	// "index" (a pre-pass over the sources records every id of the run) or
+	// "off" (the reference's type element, else the element's first target).
+	References string `yaml:"references"`
 }
 
 // TargetConfig is the FHIR server written to.
@@ -121,7 +127,7 @@ func Defaults() Config {
 			VisibilityTimeout:    5 * time.Minute,
 			WaitSeconds:          20,
 		},
-		Transform: TransformConfig{Profile: "seed", IDs: "keep"},
+		Transform: TransformConfig{Profile: "seed", IDs: "keep", References: "index"},
 		Target: TargetConfig{
 			URL: EmbeddedTarget, Region: "us-east-1", Auth: "sigv4", Mode: "batch",
 			BatchSize: 100, BatchBytes: 4 << 20, Concurrency: 16, WriteUnitsPerSecond: 0,
@@ -148,8 +154,10 @@ func DefaultSuffixes(format string) []string {
 	switch format {
 	case "csv":
 		return []string{".csv", ".csv.gz"}
-	default:
-		return []string{".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz"}
+	case "bundle":
+		return []string{".json", ".json.gz"}
+	default: // NDJSON, and Bundle documents told apart by their content
+		return ingest.DefaultSuffixes()
 	}
 }
 
@@ -276,7 +284,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s: %q is not one of %s", key, v, strings.Join(allowed, ", "))
 	}
 	checks := []error{
-		oneOf("source.format", c.Source.Format, "fhir", "csv", "flat"),
+		oneOf("source.format", c.Source.Format, "fhir", "bundle", "csv", "flat"),
+		oneOf("transform.references", c.Transform.References, "index", "off"),
 		oneOf("transform.profile", c.Transform.Profile, "seed", "base"),
 		oneOf("transform.ids", c.Transform.IDs, "keep", "derive"),
 		oneOf("target.auth", c.Target.Auth, "sigv4", "none"),
@@ -290,7 +299,7 @@ func (c *Config) Validate() error {
 		return err
 	}
 	switch {
-	case c.Source.Format != "fhir" && c.Transform.Mapping == "":
+	case (c.Source.Format == "csv" || c.Source.Format == "flat") && c.Transform.Mapping == "":
 		return fmt.Errorf("transform.mapping: required when source.format is %s", c.Source.Format)
 	case c.Target.BatchSize < 1 || c.Target.BatchSize > 500:
 		return fmt.Errorf("target.batch_size: %d is outside 1..500", c.Target.BatchSize)

@@ -31,8 +31,9 @@ type Metrics struct {
 	checkpointLag prometheus.Gauge
 }
 
-// NewMetrics registers the pipeline's metrics. stats, when not nil, is read
-// at scrape time for the loader's counters.
+// NewMetrics registers the pipeline's metrics on a registry of its own (with
+// the Go and process collectors). WriterStats adds the REST writer's
+// counters, read at scrape time.
 func NewMetrics() *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{

@@ -208,10 +208,16 @@ func (o *objectRun) readFailure(ctx context.Context, err error) (record, bool) {
 	last := max(o.lastLine.Load(), o.resume)
 	rec := record{no: last + 1, offset: -1, prev: o.obj.ReplayOf}
 	defer func() { o.objectFailed = rec.fail != nil }()
+	var fe *formatError
 	switch {
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
 		o.fail(errInterrupted)
 		return record{}, false
+	case errors.As(err, &fe):
+		f := fe.failure
+		f.stage = deadletter.StageRead
+		rec.fail = &f
+		return rec, true
 	case errors.Is(err, ingest.ErrCredentials):
 		o.fail(err)
 		r.setFatal(err)
@@ -273,6 +279,8 @@ type record struct {
 	no, offset int64
 	ord        uint32            // its number within the object, for deferred tokens
 	blank      bool              // whitespace only: counted, not loaded
+	entry      bool              // a Bundle entry (transformed with its fullUrl)
+	fullURL    string            // the entry's fullUrl
 	fail       *failure          // failed before transform (read stage)
 	prev       *deadletter.Entry // replay: the entry the line comes from
 	b          []byte            // in the batch's arena
@@ -294,7 +302,8 @@ func (o *objectRun) each(ctx context.Context, fn func(rec record, line []byte) b
 	if o.obj.Replay != nil {
 		for i := range o.obj.Replay {
 			e := &o.obj.Replay[i]
-			rec := record{no: e.Source.Line, offset: e.Source.Offset, ord: uint32(i), prev: e}
+			rec := record{no: e.Source.Line, offset: e.Source.Offset, ord: uint32(i), prev: e,
+				entry: e.Source.FullURL != "", fullURL: e.Source.FullURL}
 			b := e.Bytes()
 			if len(b) == 0 || e.LineTruncated {
 				// Nothing to replay (a line too long to keep, or an object
@@ -312,7 +321,7 @@ func (o *objectRun) each(ctx context.Context, fn func(rec record, line []byte) b
 		return err
 	}
 	defer rc.Close()
-	lr, err := ingest.NewLineReader(&countingReader{r: rc, n: &o.r.read}, ingest.LineOptions{
+	st, err := ingest.OpenStream(&countingReader{r: rc, n: &o.r.read}, ingest.LineOptions{
 		MaxLineBytes:         o.r.cfg.Source.MaxLineBytes,
 		MaxDecompressedBytes: o.r.cfg.Source.MaxDecompressedBytes,
 	})
@@ -320,6 +329,29 @@ func (o *objectRun) each(ctx context.Context, fn func(rec record, line []byte) b
 		return err
 	}
 	o.stream = o.r.d.Transformer.NewStream(o.obj.URI)
+	sniffed, err := transform.Sniff(st.Head(), o.obj.URI)
+	if err != nil {
+		// Not a format the object can be read as (UTF-16, a JSON array, a
+		// pretty-printed resource): one entry says what it is.
+		return &formatError{failure: transformFailure(err)}
+	}
+	switch format := o.r.cfg.Source.Format; {
+	case format == transform.FormatBundle || format == transform.FormatFHIR && sniffed.Format == transform.FormatBundle:
+		return o.entries(st, fn)
+	default:
+		return o.lines(st.Lines(sniffed.CROnly), fn)
+	}
+}
+
+// formatError is an object that is readable but in no format it can be read
+// as; its failure is the object-level dead letter.
+type formatError struct{ failure failure }
+
+func (e *formatError) Error() string { return e.failure.msg }
+
+// lines reads a line format: NDJSON, CSV (the header is not a record) or
+// flat JSON.
+func (o *objectRun) lines(lr *ingest.LineReader, fn func(rec record, line []byte) bool) error {
 	needHeader := o.r.cfg.Source.Format == transform.FormatCSV
 	for {
 		line, err := lr.Next()
@@ -354,6 +386,42 @@ func (o *objectRun) each(ctx context.Context, fn func(rec record, line []byte) b
 			rec.blank = true
 		}
 		if !fn(rec, line.Bytes) {
+			return nil
+		}
+	}
+}
+
+// entries reads a Bundle document: each entry is a record, its position in
+// Bundle.entry (from 1) standing for the line number.
+func (o *objectRun) entries(st *ingest.Stream, fn func(rec record, line []byte) bool) error {
+	dec := transform.NewBundleDecoder(st.Reader(), transform.BundleOptions{MaxEntryBytes: o.r.cfg.Source.MaxLineBytes})
+	for {
+		e, err := dec.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			var te *transform.Error
+			if errors.As(err, &te) && !errors.Is(err, ingest.ErrUnreadable) && !errors.Is(err, ingest.ErrCorrupt) && !errors.Is(err, ingest.ErrTooLarge) {
+				// The document itself is broken (a syntax error, not a Bundle):
+				// one entry stands for the rest of it.
+				f := transformFailure(err)
+				f.stage = deadletter.StageRead
+				return &formatError{failure: f}
+			}
+			return err
+		}
+		no := int64(e.Index) + 1
+		o.lastLine.Store(no)
+		if no <= o.resume {
+			continue
+		}
+		rec := record{no: no, offset: e.Offset, ord: uint32(no), entry: true, fullURL: e.FullURL}
+		if e.Err != nil {
+			f := transformFailure(e.Err)
+			rec.fail = &f
+		}
+		if !fn(rec, e.Resource) {
 			return nil
 		}
 	}

@@ -105,6 +105,43 @@ func ObjectOpener(ctx context.Context, env SourceEnv) func(e deadletter.Entry) (
 	}
 }
 
+// OriginsOf is the Source of the objects the entries came from (each once),
+// for the reference pre-pass of a replay: the replayed lines then find their
+// references' targets in their own objects as the run did. Objects that can
+// no longer be opened are left out; a reference into a file that is not
+// among them stays as written (counted unresolved).
+func OriginsOf(entries []deadletter.Entry, open func(e deadletter.Entry) (ingest.Object, error)) Source {
+	seen := map[string]bool{}
+	var objs []Object
+	for _, e := range entries {
+		if seen[e.Source.URI] {
+			continue
+		}
+		seen[e.Source.URI] = true
+		if o, err := open(e); err == nil {
+			objs = append(objs, Object{Object: o})
+		}
+	}
+	return &objectList{objs: objs}
+}
+
+// objectList is a Source of a fixed list of objects.
+type objectList struct{ objs []Object }
+
+func (l *objectList) Next(ctx context.Context) (Object, error) {
+	if err := ctx.Err(); err != nil {
+		return Object{}, err
+	}
+	if len(l.objs) == 0 {
+		return Object{}, io.EOF
+	}
+	o := l.objs[0]
+	l.objs = l.objs[1:]
+	return o, nil
+}
+
+func (l *objectList) Close() error { return nil }
+
 // DeadLetterMessage stores a queue message that cannot be understood (not
 // an S3 event, or records of one that cannot be read), verbatim, so that it
 // is kept before the message is deleted. It is counted like any dead letter.

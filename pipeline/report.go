@@ -39,6 +39,8 @@ type Report struct {
 	MissingObjects      int64            `json:"missing_objects,omitempty"`       // notified but gone: dead-lettered as missing-object
 	UnreadableObjects   int64            `json:"unreadable_objects,omitempty"`    // could not be opened or read to the end: dead-lettered as unreadable-object
 	ReleasedObjects     int64            `json:"released_objects,omitempty"`      // watch: unreadable, released for redelivery (the queue's redrive policy parks them)
+	IDsDerived          int64            `json:"ids_derived"`                     // resources without an id that got a stable derived one
+	UnresolvedRefs      int64            `json:"unresolved_references"`           // urn:uuid references whose target is not in the run (kept as written)
 	DeadLetterLocations map[string]int64 `json:"dead_letter_locations,omitempty"` // "reason location" -> count (transform failures)
 	Throttled           int64            `json:"throttled,omitempty"`             // 429 answers seen
 	Interrupted         bool             `json:"interrupted,omitempty"`           // stopped by a signal before the end
@@ -114,6 +116,7 @@ func (r *Report) Summary(w io.Writer) {
 type counters struct {
 	objects, skippedObjects, missingObjects, unreadable, released atomic.Int64
 	lines, blank, loaded, created, updated, dls, unsettled        atomic.Int64
+	unresolved, idsDerived                                        atomic.Int64
 
 	mu        sync.Mutex
 	reasons   map[string]int64
@@ -141,6 +144,8 @@ func (c *counters) report(r *Report) {
 	r.UnreadableObjects = c.unreadable.Load()
 	r.ReleasedObjects = c.released.Load()
 	r.Unsettled = c.unsettled.Load()
+	r.UnresolvedRefs = c.unresolved.Load()
+	r.IDsDerived = c.idsDerived.Load()
 	r.Lines = c.lines.Load()
 	r.SkippedBlank = c.blank.Load()
 	r.Loaded = c.loaded.Load()

@@ -266,6 +266,9 @@ func (c Config) withDefaults() Config {
 	if c.Source.Format == "" {
 		c.Source.Format = d.Source.Format
 	}
+	if c.Transform.References == "" {
+		c.Transform.References = d.Transform.References
+	}
 	if c.Source.MaxLineBytes <= 0 {
 		c.Source.MaxLineBytes = d.Source.MaxLineBytes
 	}

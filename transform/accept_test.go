@@ -22,6 +22,9 @@ func TestAcceptsSharedData(t *testing.T) {
 					st := tr.NewStream(f)
 					lines := readLines(t, f)
 					for i, line := range lines {
+						if raceEnabled && i%4 != 0 {
+							continue // see raceEnabled
+						}
 						res, skip, err := st.Next(line)
 						if err != nil || skip {
 							t.Fatalf("%s %s ids=%s %s:%d: %v (skip %v)", set.name, prof, ids, f, i+1, err, skip)

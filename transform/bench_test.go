@@ -1,7 +1,14 @@
 package transform
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"runtime"
 	"testing"
+	"time"
+
+	"github.com/fhirload/fhirload/registry"
 )
 
 func benchLines(b *testing.B, opts Options, file string) {
@@ -57,4 +64,185 @@ func BenchmarkMapCSV(b *testing.B) {
 		st.Next(rows[i%len(rows)])
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// benchTypeLines measures Next over the lines of one fhir-all file.
+func benchTypeLines(b *testing.B, opts Options, file string) {
+	lines := allLines(b)[file]
+	if len(lines) > 2000 {
+		lines = lines[:2000]
+	}
+	tr := mustNew(b, opts)
+	st := tr.NewStream(file)
+	var n int64
+	for _, l := range lines {
+		n += int64(len(l))
+	}
+	b.SetBytes(n / int64(len(lines)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := st.Next(lines[i%len(lines)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkValidateExplanationOfBenefit: Synthea EOBs average 5 KB, the largest type.
+func BenchmarkValidateExplanationOfBenefit(b *testing.B) {
+	benchTypeLines(b, Options{}, "ExplanationOfBenefit.ndjson.gz")
+}
+
+func BenchmarkValidateClaim(b *testing.B) { benchTypeLines(b, Options{}, "Claim.ndjson.gz") }
+
+func BenchmarkValidateEncounter(b *testing.B) { benchTypeLines(b, Options{}, "Encounter.ndjson.gz") }
+
+// BenchmarkValidateMixed measures Next over the whole Synthea population (17 types, in
+// file order, 38,970 lines) with ids: derive and an Index resolving every reference.
+func BenchmarkValidateMixed(b *testing.B) {
+	files := sortedFiles(b)
+	x, _ := buildIndex(b, IndexOptions{}, files)
+	var lines [][]byte
+	var n int64
+	for _, f := range files {
+		for _, l := range allLines(b)[f] {
+			lines = append(lines, l)
+			n += int64(len(l))
+		}
+	}
+	tr := mustNew(b, Options{IDs: IDsDerive, Resolver: x})
+	st := tr.NewStream("mixed")
+	b.SetBytes(n / int64(len(lines)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := st.Next(lines[i%len(lines)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkValidateObservationResolver is BenchmarkValidateObservation with an Index
+// of the sample population resolving subject (Encounters are not in it: unresolved).
+func BenchmarkValidateObservationResolver(b *testing.B) {
+	x := NewIndex(IndexOptions{})
+	defer x.Close()
+	for _, f := range []string{"../testdata/sample/Patient.ndjson.gz", "../testdata/sample/Observation.ndjson.gz"} {
+		for _, l := range readLines(b, f) {
+			typ, id, _ := ScanID(l)
+			x.Add(typ, id)
+		}
+	}
+	x.Freeze()
+	benchLines(b, Options{Resolver: x}, "../testdata/sample/Observation.ndjson.gz")
+}
+
+// BenchmarkScanID measures the pre-pass scan over Claim lines (4 KB, id second).
+func BenchmarkScanID(b *testing.B) {
+	lines := allLines(b)["Claim.ndjson.gz"]
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, _, ok := ScanID(lines[i%len(lines)]); !ok {
+			b.Fatal("scan failed")
+		}
+	}
+}
+
+// BenchmarkBundleDecoder streams the largest Synthea Bundle (1.3 MB, pretty-printed).
+func BenchmarkBundleDecoder(b *testing.B) {
+	files := bundleFiles(b)
+	raw, err := io.ReadAll(openGzip(b, files[len(files)-1]))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		d := NewBundleDecoder(bytes.NewReader(raw), BundleOptions{})
+		for {
+			if _, err := d.Next(); err == io.EOF {
+				break
+			} else if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkIndex1M builds an index of 1M UUID ids (Add, Freeze) and reports its heap;
+// then measures TypeOf.
+func BenchmarkIndex1M(b *testing.B) {
+	const n = 1_000_000
+	ids := make([][]byte, n)
+	for i := range ids {
+		ids[i] = []byte(fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", i*2654435761%(1<<32), i%65536, i%4096, (i/7)%4096, i*40503))
+	}
+	typ := []byte("Observation")
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	x := NewIndex(IndexOptions{MaxMemory: 1 << 30})
+	defer x.Close()
+	for _, id := range ids {
+		x.Add(typ, id)
+	}
+	if err := x.Freeze(); err != nil {
+		b.Fatal(err)
+	}
+	build := time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, ok := x.TypeOf(ids[i%n]); !ok {
+			b.Fatal("not found")
+		}
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "heap-B/id")
+	b.ReportMetric(build.Seconds(), "build-s")
+}
+
+// BenchmarkIndexSpilled1M is BenchmarkIndex1M with a 4 MiB memory bound: 1M ids in 4
+// runs merged into one file; TypeOf reads one 4 KiB block per lookup (page cache).
+func BenchmarkIndexSpilled1M(b *testing.B) {
+	const n = 1_000_000
+	ids := make([][]byte, n)
+	for i := range ids {
+		ids[i] = []byte(fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", i*2654435761%(1<<32), i%65536, i%4096, (i/7)%4096, i*40503))
+	}
+	typ := []byte("Observation")
+	start := time.Now()
+	x := NewIndex(IndexOptions{MaxMemory: 4 << 20, Dir: b.TempDir()})
+	defer x.Close()
+	for _, id := range ids {
+		x.Add(typ, id)
+	}
+	if err := x.Freeze(); err != nil {
+		b.Fatal(err)
+	}
+	build := time.Since(start)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, ok := x.TypeOf(ids[(i*7919)%n]); !ok {
+			b.Fatal("not found")
+		}
+	}
+	b.ReportMetric(build.Seconds(), "build-s")
+}
+
+// BenchmarkSchema measures building the validator's tables for every type from the
+// (already decoded) registry: what the first New of a profile costs.
+func BenchmarkSchema(b *testing.B) {
+	reg := registry.R4()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := newSchema(reg, ProfileSeed); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

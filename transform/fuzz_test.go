@@ -1,6 +1,9 @@
 package transform
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 )
@@ -63,6 +66,51 @@ func FuzzMapCSV(f *testing.F) {
 		}
 		if err := tr.Validate(res.Body); err != nil {
 			t.Fatalf("mapped resource invalid: %v", err)
+		}
+	})
+}
+
+// FuzzBundleDecoder: decoding any document never panics or loops; every entry resource
+// it yields is syntactically valid JSON, and the decoder stops after an error.
+func FuzzBundleDecoder(f *testing.F) {
+	f.Add([]byte(`{"resourceType":"Bundle","type":"batch","entry":[{"fullUrl":"urn:uuid:x","resource":{"resourceType":"Patient","id":"p"}},{"request":{"method":"DELETE"}}]}`))
+	f.Add([]byte("{\n \"resourceType\": \"Bundle\",\n \"entry\": [ {\"resource\": {\"a\": [1, -2.5e3, true, null, \"\\u00e9\"]}} ]\n}"))
+	f.Add([]byte(`{"resourceType":"Bundle","entry":[{"resource":[]}, 3, {"resource":{}}]}`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		d := NewBundleDecoder(bytes.NewReader(doc), BundleOptions{MaxEntryBytes: 256})
+		for i := 0; i < len(doc)+2; i++ {
+			e, err := d.Next()
+			if err != nil {
+				if err != io.EOF {
+					asError(t, err)
+				}
+				if _, again := d.Next(); again != err {
+					t.Fatalf("error not sticky: %v then %v", err, again)
+				}
+				return
+			}
+			if e.Err == nil && !json.Valid(e.Resource) {
+				t.Fatalf("entry %d: resource is not valid JSON: %q", e.Index, e.Resource)
+			}
+		}
+		t.Fatal("more entries than bytes")
+	})
+}
+
+// FuzzScanID: the pre-pass scan never panics and agrees with the validator on the
+// resourceType and id of every line the validator accepts.
+func FuzzScanID(f *testing.F) {
+	f.Add([]byte(`{"resourceType":"Patient","id":"p1"}`))
+	f.Add([]byte(`{"meta":{"id":"x"},"id":"p","resourceType":"Observation","status":"final","code":{"text":"c"}}`))
+	tr := mustNew(f, Options{Profile: ProfileBase})
+	f.Fuzz(func(t *testing.T, line []byte) {
+		typ, id, ok := ScanID(line)
+		res, _, err := tr.NewStream("fuzz").Next(line)
+		if err != nil || res.IDDerived {
+			return
+		}
+		if !ok || string(typ) != res.Type || string(id) != res.ID {
+			t.Fatalf("ScanID %q %q %v, validator %s/%s", typ, id, ok, res.Type, res.ID)
 		}
 	})
 }

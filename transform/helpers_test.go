@@ -15,16 +15,24 @@ import (
 // readLines returns the lines of an NDJSON file (gzip when the name ends in .gz).
 func readLines(t testing.TB, name string) [][]byte {
 	t.Helper()
-	f, err := os.Open(name)
+	lines, err := readFileLines(name)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return lines
+}
+
+func readFileLines(name string) ([][]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	var r io.Reader = f
 	if strings.HasSuffix(name, ".gz") {
 		gz, err := gzip.NewReader(f)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		r = gz
 	}
@@ -36,10 +44,7 @@ func readLines(t testing.TB, name string) [][]byte {
 			lines = append(lines, bytes.Clone(sc.Bytes()))
 		}
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return lines
+	return lines, sc.Err()
 }
 
 // examples returns the official R4 examples, each compacted to one line.

@@ -106,6 +106,10 @@ func TestErrorsCarryNoValues(t *testing.T) {
 		`{"resourceType":"Patient","id":"p1","name":[{"family":"F","given":["G"]}],"managingOrganization":{"reference":"` + secret + `"}}`,
 		`{"resourceType":"` + secret + `","id":"p1"}`,
 		`{"resourceType":"Patient","id":"p1","name":[{"family":"F","given":["G"]}],"birthDate":"` + secret + `}`,
+		`{"resourceType":"Condition","id":"c1","subject":{"reference":"Patient/p1"},"clinicalStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/condition-clinical","code":"` + secret + `"}]}}`,
+		`{"resourceType":"Claim","id":"c1","status":"active","type":{"text":"t"},"use":"claim","patient":{"reference":"Patient/p1"},"created":"2020-01-01","provider":{"reference":"Organization/o1"},"priority":{"text":"normal"},"insurance":[{"sequence":1,"focal":true,"coverage":{"reference":"Coverage/c"}}],"total":{"value":1,"currency":"` + secret + `"}}`,
+		`{"resourceType":"Encounter","id":"e1","status":"finished","class":{"code":"AMB"},"contained":[{"resourceType":"` + secret + `"}]}`,
+		`{"resourceType":"DocumentReference","id":"d1","status":"current","content":[{"attachment":{"contentType":"` + secret + `"}}]}`,
 	}
 	for i, l := range lines {
 		_, _, err := tr.NewStream("x").Next([]byte(l))
@@ -115,6 +119,30 @@ func TestErrorsCarryNoValues(t *testing.T) {
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("line %d: error %q leaks the value", i, err)
 		}
+	}
+	// Bundle documents and format sniffing.
+	docs := []string{
+		`{"resourceType":"` + secret + `","entry":[]}`,
+		`{"resourceType":"Bundle","entry":[{"resource":"` + secret + `"},{"request":{"method":"` + secret + `"}}]}`,
+		`{"resourceType":"Bundle","entry":[{"resource":{"x":"` + secret + "\x01" + `"}}]}`,
+	}
+	for i, doc := range docs {
+		d := NewBundleDecoder(strings.NewReader(doc), BundleOptions{})
+		for {
+			e, err := d.Next()
+			if err != nil {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("document %d: error %q leaks a value", i, err)
+				}
+				break
+			}
+			if e.Err != nil && strings.Contains(e.Err.Error(), secret) {
+				t.Errorf("document %d: entry error %q leaks a value", i, e.Err)
+			}
+		}
+	}
+	if _, err := Sniff([]byte("{\n \"resourceType\": \""+secret+"\"\n}"), "x.json"); err == nil || strings.Contains(err.Error(), secret) {
+		t.Errorf("Sniff: %v", err)
 	}
 }
 

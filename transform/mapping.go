@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/fhirload/fhirload/registry"
 )
 
 // The mapping file (YAML) turns flat records — CSV rows or flat JSON objects — into
@@ -18,7 +20,7 @@ import (
 //
 //	name: synthea-csv                 # reported in run reports (default: file name)
 //	resources:
-//	  - type: Observation             # Patient | Observation
+//	  - type: Observation             # any FHIR R4 resource type
 //	    match:                        # a rule applies when every given condition holds
 //	      file: "observations*.csv"   #   glob on the object's base name
 //	      columns: [DATE, PATIENT]    #   fields the header (or flat record) must have
@@ -155,8 +157,8 @@ func parseMapping(raw []byte) (*mapping, error) {
 	m := &mapping{name: y.Name}
 	for i, ry := range y.Resources {
 		at := fmt.Sprintf("resources[%d]", i)
-		if !produced(ry.Type) {
-			return nil, fmt.Errorf("%s.type: must be Patient or Observation", at)
+		if !registry.R4().IsResourceType(ry.Type) {
+			return nil, fmt.Errorf("%s.type: must be a FHIR R4 resource type", at)
 		}
 		if ry.Match.File != "" {
 			if _, err := path.Match(ry.Match.File, ""); err != nil {
@@ -189,7 +191,7 @@ func parseMapping(raw []byte) (*mapping, error) {
 			if !slices.Contains(asKinds, as) {
 				return nil, fmt.Errorf("%s.as: must be one of %s", eat, strings.Join(asKinds, ", "))
 			}
-			if as == "reference" && !isResourceName(ey.Target) {
+			if as == "reference" && !registry.R4().IsResourceType(ey.Target) {
 				return nil, fmt.Errorf("%s.target: a resource type is required with as: reference", eat)
 			}
 			for k, w := range ey.When {
@@ -206,18 +208,6 @@ func parseMapping(raw []byte) (*mapping, error) {
 		m.rules = append(m.rules, r)
 	}
 	return m, nil
-}
-
-func isResourceName(s string) bool {
-	if s == "" || s[0] < 'A' || s[0] > 'Z' {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-			return false
-		}
-	}
-	return true
 }
 
 func parsePath(p string) ([]pathStep, error) {
@@ -534,7 +524,7 @@ func convert(el *mapElement, raw []byte, derive bool) ([]byte, string) {
 			return nil, "not a valid id for a reference"
 		}
 		ref := append([]byte(el.target), '/')
-		if derive && produced(el.target) {
+		if derive {
 			ref = appendDerivedID(ref, el.target, raw)
 		} else {
 			ref = append(ref, raw...)

@@ -222,8 +222,8 @@ func checkInteger(v []byte, k kind) string {
 
 // checkDateTime validates date (level 0: date only), dateTime (1) and instant (2).
 func checkDateTime(v []byte, level int) string {
-	what := [...]string{"date", "dateTime", "instant"}[level]
-	bad := "invalid " + what
+	bad := [...]string{"invalid date", "invalid dateTime", "invalid instant"}[level]
+	notDay := [...]string{"date is not a calendar day", "dateTime is not a calendar day", "instant is not a calendar day"}[level]
 	if len(v) < 4 || !isDigit(v[0]) || !isDigit(v[1]) || !isDigit(v[2]) || !isDigit(v[3]) {
 		return bad
 	}
@@ -252,7 +252,7 @@ func checkDateTime(v []byte, level int) string {
 	day, ok := twoDigits(rest, '-')
 	if !ok || day < 1 || day > daysIn(year, month) {
 		if ok && day >= 1 && day <= 31 {
-			return what + " is not a calendar day"
+			return notDay
 		}
 		return bad
 	}

@@ -3,6 +3,8 @@ package transform
 import (
 	"regexp"
 	"testing"
+
+	"github.com/fhirload/fhirload/registry"
 )
 
 // TestPrimitivesMatchSpecRegex checks each hand-written checker against the regex the
@@ -19,9 +21,8 @@ func TestPrimitivesMatchSpecRegex(t *testing.T) {
 		"2021-02-28T10:00:00+14:01", "2021-02-28T24:00:00Z", "2021-02-28T10:00:60-05:00", "10:00:00", "10:00", "23:59:60.123",
 		"aGVsbG8=", "aGVsbG8", "aGVs bG8=", "aGVsbG8=\n", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
 	stricter := map[string]bool{"date/2021-02-30": true, "dateTime/2021-02-30": true, "instant/2021-02-30": true}
-	regexes := primitiveRegexes()
 	for name, k := range kinds {
-		re := regexp.MustCompile(`^(?:` + regexes[name] + `)$`)
+		re := regexp.MustCompile(`^(?:` + registry.R4().Type(name).Regex + `)$`)
 		for _, v := range values {
 			want := re.MatchString(v) && v != "" // empty values are never allowed in FHIR JSON
 			got := checkPrimitive(k, []byte(v)) == ""

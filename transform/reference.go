@@ -5,18 +5,13 @@ import (
 	"slices"
 )
 
-// produced reports whether resources of this type are written by fhirload, so that under
-// ids: derive their ids — and references to them — are derived.
-func produced(typ string) bool { return typ == "Patient" || typ == "Observation" }
-
-func producedBytes(typ []byte) (string, bool) {
-	switch string(typ) {
-	case "Patient":
-		return "Patient", true
-	case "Observation":
-		return "Observation", true
-	}
-	return "", false
+// Resolver tells the resource type of a resource of the run by its id: the pipeline
+// builds one (an Index) in a pre-pass over all sources, so that a urn:uuid: reference
+// becomes Type/id of its actual target whatever the file order. TypeOf gets the id as
+// written after "urn:uuid:"; ok is false when no resource of the run has that id (or
+// resources of several types do). It must be safe for concurrent use.
+type Resolver interface {
+	TypeOf(id []byte) (typ string, ok bool)
 }
 
 // reference checks the syntax of Reference.reference and records how to rewrite it.
@@ -24,13 +19,16 @@ func producedBytes(typ []byte) (string, bool) {
 // Accepted forms: "Type/id" and "Type/id/_history/vid" (Type an R4 resource type allowed
 // by the element's target profiles, id a valid id), absolute URLs, "urn:uuid:" + UUID,
 // "urn:oid:" + OID, and "#id" (contained). Rewriting (see the package README):
-//   - urn:uuid:X becomes Type/X, Type being the reference's type element if set, else the
-//     element's default (refDefault); references on elements that allow any type and have
-//     no type element stay as they are;
-//   - under ids: derive, Type/X with Type Patient or Observation (also the result of the
-//     rule above) becomes Type/{uuid5(Type|X)}: the id the referenced resource gets when
-//     it is loaded with ids: derive from a source whose id is X;
-//   - everything else (absolute URLs, versioned references, other types) is kept.
+//   - urn:uuid:X becomes Type/X. With a Resolver, Type is the type of the run's resource
+//     X (which the element must allow, and the reference's type element must agree
+//     with); when the run has no resource X the reference is kept and counted as
+//     unresolved. Without a Resolver, Type is the reference's type element if set, else
+//     the element's default (refDefault); references on elements that allow any type
+//     and have no type element are kept and counted as unresolved.
+//   - under ids: derive, Type/X (also the result of the rule above) becomes
+//     Type/{uuid5(Type|X)}: the id the referenced resource gets when it is loaded with
+//     ids: derive from a source whose id is X;
+//   - everything else (absolute URLs, versioned references, urn:oid:, #contained) is kept.
 func (v *validator) reference(ctx *elemDef, sp span, ref, typ []byte) bool {
 	anyTarget := ctx == nil || len(ctx.targets) == 0 || slices.Contains(ctx.targets, "Resource")
 	var typeName []byte
@@ -54,14 +52,28 @@ func (v *validator) reference(ctx *elemDef, sp span, ref, typ []byte) bool {
 		}
 		var t string
 		switch {
+		case v.resolver != nil:
+			rt, ok := v.resolver.TypeOf(u)
+			if !ok {
+				v.unresolved++
+				return true
+			}
+			if !anyTarget && !slices.Contains(ctx.targets, rt) {
+				return v.failAt(ReasonInvalid, "reference", "reference to a resource type not allowed here")
+			}
+			if typeName != nil && string(typeName) != rt {
+				return v.failAt(ReasonInvalid, "type", "reference and its type element disagree")
+			}
+			t = rt
 		case typeName != nil:
-			t = string(typeName)
+			t = v.s.typeName(typeName)
 		case !anyTarget:
 			t = ctx.refDefault
 		default:
+			v.unresolved++
 			return true
 		}
-		v.edits = append(v.edits, refEdit{at: sp, typ: t, id: u, derive: v.derive && produced(t)})
+		v.edits = append(v.edits, refEdit{at: sp, typ: t, id: u, derive: v.derive})
 		return true
 	case hasPrefix(ref, "urn:oid:"):
 		if checkOID(ref) != "" {
@@ -97,9 +109,7 @@ func (v *validator) reference(ctx *elemDef, sp span, ref, typ []byte) bool {
 		return v.failAt(ReasonInvalid, "type", "reference and its type element disagree")
 	}
 	if v.rewrite && v.derive && hist == nil {
-		if t, ok := producedBytes(rtype); ok {
-			v.edits = append(v.edits, refEdit{at: sp, typ: t, id: id, derive: true})
-		}
+		v.edits = append(v.edits, refEdit{at: sp, typ: v.s.typeName(rtype), id: id, derive: true})
 	}
 	return true
 }
@@ -142,10 +152,12 @@ func containsScheme(b []byte) bool {
 // 6f3c1e52-8a4d-4b0e-9d27-51c38e0a7f14).
 const idNamespace = "\x6f\x3c\x1e\x52\x8a\x4d\x4b\x0e\x9d\x27\x51\xc3\x8e\x0a\x7f\x14"
 
-// DeriveID returns the id fhirload derives under ids: derive for a resource of type typ
-// whose key is key: the UUIDv5 (RFC 9562) of "typ|key" in fhirload's namespace. The key is
-// the source id for FHIR input (or "system|value" of the first identifier when there is
-// no id) and the mapping's key fields joined by "|" for flat records.
+// DeriveID returns the id fhirload derives for a resource of type typ whose key is key:
+// the UUIDv5 (RFC 9562) of "typ|key" in fhirload's namespace. Under ids: derive the key
+// is the source id for FHIR input (else as for a resource without an id) and the
+// mapping's key fields joined by "|" for flat records. A resource without an id gets
+// the key "system|value" of its first identifier, else "sha256:" and the hex SHA-256 of
+// its canonical JSON (see canonicalJSON).
 func DeriveID(typ, key string) string {
 	var buf [36]byte
 	return string(appendDerivedID(buf[:0], typ, []byte(key)))

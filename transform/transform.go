@@ -1,6 +1,9 @@
-// Package transform turns one input line into a validated FHIR R4 resource:
-// parse, map (flat records), validate, derive ids, rewrite references. It knows
-// nothing of where bytes come from or go.
+// Package transform turns one input line (or one entry of a Bundle document) into a
+// validated FHIR R4 resource of any type: parse, map (flat records), validate, settle
+// the id, rewrite references. The validator is built from the registry package. For a
+// run it also offers the pre-pass (ScanID, Index) that resolves urn:uuid: references
+// across files, the Bundle document decoder and format sniffing. It knows nothing of
+// where bytes come from or go. See README.md.
 package transform
 
 import "fmt"
@@ -30,7 +33,15 @@ func (e *Error) Error() string {
 // Resource is a validated resource ready to send: Body is its JSON with ids and
 // references rewritten, number literals as written.
 type Resource struct {
-	Type string // "Patient" or "Observation"
+	Type string // any concrete R4 resource type: "Patient", "Claim", …
 	ID   string
 	Body []byte
+	// Unresolved counts the urn:uuid: references left as they were: with a Resolver,
+	// those whose target is not in the run; without, those on elements that allow any
+	// type and carry no type element. The run report sums them (unresolved_references).
+	Unresolved int
+	// IDDerived is true when the source had no id (nor a Bundle fullUrl uuid) and the id
+	// was derived from its first identifier or its content (see DeriveID). The run
+	// report counts them (ids_derived).
+	IDDerived bool
 }

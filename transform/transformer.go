@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 )
 
@@ -14,23 +15,30 @@ const (
 	IDsKeep   = "keep"   // use the resource's id (flat records: the mapping's id field)
 	IDsDerive = "derive" // UUIDv5 over the type and a key (see DeriveID)
 
-	FormatFHIR = "fhir" // one FHIR JSON resource per line
-	FormatCSV  = "csv"  // CSV with a header line, mapped by Options.Mapping
-	FormatFlat = "flat" // one flat JSON object per line, mapped by Options.Mapping
+	FormatFHIR   = "fhir"   // one FHIR JSON resource per line (NDJSON)
+	FormatBundle = "bundle" // a JSON document whose top level is a Bundle: its entries (see BundleDecoder, Stream.NextEntry)
+	FormatCSV    = "csv"    // CSV with a header line, mapped by Options.Mapping
+	FormatFlat   = "flat"   // one flat JSON object per line, mapped by Options.Mapping
 )
 
 // Options configures a Transformer. Zero values select the defaults.
 type Options struct {
 	Profile string // "seed" (default) | "base"
 	IDs     string // "keep" (default) | "derive"
-	Format  string // "fhir" (default) | "csv" | "flat"
+	Format  string // "fhir" (default) | "bundle" | "csv" | "flat"
 	Mapping string // path of the mapping YAML; required for csv/flat
+	// Resolver, when set, gives the type of the run's resource a urn:uuid: reference
+	// points at (see Resolver and Index); references to resources not in the run are
+	// then kept and counted in Resource.Unresolved. Without it a urn:uuid: reference
+	// takes its type element's type, else the element's first target type.
+	Resolver Resolver
 }
 
 // Transformer turns lines into validated resources. It is safe for concurrent use;
 // each goroutine works through its own Stream.
 type Transformer struct {
 	profile, ids, format string
+	resolver             Resolver
 	schema               *schema
 	mapping              *mapping
 	mappingHash          string
@@ -40,7 +48,7 @@ type Transformer struct {
 // New checks the options, loads the mapping (csv/flat) and builds the validator.
 // Errors name the bad option or mapping key.
 func New(opts Options) (*Transformer, error) {
-	t := &Transformer{profile: opts.Profile, ids: opts.IDs, format: opts.Format}
+	t := &Transformer{profile: opts.Profile, ids: opts.IDs, format: opts.Format, resolver: opts.Resolver}
 	if t.profile == "" {
 		t.profile = ProfileSeed
 	}
@@ -57,7 +65,7 @@ func New(opts Options) (*Transformer, error) {
 		return nil, fmt.Errorf("transform: ids must be %q or %q", IDsKeep, IDsDerive)
 	}
 	switch t.format {
-	case FormatFHIR:
+	case FormatFHIR, FormatBundle:
 	case FormatCSV, FormatFlat:
 		if opts.Mapping == "" {
 			return nil, fmt.Errorf("transform: mapping is required for format %q", t.format)
@@ -77,9 +85,13 @@ func New(opts Options) (*Transformer, error) {
 		t.mappingHash = hex.EncodeToString(sum[:])
 		t.mapping = m
 	default:
-		return nil, fmt.Errorf("transform: format must be %q, %q or %q", FormatFHIR, FormatCSV, FormatFlat)
+		return nil, fmt.Errorf("transform: format must be %q, %q, %q or %q", FormatFHIR, FormatBundle, FormatCSV, FormatFlat)
 	}
-	t.schema = newSchema(t.profile)
+	s, err := schemaFor(t.profile)
+	if err != nil {
+		return nil, err
+	}
+	t.schema = s
 	t.pool.New = func() any { return &validator{s: t.schema} }
 	return t, nil
 }
@@ -104,7 +116,7 @@ type Stream struct {
 
 // NewStream starts an object; objectName (a path or key) selects mapping rules by file name.
 func (t *Transformer) NewStream(objectName string) *Stream {
-	s := &Stream{t: t, v: validator{s: t.schema}, object: objectName}
+	s := &Stream{t: t, v: validator{s: t.schema, resolver: t.resolver}, object: objectName}
 	s.flat.object = filepath.Base(objectName)
 	return s
 }
@@ -127,11 +139,31 @@ func (s *Stream) Next(line []byte) (res Resource, skip bool, err error) {
 	case FormatFlat:
 		return s.t.mapRecord(&s.v, &s.flat, line)
 	}
-	r, e := s.t.transformFHIR(&s.v, line)
+	r, e := s.t.transformFHIR(&s.v, line, nil)
 	if e != nil {
 		return Resource{}, false, e
 	}
 	return r, false, nil
+}
+
+// NextEntry transforms the resource of one Bundle entry (see BundleDecoder). A
+// urn:uuid: fullUrl gives the resource its id when it has none (under ids: derive, the
+// key of its derived id), so that references to the fullUrl resolve to it. err is
+// always a *Error; entry errors (an entry without a resource) are returned as they are.
+// Body never aliases the entry.
+func (s *Stream) NextEntry(e *BundleEntry) (Resource, error) {
+	if e.Err != nil {
+		return Resource{}, e.Err
+	}
+	var fallback []byte
+	if u, ok := strings.CutPrefix(e.FullURL, "urn:uuid:"); ok && checkID([]byte(u)) == "" {
+		fallback = []byte(u)
+	}
+	r, err := s.t.transformFHIR(&s.v, e.Resource, fallback)
+	if err != nil {
+		return Resource{}, err
+	}
+	return r, nil
 }
 
 // Replay transforms one dead-lettered line without its source; header is the CSV header
@@ -188,27 +220,47 @@ func (v *validator) validate(line []byte, rewrite, derive bool) *Error {
 }
 
 // transformFHIR validates a FHIR line, settles its id and rewrites references.
-func (t *Transformer) transformFHIR(v *validator, line []byte) (Resource, *Error) {
+// fallbackID (a Bundle entry's fullUrl uuid, or nil) is the id of a resource without one.
+func (t *Transformer) transformFHIR(v *validator, line, fallbackID []byte) (Resource, *Error) {
 	derive := t.ids == IDsDerive
 	if e := v.validate(line, true, derive); e != nil {
 		return Resource{}, e
 	}
 	typ := v.root
-	if !derive {
-		if v.id == nil {
-			return Resource{}, &Error{Reason: ReasonInvalid, Location: typ + ".id", Message: "id required (ids: keep)"}
-		}
-		return Resource{Type: typ, ID: string(v.id), Body: v.output(nil)}, nil
+	res := Resource{Type: typ, Unresolved: v.unresolved}
+	switch {
+	case !derive && v.id != nil:
+		res.ID = string(v.id)
+		res.Body = v.output(nil)
+		return res, nil
+	case !derive && fallbackID != nil:
+		res.ID = string(fallbackID)
+		res.Body = v.output(fallbackID)
+		return res, nil
 	}
 	var key []byte
 	switch {
 	case v.id != nil:
 		key = v.id
-	case v.ident.done && v.ident.value != nil:
-		key = append(append(append(key, v.ident.system...), '|'), v.ident.value...)
+	case fallbackID != nil:
+		key = fallbackID
 	default:
-		return Resource{}, &Error{Reason: ReasonInvalid, Location: typ + ".id", Message: "ids: derive needs an id or an identifier with a value"}
+		key = v.contentKey()
+		res.IDDerived = true
 	}
 	id := appendDerivedID(make([]byte, 0, 36), typ, key)
-	return Resource{Type: typ, ID: string(id), Body: v.output(id)}, nil
+	res.ID = string(id)
+	res.Body = v.output(id)
+	return res, nil
+}
+
+// contentKey is the key of the derived id of a resource without an id: "system|value"
+// of its first identifier when that has a value, else "sha256:" and the hex SHA-256 of
+// its canonical JSON, so that key order and whitespace do not change it.
+func (v *validator) contentKey() []byte {
+	if v.ident.done && v.ident.hasValue {
+		return append(append(append([]byte(nil), v.ident.system...), '|'), v.ident.value...)
+	}
+	sum := sha256.Sum256(canonicalJSON(v.b))
+	return append([]byte("sha256:"), hex.EncodeToString(sum[:])...)
 }

@@ -34,10 +34,19 @@ type arrLen struct {
 	null    bool // the value array holds a null
 }
 
+// conceptCheck follows a CodeableConcept under a required binding: depth is the
+// validator's depth at the concept, so its codings are objects at depth+3.
+type conceptCheck struct {
+	vs      *valueSetDef
+	depth   int
+	matched bool
+}
+
 // identCapture collects the first identifier of the root resource (id derivation).
 type identCapture struct {
 	active        bool
 	done          bool
+	hasValue      bool
 	system, value []byte
 }
 
@@ -53,17 +62,20 @@ type validator struct {
 	root  string // resource type of the root, for locations
 
 	refCtx *elemDef // the element holding the Reference being checked
+	cc     conceptCheck
 	arrs   []arrLen
 	keys   [][]span // per-depth keys of generically skipped objects
 
 	// collected for the output
-	rewrite  bool // record reference edits
-	derive   bool // rewrite references to produced types with derived ids
-	edits    []refEdit
-	rootOpen int  // offset just after the root '{'
-	idSpan   span // content of the root id string; start -1 when absent
-	id       []byte
-	ident    identCapture
+	rewrite    bool     // record reference edits
+	derive     bool     // rewrite references with derived ids
+	resolver   Resolver // types of urn:uuid: targets; nil: the element's default
+	unresolved int      // urn:uuid: references left as they are
+	edits      []refEdit
+	rootOpen   int  // offset just after the root '{'
+	idSpan     span // content of the root id string; start -1 when absent
+	id         []byte
+	ident      identCapture
 }
 
 func (v *validator) reset(b []byte) {
@@ -78,7 +90,9 @@ func (v *validator) reset(b []byte) {
 	v.idSpan = span{-1, -1}
 	v.id = nil
 	v.rootOpen = 0
-	v.ident = identCapture{}
+	v.ident = identCapture{system: v.ident.system[:0], value: v.ident.value[:0]} // keep the buffers
+	v.cc = conceptCheck{}
+	v.unresolved = 0
 }
 
 // location renders the current path like FHIRPath: Observation.component[1].code.

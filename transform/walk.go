@@ -1,7 +1,6 @@
 package transform
 
-// resource validates a whole line holding one resource. root is -1 to accept Patient or
-// Observation, else the schema type the resource must be.
+// resource validates a whole line holding one resource of any concrete R4 type.
 func (v *validator) resource() bool {
 	if v.peek() != '{' {
 		if v.pos >= len(v.b) {
@@ -48,13 +47,11 @@ func (v *validator) findResourceType(root bool) (int, bool) {
 			}
 			_ = sp
 			t := v.s.resourceTypeIndex(name)
+			if t < 0 {
+				return -1, v.failAt(ReasonInvalid, "resourceType", "unknown resource type (not a concrete FHIR R4 type)")
+			}
 			if root {
-				if t < 0 {
-					return -1, v.fail(ReasonInvalid, "resourceType must be Patient or Observation")
-				}
 				v.root = v.s.types[t].name
-			} else if t < 0 && !v.s.isResourceType(name) {
-				return -1, v.failAt(ReasonInvalid, "resourceType", "unknown resource type")
 			}
 			return t, true
 		}
@@ -78,10 +75,12 @@ func (v *validator) object(t int, isResource bool) bool {
 		return false
 	}
 	td := &v.s.types[t]
-	var seen [4]uint64
+	var seen seenSet
 	var hasValue, hasExt uint64
 	arrBase := len(v.arrs)
-	isRef := t == typeReference
+	isRef := t == v.s.reference
+	isCoding := t == v.s.coding && v.cc.vs != nil && v.depth == v.cc.depth+3
+	var system, code []byte
 	refCtx := v.refCtx
 	var refSpan span
 	var refVal, typeVal []byte
@@ -156,12 +155,21 @@ func (v *validator) object(t int, isResource bool) bool {
 					typeVal = val
 				}
 			}
-			if t == typeIdentifier && v.ident.active && v.depth == 3 && !f.primExt {
+			if isCoding && !f.primExt {
+				switch f.json {
+				case "system":
+					system = val
+				case "code":
+					code = val
+				}
+			}
+			if t == v.s.identifier && v.ident.active && v.depth == 3 && !f.primExt {
 				switch f.json {
 				case "system":
 					v.ident.system = append(v.ident.system[:0], val...)
 				case "value":
 					v.ident.value = append(v.ident.value[:0], val...)
+					v.ident.hasValue = true
 				}
 			}
 			if isResource && v.depth == 1 && f.json == "id" {
@@ -203,17 +211,24 @@ end:
 			return false
 		}
 	}
+	if isCoding && code != nil && system != nil && v.cc.vs.containsPair(system, code) {
+		v.cc.matched = true
+	}
 	v.depth--
 	return true
 }
 
-// seenResourceType uses the last bit of the seen set (no generated type has 256 fields).
-func seenResourceType(seen *[4]uint64) bool {
+// seenSet records which fields of an object were seen (maxFields + resourceType).
+type seenSet [(maxFields + 1) / 64]uint64
+
+// seenResourceType uses the last bit of the seen set (no type has maxFields fields).
+func seenResourceType(seen *seenSet) bool {
 	const bit = uint64(1) << 63
-	if seen[3]&bit != 0 {
+	last := len(seen) - 1
+	if seen[last]&bit != 0 {
 		return true
 	}
-	seen[3] |= bit
+	seen[last] |= bit
 	return false
 }
 
@@ -316,7 +331,10 @@ func (v *validator) value(f *fieldDef, e *elemDef, index int) (span, []byte, boo
 			return span{}, nil, v.wrongType("an object")
 		}
 		v.pos++
-		if f.typ != typeReference {
+		if e.valueSet != nil && f.typ == v.s.codeableConcept && !f.primExt {
+			return span{}, nil, v.boundConcept(f, e)
+		}
+		if f.typ != v.s.reference {
 			return span{}, nil, v.object(f.typ, false)
 		}
 		saved := v.refCtx
@@ -362,13 +380,30 @@ func (v *validator) value(f *fieldDef, e *elemDef, index int) (span, []byte, boo
 	if msg := checkPrimitive(f.kind, val); msg != "" {
 		return span{}, nil, v.fail(ReasonInvalid, msg)
 	}
-	if e.valueSet != "" {
-		vs := v.s.valueSets[e.valueSet]
-		if !vs.external && !vs.contains(val) {
-			return span{}, nil, v.fail(ReasonInvalid, "code not in the required value set "+e.valueSet)
+	if e.valueSet != nil && !f.primExt {
+		if vs := e.valueSet; !vs.external && !vs.contains(val) || vs.syntax != nil && !vs.syntax(val) {
+			return span{}, nil, v.fail(ReasonInvalid, "code not in the required value set "+vs.url)
 		}
 	}
 	return sp, val, true
+}
+
+// boundConcept validates a CodeableConcept under a required binding: one of its codings
+// must have a system and code of the value set (external value sets: not checked).
+func (v *validator) boundConcept(f *fieldDef, e *elemDef) bool {
+	saved := v.cc
+	v.cc = conceptCheck{vs: e.valueSet, depth: v.depth}
+	if e.valueSet.external {
+		v.cc.vs = nil
+	}
+	ok := v.object(f.typ, false)
+	matched := v.cc.matched
+	check := v.cc.vs != nil
+	v.cc = saved
+	if ok && check && !matched {
+		return v.fail(ReasonInvalid, "no coding from the required value set "+e.valueSet.url)
+	}
+	return ok
 }
 
 func (v *validator) wrongType(want string) bool {
@@ -378,47 +413,13 @@ func (v *validator) wrongType(want string) bool {
 	return v.fail(ReasonInvalid, "wrong JSON type: expected "+want)
 }
 
-// contained validates a contained resource: Patient and Observation against their
-// definitions; any other resource type must be a known R4 type, and its content is
-// checked for JSON syntax and a valid id only (its StructureDefinition is not shipped).
+// contained validates a contained resource (or Bundle.entry.resource,
+// Parameters.parameter.resource) as a full resource of its type.
 func (v *validator) contained() bool {
 	t, ok := v.findResourceType(false)
 	if !ok {
 		return false
 	}
-	if t >= 0 {
-		v.pos++
-		return v.object(t, true)
-	}
-	// Generic resource: check id, then the JSON.
-	start := v.pos
-	if !v.skip() {
-		return false
-	}
-	end := v.pos
-	v.pos = start + 1
-	for v.pos < end {
-		_, key, ok := v.str()
-		if !ok || !v.expect(':') {
-			return false
-		}
-		if string(key) == "id" {
-			_, id, ok := v.str()
-			if !ok {
-				return v.failAt(ReasonInvalid, "id", "wrong JSON type: expected a JSON string")
-			}
-			if msg := checkID(id); msg != "" {
-				return v.failAt(ReasonInvalid, "id", msg)
-			}
-		} else if !v.skip() {
-			return false
-		}
-		if v.peek() == ',' {
-			v.pos++
-			continue
-		}
-		break
-	}
-	v.pos = end
-	return true
+	v.pos++
+	return v.object(t, true)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/fhirload/fhirload/deadletter"
 	"github.com/fhirload/fhirload/ingest"
 	"github.com/fhirload/fhirload/pipeline"
+	"github.com/fhirload/fhirload/transform"
 )
 
 func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer) int {
@@ -42,7 +43,7 @@ func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer
 		return fail(stderr, "%v", err)
 	}
 	defer e.close()
-	tr, err := e.transformer()
+	tr, err := e.transformer(nil) // no pre-pass: objects arrive one by one
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
@@ -194,10 +195,6 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 		return fail(stderr, "%v", err)
 	}
 	defer e.close()
-	tr, err := e.transformer()
-	if err != nil {
-		return fail(stderr, "%v", err)
-	}
 	dl, err := e.deadLetters(ctx)
 	if err != nil {
 		return fail(stderr, "%v", err)
@@ -216,6 +213,19 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 	if err != nil {
 		return fail(stderr, "list dead letters: %v", err)
 	}
+	open := pipeline.ObjectOpener(ctx, e.sourceEnv())
+	var refs *transform.Index
+	if cfg.Transform.References == "index" && len(entries) > 0 {
+		// The replayed lines' references find their targets in the objects
+		// the lines came from, as in the run.
+		if refs, err = e.prepass(ctx, pipeline.OriginsOf(entries, open)); err != nil {
+			return fail(stderr, "%v", err)
+		}
+	}
+	tr, err := e.transformer(refs)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
 	deps := pipeline.Deps{Config: cfg, Command: "replay", RunID: e.runID, Transformer: tr, Logger: e.log}
 	if !*dryRun && len(entries) > 0 {
 		w, err := e.writer(ctx, nil)
@@ -225,12 +235,12 @@ func replayCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 		if err := checkTarget(ctx, w, e.log); err != nil {
 			return fail(stderr, "%v", err)
 		}
-		deps.Sink, deps.DeadLetters, deps.Replay = pipeline.LoaderSink{W: w}, durable{dl}, dl
+		deps.Sink, deps.DeadLetters, deps.Replay = pipeline.LoaderSink{W: w}, dl, dl
 	}
 	runner := pipeline.NewRunner(deps)
 	e.log.Info("replaying", zap.Int("entries", len(entries)), zap.Bool("dry_run", *dryRun))
 	// One object of entries fills every batch slot of the sink.
-	src := pipeline.NewReplaySource(entries, cfg.Target.BatchSize*cfg.Target.Concurrency, pipeline.ObjectOpener(ctx, e.sourceEnv()))
+	src := pipeline.NewReplaySource(entries, cfg.Target.BatchSize*cfg.Target.Concurrency, open)
 	stopProgress := startProgress(runner, 0, stderr, e.log)
 	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, src) }, e.log)
 	stopProgress()
@@ -248,6 +258,8 @@ func deadletterCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	filter := filterFlags(fs)
 	asJSON := fs.Bool("json", false, "ls: one JSON object per line")
 	yes := fs.Bool("yes", false, "purge: really delete the selected entries")
+	force := fs.Bool("force", false, "purge: purge even while a replay holds the dead-letter store's lease "+
+		"(purge takes that lease and otherwise refuses: the replay may load entries that are purged)")
 	if err := fs.Parse(args); err != nil {
 		return 1
 	}
@@ -292,25 +304,66 @@ func deadletterCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		return 0
 	case "purge":
+		return purge(ctx, e, dl, f, *yes, *force, stdout, stderr)
+	}
+	return fail(stderr, "unknown deadletter command %q (ls, show, purge)", sub)
+}
+
+// purge retires the entries f selects. It holds the "replay" lease while it
+// does, so that it never purges entries a running replay holds (and no replay
+// starts meanwhile); while another process holds the lease it refuses, unless
+// force.
+func purge(ctx context.Context, e *env, dl deadletter.Store, f deadletter.Filter, yes, force bool, stdout, stderr io.Writer) int {
+	if !yes {
 		entries, err := dl.List(ctx, f)
 		if err != nil {
 			return fail(stderr, "%v", err)
 		}
-		if !*yes {
-			fmt.Fprintf(stdout, "%d entries selected; run again with --yes to delete them\n", len(entries))
-			return 0
-		}
-		ids := make([]string, len(entries))
-		for i, en := range entries {
-			ids[i] = en.ID
-		}
-		if err := dl.Retire(ctx, ids...); err != nil {
-			return fail(stderr, "%v", err)
-		}
-		fmt.Fprintf(stdout, "purged %d entries\n", len(entries))
+		fmt.Fprintf(stdout, "%d entries selected; run again with --yes to delete them\n", len(entries))
 		return 0
 	}
-	return fail(stderr, "unknown deadletter command %q (ls, show, purge)", sub)
+	unlock, err := dl.Lock(ctx, "replay", time.Minute)
+	var held *deadletter.LockedError
+	switch {
+	case errors.As(err, &held) && !force:
+		return fail(stderr, "a replay is running (%s): purge refused; --force to override", leaseHolder(held))
+	case errors.As(err, &held):
+		e.log.Warn("a replay is running: purging anyway (--force)", zap.Int("replay_pid", held.PID),
+			zap.String("replay_host", held.Host), zap.Time("replay_since", held.Since))
+	case err != nil:
+		return fail(stderr, "lock dead-letter store: %v", err)
+	default:
+		defer func() {
+			if err := unlock(); err != nil {
+				e.log.Warn("dead-letter lease", zap.Error(err))
+			}
+		}()
+	}
+	entries, err := dl.List(ctx, f)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	ids := make([]string, len(entries))
+	for i, en := range entries {
+		ids[i] = en.ID
+	}
+	if err := dl.Retire(ctx, ids...); err != nil {
+		return fail(stderr, "%v", err)
+	}
+	fmt.Fprintf(stdout, "purged %d entries\n", len(entries))
+	return 0
+}
+
+// leaseHolder describes who holds a lease: "since T, pid P on H".
+func leaseHolder(l *deadletter.LockedError) string {
+	since := "an unknown time"
+	if !l.Since.IsZero() {
+		since = l.Since.UTC().Format(time.RFC3339)
+	}
+	if l.PID <= 0 {
+		return "since " + since
+	}
+	return fmt.Sprintf("since %s, pid %d on %s", since, l.PID, l.Host)
 }
 
 func configCmd(args []string, stdout, stderr io.Writer) int {

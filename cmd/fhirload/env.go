@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -154,22 +155,43 @@ func (e *env) sourceEnv() pipeline.SourceEnv {
 	return pipeline.SourceEnv{Config: e.cfg, Logger: e.log, S3: e.s3}
 }
 
-func (e *env) transformer() (*transform.Transformer, error) {
-	return transform.New(transform.Options{
+// transformer builds the transform; refs, when not nil, resolves urn:uuid
+// references to the types of the run's resources.
+func (e *env) transformer(refs *transform.Index) (*transform.Transformer, error) {
+	opts := transform.Options{
 		Profile: e.cfg.Transform.Profile, IDs: e.cfg.Transform.IDs,
 		Format: e.cfg.Source.Format, Mapping: e.cfg.Transform.Mapping,
-	})
+	}
+	if refs != nil {
+		opts.Resolver = refs
+	}
+	return transform.New(opts)
 }
 
-// durable gives a dead-letter store the runner's Put (durable or nothing).
-// TODO(dlstore): the store's own Put replaces this.
-type durable struct{ deadletter.Store }
-
-func (d durable) Put(ctx context.Context, entries ...deadletter.Entry) error {
-	if err := d.Append(ctx, entries...); err != nil {
-		return err
+// referenceIndex is the pre-pass of transform.references: index: every id of
+// the run's sources, read once before the run. It is nil when the option is
+// off or the sources cannot be read twice (standard input).
+func (e *env) referenceIndex(ctx context.Context, sources []string) (*transform.Index, error) {
+	if e.cfg.Transform.References != "index" || slices.Contains(sources, "-") {
+		return nil, nil
 	}
-	return d.Sync(ctx)
+	src, err := pipeline.OpenSources(ctx, e.sourceEnv(), sources)
+	if err != nil {
+		return nil, err
+	}
+	return e.prepass(ctx, src)
+}
+
+// prepass builds the reference index from src.
+func (e *env) prepass(ctx context.Context, src pipeline.Source) (*transform.Index, error) {
+	idx := transform.NewIndex(transform.IndexOptions{})
+	e.stops = append(e.stops, func() { _ = idx.Close() })
+	st, err := pipeline.Prepass(ctx, e.cfg, src, idx, e.log)
+	if err != nil {
+		return nil, fmt.Errorf("reference pre-pass: %w", err)
+	}
+	e.log.Info("reference index built", zap.Int64("objects", st.Objects), zap.Int64("ids", st.Resources), zap.Bool("spilled_to_disk", st.Spilled))
+	return idx, nil
 }
 
 func (e *env) deadLetters(ctx context.Context) (deadletter.Store, error) {
@@ -293,18 +315,17 @@ func (e *env) startEmbedded(ctx context.Context) (string, aws.CredentialsProvide
 // loadStages opens what a loading command writes to: the dead-letter store
 // and the writer (after its preflight check), with the writer's numbers in
 // the metrics.
-func (e *env) loadStages(ctx context.Context, m *pipeline.Metrics) (durable, *loader.Writer, error) {
-	st, err := e.deadLetters(ctx)
+func (e *env) loadStages(ctx context.Context, m *pipeline.Metrics) (deadletter.Store, *loader.Writer, error) {
+	dl, err := e.deadLetters(ctx)
 	if err != nil {
-		return durable{}, nil, err
+		return nil, nil, err
 	}
-	dl := durable{st}
 	w, err := e.writer(ctx, m)
 	if err != nil {
-		return durable{}, nil, err
+		return nil, nil, err
 	}
 	if err := checkTarget(ctx, w, e.log); err != nil {
-		return durable{}, nil, err
+		return nil, nil, err
 	}
 	m.WriterStats(w)
 	return dl, w, nil

@@ -107,8 +107,18 @@ func TestHostileInput(t *testing.T) {
 		{name: "duplicate JSON keys", file: "duplicate-keys.ndjson", exit: 2, loaded: []string{"Patient/k6"},
 			dead: map[int64]wantDead{1: {"parse", "duplicate"}, 2: {"parse", "duplicate"}, 3: {"parse", "duplicate"},
 				4: {"parse", "duplicate"}}},
-		{name: "resourceType of another type", file: "other-type.ndjson", exit: 2, loaded: []string{"Patient/e5"},
-			dead: map[int64]wantDead{1: {"invalid", ""}, 2: {"invalid", ""}, 3: {"", ""}, 4: {"", ""}, 5: {"", ""}}},
+		// Issue 14, defect 5: objects that are not NDJSON get one entry that says
+		// what they are; CR-only line ends are split on CR.
+		{name: "UTF-16 with a BOM", file: "utf16.ndjson", exit: 2,
+			dead: map[int64]wantDead{1: {"parse", "UTF-16 LE (BOM): NDJSON must be UTF-8"}}},
+		{name: "a JSON array", file: "array.json", exit: 2,
+			dead: map[int64]wantDead{1: {"parse", "a JSON array, not NDJSON"}}},
+		{name: "a pretty-printed resource", file: "pretty.json", exit: 2,
+			dead: map[int64]wantDead{1: {"parse", "a multi-line JSON document (a pretty-printed Patient)"}}},
+		{name: "CR line ends", file: "cr-only.ndjson", exit: 0, loaded: []string{"Patient/r1", "Patient/r2"}},
+		// Every R4 type loads (the Encounter); the rest are not resources.
+		{name: "resourceType of another type", file: "other-type.ndjson", exit: 2, loaded: []string{"Encounter/e1", "Patient/e5"},
+			dead: map[int64]wantDead{2: {"invalid", "unknown resource type"}, 3: {"", ""}, 4: {"", ""}, 5: {"", ""}}},
 		{name: "id of 65 characters", file: "long-id.ndjson", exit: 2, loaded: []string{"Patient/" + strings.Repeat("b", 64)},
 			dead: map[int64]wantDead{1: {"invalid", ""}, 3: {"invalid", ""}}},
 		{name: "gzip bomb", gen: genGzipBomb, extra: "source: {max_decompressed_bytes: 16777216}\n", exit: 2,

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fhirload/fhirload/pipeline"
+	"github.com/fhirload/fhirload/transform"
 	"github.com/fhirload/fhirload/verify"
 )
 
@@ -59,7 +60,12 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
-	tr, err := e.transformer()
+	refs, err := e.referenceIndex(ctx, sources)
+	if err != nil {
+		_ = src.Close()
+		return fail(stderr, "%v", err)
+	}
+	tr, err := e.transformer(refs)
 	if err != nil {
 		_ = src.Close()
 		return fail(stderr, "%v", err)
@@ -103,7 +109,7 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 	if v == nil {
 		return finish(rep, *reportPath, sig, stderr)
 	}
-	return verifyAfterRun(ctx, sig, v, rep, sources, spool, *reportPath, stderr)
+	return verifyAfterRun(ctx, sig, v, tr, rep, sources, spool, *reportPath, stderr)
 }
 
 // verifyAfterRun is the second half of `run --verify`: when the load
@@ -112,8 +118,8 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 // the verify report under "verify"; the exit code is 1 when either part is
 // fatal or the verification incomplete, else the larger of the two (2: a
 // line dead-lettered, or a resource missing or different).
-func verifyAfterRun(ctx context.Context, sig *signals, v *verifier, rep *pipeline.Report, sources []string,
-	spool *stdinSpool, reportPath string, stderr io.Writer) int {
+func verifyAfterRun(ctx context.Context, sig *signals, v *verifier, tr *transform.Transformer, rep *pipeline.Report,
+	sources []string, spool *stdinSpool, reportPath string, stderr io.Writer) int {
 	if rep.Fatal != "" || rep.Interrupted {
 		v.e.log.Warn("the load did not finish: not verified")
 		return finish(rep, reportPath, sig, stderr)
@@ -130,7 +136,7 @@ func verifyAfterRun(ctx context.Context, sig *signals, v *verifier, rep *pipelin
 	if src, err := pipeline.OpenSources(ctx, senv, sources); err != nil {
 		vrep.Fatal = fmt.Sprintf("verify: %v", err)
 	} else {
-		vrep = v.run(ctx, sig, src, stderr)
+		vrep = v.run(ctx, sig, src, tr, stderr) // the run's transform: the same ids and references
 	}
 	if reportPath != "" {
 		if err := (runVerifyReport{Report: rep, Verify: vrep}).writeFile(reportPath); err != nil {

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fhirload/fhirload/pipeline"
+	"github.com/fhirload/fhirload/transform"
 	"github.com/fhirload/fhirload/verify"
 )
 
@@ -48,6 +49,17 @@ func verifyCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
+	// The transform of run, reference index included.
+	refs, err := e.referenceIndex(ctx, sources)
+	if err != nil {
+		_ = src.Close()
+		return fail(stderr, "%v", err)
+	}
+	tr, err := e.transformer(refs)
+	if err != nil {
+		_ = src.Close()
+		return fail(stderr, "%v", err)
+	}
 	metrics := newMetricsIf(*metricsAddr, cfg)
 	v, err := e.verifier(ctx, metrics, true)
 	if err != nil {
@@ -58,7 +70,7 @@ func verifyCmd(ctx context.Context, sig *signals, args []string, stderr io.Write
 		_ = src.Close()
 		return fail(stderr, "metrics listener: %v", err)
 	}
-	rep := v.run(ctx, sig, src, stderr)
+	rep := v.run(ctx, sig, src, tr, stderr)
 	if *reportPath != "" {
 		if err := rep.WriteFile(*reportPath); err != nil {
 			fmt.Fprintf(stderr, "fhirload: write report: %v\n", err)
@@ -97,13 +109,9 @@ func (e *env) verifier(ctx context.Context, m *pipeline.Metrics, readerStats boo
 	return &verifier{e: e, sink: sink, m: m, method: r.Method()}, nil
 }
 
-// run verifies src and returns the report (always).
-func (v *verifier) run(ctx context.Context, sig *signals, src pipeline.Source, stderr io.Writer) *verify.Report {
-	tr, err := v.e.transformer()
-	if err != nil {
-		_ = src.Close()
-		return &verify.Report{Command: "verify", RunID: v.e.runID, Fatal: err.Error(), Mismatches: []verify.Mismatch{}}
-	}
+// run verifies src through tr (the transform run uses) and returns the
+// report (always).
+func (v *verifier) run(ctx context.Context, sig *signals, src pipeline.Source, tr *transform.Transformer, stderr io.Writer) *verify.Report {
 	runner := pipeline.NewRunner(pipeline.Deps{Config: v.e.cfg, Command: "verify", RunID: v.e.runID, Transformer: tr,
 		Sink: v.sink, Logger: v.e.log, Metrics: v.m})
 	total, _ := pipeline.SourceSize(src)

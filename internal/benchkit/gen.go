@@ -10,7 +10,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
+
+	"github.com/fhirload/fhirload/registry"
 )
 
 // GenOptions configures Generate. Zero values take the defaults.
@@ -308,4 +312,386 @@ func (g *gen) component(b []byte, loinc, display string, lo, hi float64) []byte 
 	b = append(b, `"},"valueQuantity":{"value":`...)
 	b = strconv.AppendInt(b, int64(lo+(hi-lo)*g.rnd.Float64()), 10)
 	return append(b, `,"unit":"mm[Hg]","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}`...)
+}
+
+// DefaultMixedTypes returns the types GenerateMixed writes per patient by default:
+// common clinical and financial types, several of which Synthea's R4 export does not
+// have (DocumentReference, Provenance, ServiceRequest, Coverage, Appointment, Specimen,
+// Goal).
+func DefaultMixedTypes() []string {
+	return []string{
+		"Encounter", "Observation", "Condition", "Procedure", "MedicationRequest", "Immunization",
+		"AllergyIntolerance", "DiagnosticReport", "DocumentReference", "Provenance", "ServiceRequest",
+		"Coverage", "Claim", "Appointment", "Specimen", "Goal", "CarePlan",
+	}
+}
+
+// DefaultSharedTypes returns the types GenerateMixed writes once for the whole
+// population (after every patient, so that references to them come first in the stream).
+func DefaultSharedTypes() []string {
+	return []string{"Organization", "Location", "Practitioner", "PractitionerRole", "Medication", "Device"}
+}
+
+// MixedOptions configures GenerateMixed. Zero values take the defaults.
+type MixedOptions struct {
+	Patients    int      // default 10
+	PerPatient  int      // resources of each type per patient, default 3
+	Shared      int      // resources of each shared type, default 5
+	Types       []string // per-patient types (Patient is always written), default DefaultMixedTypes()
+	SharedTypes []string // default DefaultSharedTypes()
+	Seed        uint64
+}
+
+// MixedStats says what GenerateMixed wrote.
+type MixedStats struct {
+	Resources  int64
+	Bytes      int64
+	References int64 // urn:uuid: references written
+	PerType    map[string]int64
+}
+
+// GenerateMixed writes a population of many resource types as NDJSON to w, built from
+// the registry's definitions rather than from templates: for each resource it fills
+// every required element (and, at random, some optional ones) with values of the
+// element's type — codes of required bindings from their value sets, choice types at
+// random — and points every Reference at a generated resource of a type the element
+// allows, as a urn:uuid: reference (the patient's own resources first, then the shared
+// ones, which are written last so that most references point forward). Patients carry
+// a name with family and given (the seed profile). Every line is valid under the
+// transform's seed profile, and with an Index of the stream every reference resolves.
+// The same options give the same bytes.
+func GenerateMixed(w io.Writer, o MixedOptions) (MixedStats, error) {
+	if o.Patients <= 0 {
+		o.Patients = 10
+	}
+	if o.PerPatient <= 0 {
+		o.PerPatient = 3
+	}
+	if o.Shared <= 0 {
+		o.Shared = 5
+	}
+	if o.Types == nil {
+		o.Types = DefaultMixedTypes()
+	}
+	if o.SharedTypes == nil {
+		o.SharedTypes = DefaultSharedTypes()
+	}
+	reg := registry.R4()
+	for _, t := range append(append([]string{}, o.Types...), o.SharedTypes...) {
+		if !reg.IsResourceType(t) {
+			return MixedStats{}, fmt.Errorf("benchkit: %q is not an R4 resource type", t)
+		}
+	}
+	g := &mixGen{gen: gen{rnd: rand.New(rand.NewPCG(o.Seed, 0x5851f42d4c957f2d)), seed: o.Seed}, reg: reg,
+		children: map[string][]*registry.Element{}, pools: map[string][][]byte{}}
+	st := MixedStats{PerType: map[string]int64{}}
+	for _, t := range o.SharedTypes {
+		for k := 0; k < o.Shared; k++ {
+			g.pools[t] = append(g.pools[t], g.uuid(t, int64(k)))
+		}
+	}
+	bw := bufio.NewWriterSize(w, 256<<10)
+	var line []byte
+	emit := func(typ string, id []byte) error {
+		line = g.resource(line[:0], typ, id)
+		st.Resources++
+		st.Bytes += int64(len(line))
+		st.PerType[typ]++
+		_, err := bw.Write(line)
+		return err
+	}
+	for p := 0; p < o.Patients; p++ {
+		// The patient's own ids first, so its resources can point at each other.
+		for _, t := range o.Types {
+			g.pools[t] = g.pools[t][:0]
+			for k := 0; k < o.PerPatient; k++ {
+				g.pools[t] = append(g.pools[t], g.uuid(t, int64(p*o.PerPatient+k)))
+			}
+		}
+		pid := g.uuid("Patient", int64(p))
+		g.pools["Patient"] = [][]byte{pid}
+		if err := emit("Patient", pid); err != nil {
+			return st, err
+		}
+		for _, t := range o.Types {
+			for _, id := range g.pools[t] {
+				if err := emit(t, id); err != nil {
+					return st, err
+				}
+			}
+		}
+	}
+	for _, t := range o.Types {
+		delete(g.pools, t)
+	}
+	delete(g.pools, "Patient")
+	for _, t := range o.SharedTypes {
+		for _, id := range g.pools[t] {
+			if err := emit(t, id); err != nil {
+				return st, err
+			}
+		}
+	}
+	st.References = g.refs
+	return st, bw.Flush()
+}
+
+type mixGen struct {
+	gen
+	reg      *registry.Registry
+	children map[string][]*registry.Element // type name or backbone path → child elements
+	pools    map[string][][]byte            // type → ids a reference may point at
+	refs     int64
+	n        int // running counter for values
+}
+
+// skipped says whether an optional element is left out: ids, extensions, and a
+// resource's metadata and narrative, whose values a load benchmark does not need.
+func skipped(e *registry.Element, depth int) bool {
+	if e.Min > 0 {
+		return false
+	}
+	switch e.Name() {
+	case "id", "extension", "modifierExtension":
+		return true
+	case "meta", "implicitRules", "language", "text", "contained":
+		return depth == 1
+	}
+	return false
+}
+
+func (g *mixGen) childrenOf(t *registry.Type, path string) []*registry.Element {
+	if c, ok := g.children[path]; ok {
+		return c
+	}
+	var out []*registry.Element
+	prefix := path + "."
+	for i := range t.Elements {
+		e := &t.Elements[i]
+		if strings.HasPrefix(e.Path, prefix) && !strings.Contains(e.Path[len(prefix):], ".") && e.Max != 0 {
+			out = append(out, e)
+		}
+	}
+	g.children[path] = out
+	return out
+}
+
+func (g *mixGen) resource(b []byte, typ string, id []byte) []byte {
+	b = append(b, `{"resourceType":"`...)
+	b = append(b, typ...)
+	b = append(b, `","id":"`...)
+	b = append(b, id...)
+	b = append(b, '"')
+	if typ == "Patient" { // the seed profile: a name with family and given
+		b = append(b, `,"name":[{"family":"`...)
+		b = append(b, pick(g.rnd, families)...)
+		b = append(b, `","given":["`...)
+		b = append(b, pick(g.rnd, givens)...)
+		b = append(b, `"]}]`...)
+	}
+	t := g.reg.Type(typ)
+	b = g.members(b, t, typ, 1, true) // after the id
+	return append(b, "}\n"...)
+}
+
+// members appends the members of an object of path (a type or backbone element), each
+// after a comma; comma says whether one is already written.
+func (g *mixGen) members(b []byte, t *registry.Type, path string, depth int, comma bool) []byte {
+	return g.membersExcept(b, t, path, depth, comma, nil)
+}
+
+// membersExcept is members without the elements named in except (those a profile of
+// the datatype forbids, such as SimpleQuantity's comparator).
+func (g *mixGen) membersExcept(b []byte, t *registry.Type, path string, depth int, comma bool, except map[string]bool) []byte {
+	kids := g.childrenOf(t, path)
+	wrote := comma
+	for _, e := range kids {
+		if skipped(e, depth) || except[e.Name()] || path == "Patient" && e.Name() == "name" {
+			continue
+		}
+		include := e.Min > 0 || depth <= 3 && g.rnd.IntN(4*depth) == 0
+		if !include {
+			continue
+		}
+		before := len(b)
+		if wrote {
+			b = append(b, ',')
+		}
+		var ok bool
+		b, ok = g.element(b, t, e, depth)
+		if !ok {
+			b = b[:before]
+			continue
+		}
+		wrote = true
+	}
+	if !wrote && !comma {
+		// An object must not be empty: write its first element that can have a value.
+		for _, e := range kids {
+			if skipped(e, depth) || except[e.Name()] {
+				continue
+			}
+			var ok bool
+			if b, ok = g.element(b, t, e, depth); ok {
+				break
+			}
+		}
+	}
+	return b
+}
+
+// element appends "name":value for e (an array for max > 1); false when no value can be
+// made (the caller drops it).
+func (g *mixGen) element(b []byte, t *registry.Type, e *registry.Element, depth int) ([]byte, bool) {
+	var tr registry.TypeRef
+	switch {
+	case e.ContentReference != "":
+		if depth > 4 {
+			return b, false
+		}
+		tr = registry.TypeRef{Code: "BackboneElement"}
+	case len(e.Types) == 0:
+		return b, false
+	case e.Min > 0 || len(e.Types) == 1:
+		tr = e.Types[0]
+	default:
+		tr = e.Types[g.rnd.IntN(len(e.Types))]
+	}
+	if tr.Code == "Resource" || tr.Code == "Extension" || tr.Code == "xhtml" || tr.Code == "Narrative" || tr.Code == "Meta" {
+		return b, false
+	}
+	start := len(b)
+	b = append(b, '"')
+	b = append(b, e.JSONName(tr.Code)...)
+	b = append(b, `":`...)
+	many := e.Max != 1
+	if many {
+		b = append(b, '[')
+	}
+	var ok bool
+	b, ok = g.value(b, t, e, tr, depth)
+	if !ok {
+		return b[:start], false
+	}
+	if many {
+		b = append(b, ']')
+	}
+	return b, true
+}
+
+func (g *mixGen) value(b []byte, t *registry.Type, e *registry.Element, tr registry.TypeRef, depth int) ([]byte, bool) {
+	vs := (*registry.ValueSet)(nil)
+	if e.Binding.Strength == "required" {
+		vs = g.reg.ValueSet(e.Binding.ValueSet)
+	}
+	switch tr.Code {
+	case "BackboneElement", "Element":
+		if depth > 5 {
+			return b, false
+		}
+		path := e.Path
+		if e.ContentReference != "" {
+			path = e.ContentReference
+		}
+		b = append(b, '{')
+		b = g.members(b, t, path, depth+1, false)
+		return append(b, '}'), true
+	case "Reference":
+		return g.reference(b, tr), true
+	case "CodeableConcept":
+		if vs != nil && vs.Complete && len(vs.Codes) > 0 {
+			c := vs.Codes[g.rnd.IntN(len(vs.Codes))]
+			b = append(b, `{"coding":[{"system":"`...)
+			b = append(b, c.System...)
+			b = append(b, `","code":"`...)
+			b = append(b, c.Code...)
+			return append(b, `"}]}`...), true
+		}
+		b = append(b, `{"coding":[{"system":"http://example.org/codes","code":"c`...)
+		b = strconv.AppendInt(b, int64(g.rnd.IntN(100)), 10)
+		return append(b, `"}],"text":"generated"}`...), true
+	case "Identifier":
+		g.n++
+		b = append(b, `{"system":"http://example.org/ids","value":"`...)
+		b = strconv.AppendInt(b, int64(g.n), 10)
+		return append(b, `"}`...), true
+	case "code":
+		if vs != nil {
+			if !vs.Complete || len(vs.Codes) == 0 {
+				c, ok := externalCodes[vs.URL]
+				if !ok {
+					return b, false
+				}
+				return strconv.AppendQuote(b, c), true
+			}
+			return strconv.AppendQuote(b, vs.Codes[g.rnd.IntN(len(vs.Codes))].Code), true
+		}
+		return append(b, `"code"`...), true
+	}
+	if v, ok := primitiveValues[tr.Code]; ok {
+		return append(b, v...), true
+	}
+	ct := g.reg.Type(tr.Code)
+	if ct == nil || ct.Kind != registry.Complex || depth > 5 {
+		return b, false
+	}
+	var except map[string]bool
+	for _, url := range tr.Profiles {
+		if p := g.reg.Profile(url); p != nil && p.Type == ct.Name {
+			for _, pe := range p.Elements {
+				if pe.Max == 0 && pe.SliceName == "" && strings.Count(pe.ID, ".") == 1 {
+					if except == nil {
+						except = map[string]bool{}
+					}
+					except[pe.Name()] = true
+				}
+			}
+		}
+	}
+	b = append(b, '{')
+	b = g.membersExcept(b, ct, ct.Name, depth+1, false, except)
+	return append(b, '}'), true
+}
+
+// reference points at a generated resource of a type the element allows: the patient's
+// own resources first, then shared ones; {"display":…} when none is allowed.
+func (g *mixGen) reference(b []byte, tr registry.TypeRef) []byte {
+	var choices []string
+	for _, target := range tr.Targets {
+		if target == "Resource" {
+			for typ := range g.pools {
+				choices = append(choices, typ)
+			}
+			break
+		}
+		if len(g.pools[target]) > 0 {
+			choices = append(choices, target)
+		}
+	}
+	if len(choices) == 0 {
+		return append(b, `{"display":"not generated"}`...)
+	}
+	slices.Sort(choices) // map order must not change the output
+	ids := g.pools[choices[g.rnd.IntN(len(choices))]]
+	g.refs++
+	b = append(b, `{"reference":"urn:uuid:`...)
+	b = append(b, ids[g.rnd.IntN(len(ids))]...)
+	return append(b, `"}`...)
+}
+
+// primitiveValues are the JSON values generated for primitive types.
+var primitiveValues = map[string]string{
+	"boolean": "true", "integer": "7", "positiveInt": "3", "unsignedInt": "0", "decimal": "12.5",
+	"string": `"generated text"`, "markdown": `"generated *text*"`, "id": `"a1"`, "uri": `"http://example.org/fhir/x"`,
+	"url": `"http://example.org/x"`, "canonical": `"http://example.org/fhir/StructureDefinition/x"`,
+	"oid": `"urn:oid:1.2.3.4"`, "uuid": `"urn:uuid:6f3c1e52-8a4d-4b0e-9d27-51c38e0a7f14"`, "date": `"2021-03-04"`,
+	"dateTime": `"2021-03-04T10:20:30-05:00"`, "instant": `"2021-03-04T10:20:30.123Z"`, "time": `"10:20:30"`,
+	"base64Binary": `"aGVsbG8gd29ybGQ="`,
+}
+
+// externalCodes are codes of required value sets whose code systems are not in the package.
+var externalCodes = map[string]string{
+	"http://hl7.org/fhir/ValueSet/mimetypes":  "text/plain",
+	"http://hl7.org/fhir/ValueSet/currencies": "USD",
+	"http://hl7.org/fhir/ValueSet/ucum-units": "mg",
 }

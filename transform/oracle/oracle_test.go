@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fhirload/fhirload/internal/benchkit"
+	"github.com/fhirload/fhirload/registry"
 	"github.com/fhirload/fhirload/transform"
 	"github.com/google/fhir/go/fhirversion"
 	"github.com/google/fhir/go/jsonformat"
@@ -47,13 +49,46 @@ func readLines(t testing.TB, name string) [][]byte {
 
 func corpus(t testing.TB) map[string][][]byte {
 	sets := map[string][][]byte{}
-	for _, f := range []string{"../../testdata/sample/Patient.ndjson.gz", "../../testdata/sample/Observation.ndjson.gz",
-		"../../testdata/shared/fhir/pathling/Patient.ndjson", "../../testdata/shared/fhir/pathling/Observation.ndjson.gz"} {
+	all, _ := filepath.Glob("../../testdata/shared/fhir-all/*.ndjson.gz")
+	for _, f := range append([]string{"../../testdata/sample/Patient.ndjson.gz", "../../testdata/sample/Observation.ndjson.gz",
+		"../../testdata/shared/fhir/pathling/Patient.ndjson", "../../testdata/shared/fhir/pathling/Observation.ndjson.gz"}, all...) {
 		lines := readLines(t, f)
 		if len(lines) > 1500 {
 			lines = lines[:1500]
 		}
 		sets[filepath.Base(f)] = lines
+	}
+	// The entries of the Synthea Bundles, one line each.
+	bundles, _ := filepath.Glob("../../testdata/shared/synthea-bundles/*.json.gz")
+	for _, f := range bundles {
+		r, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := transform.NewBundleDecoder(zr, transform.BundleOptions{})
+		for {
+			e, err := d.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil || e.Err != nil {
+				t.Fatalf("%s: %v %v", f, err, e.Err)
+			}
+			sets["bundle-entries"] = append(sets["bundle-entries"], transform.AppendCompact(nil, e.Resource))
+		}
+		r.Close()
+	}
+	// A population of every R4 resource type, generated from the registry's definitions.
+	var gen bytes.Buffer
+	if _, err := benchkit.GenerateMixed(&gen, benchkit.MixedOptions{Patients: 2, PerPatient: 2, Types: registry.R4().ResourceTypes(), Seed: 11}); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range bytes.Split(bytes.TrimSpace(gen.Bytes()), []byte("\n")) {
+		sets["generated"] = append(sets["generated"], l)
 	}
 	files, _ := filepath.Glob("../../testdata/shared/fhir/examples/*.json")
 	for _, f := range files {
@@ -106,6 +141,24 @@ var mutations = []struct {
 	{"extra valid extension", `"status":"final"`, `"status":"final","extension":[{"url":"http://x","valueString":"y"}]`},
 	{"null value", `"status":"final"`, `"status":null`},
 	{"duplicate key", `"status":"final"`, `"status":"final","status":"final"`},
+	// Other types (Synthea population, generated population).
+	{"encounter status", `"status":"finished"`, `"status":"done"`},
+	{"claim use", `"use":"claim"`, `"use":"bill"`},
+	{"drop encounter class", `"class":{`, `"classX":{`},
+	{"onset as instant", `"onsetDateTime":`, `"onsetInstant":`},
+	{"two onsets", `"onsetDateTime":`, `"onsetString":"x","onsetDateTime":`},
+	{"date for dateTime", `"authoredOn":"20`, `"authoredOn":"2020-02-30T00:00:00Z","x":"`},
+	{"sequence zero", `"sequence":1,`, `"sequence":0,`},
+	{"negative integer", `"sequence":1,`, `"sequence":-1,`},
+	{"decimal for integer", `"sequence":1,`, `"sequence":1.5,`},
+	{"total as string", `"total":{"value":`, `"total":{"value":"1","x":`},
+	{"unknown backbone element", `"diagnosis":[{`, `"diagnosis":[{"foo":1,`},
+	{"currency", `"currency":"USD"`, `"currency":"usd"`},
+	{"bad clinical status", `"code":"active"`, `"code":"on"`},
+	{"contained bad", `"status":"completed"`, `"status":"completed","contained":[{"resourceType":"Encounter","id":"c"}]`},
+	{"contained ok", `"status":"completed"`, `"status":"completed","contained":[{"resourceType":"Location","id":"c","name":"x"}]`},
+	{"wrong reference type", `"provider":{"reference":"urn:uuid:`, `"provider":{"reference":"Patient/p1","display":"urn:uuid:`},
+	{"empty array", `"identifier":[`, `"identifier":[],"x":[`},
 }
 
 // explained lists the known disagreements (mutation name → why). Every other case —
@@ -115,6 +168,13 @@ var explained = map[string]string{
 		"the last value; we reject it as ambiguous (the JSON is not one resource).",
 	"null value": "google/fhir treats \"status\":null as present (it does not report the null and its " +
 		"required-field check passes); FHIR JSON forbids null outside primitive arrays and we reject it.",
+	"currency": "google/fhir does not check codes of code systems outside the package (ISO 4217 here); the " +
+		"required binding of Money.currency to ISO 4217 lets us check their form (three upper-case letters), so " +
+		"\"usd\" is rejected.",
+	"contained bad": "google/fhir does not check required elements inside contained resources (it accepts a " +
+		"contained Encounter without status and class); we validate a contained resource as a full resource.",
+	"bad clinical status": "google/fhir does not check required bindings on CodeableConcept elements " +
+		"(Condition.clinicalStatus, AllergyIntolerance.clinicalStatus); we require a coding from the value set.",
 }
 
 func TestDifferential(t *testing.T) {
@@ -134,17 +194,24 @@ func TestDifferential(t *testing.T) {
 			}
 		}
 	}
+	applied := map[string]int{}
 	for set, lines := range corpus(t) {
 		for i, l := range lines {
 			check(set+"/"+"orig", l)
-			if i%10 != 0 {
+			if i%10 != 0 && set != "generated" && set != "examples" {
 				continue
 			}
 			for _, m := range mutations {
 				if bytes.Contains(l, []byte(m.old)) {
+					applied[m.name]++
 					check(m.name, bytes.Replace(l, []byte(m.old), []byte(m.new), 1))
 				}
 			}
+		}
+	}
+	for _, m := range mutations {
+		if applied[m.name] == 0 {
+			t.Errorf("mutation %q applies to no line of the corpus", m.name)
 		}
 	}
 	counts := map[string]int{}

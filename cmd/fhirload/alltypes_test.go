@@ -1,0 +1,128 @@
+package main
+
+import (
+	"compress/gzip"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// Issue 16: a real HealthLake user's bulk data is every resource type. The
+// Synthea population (17 types, 38,970 lines) loads with no configuration
+// beyond the workspace's folders, the store holds each type's unique ids, a
+// second run creates nothing, and cross-type urn:uuid references point at
+// their targets' real types (Claim.provider → Organization).
+func TestRunEveryResourceType(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "shared", "fhir-all", "*.ndjson.gz"))
+	if err != nil || len(files) != 17 {
+		t.Fatalf("fhir-all: %d files, %v", len(files), err)
+	}
+	want := map[string]map[string]bool{} // type -> ids in the files
+	lines := 0
+	for _, f := range files {
+		for _, l := range gunzipLines(t, f) {
+			var r struct{ ResourceType, ID string }
+			if err := json.Unmarshal(l, &r); err != nil {
+				t.Fatal(err)
+			}
+			if want[r.ResourceType] == nil {
+				want[r.ResourceType] = map[string]bool{}
+			}
+			want[r.ResourceType][r.ID] = true
+			lines++
+		}
+	}
+	w := newWorkspace(t, "", "")
+	args := []string{"run"}
+	for _, f := range files {
+		args = append(args, absPath(t, f))
+	}
+	code, rep, log := w.runBin(t, args...)
+	if code != 0 || rep == nil || rep.Lines != int64(lines) || rep.Loaded != int64(lines) {
+		t.Fatalf("exit %d, report %+v\n%s", code, rep, tail(log))
+	}
+	stored := storeBodies(t, filepath.Join(w.dir, "store"))
+	got := map[string]int{}
+	for ref := range stored {
+		got[strings.Split(ref, "/")[0]]++
+	}
+	for typ, ids := range want {
+		if got[typ] != len(ids) {
+			t.Errorf("%s: the store holds %d, the files have %d distinct ids", typ, got[typ], len(ids))
+		}
+	}
+	if len(want["Organization"]) != 203 || len(want["Practitioner"]) != 203 {
+		t.Errorf("Organization %d, Practitioner %d: the data changed?", len(want["Organization"]), len(want["Practitioner"]))
+	}
+	// Claim.provider allows Practitioner, PractitionerRole and Organization:
+	// the pre-pass index finds that Synthea's providers are Organizations.
+	providers := map[string]int{}
+	for ref, body := range stored {
+		if !strings.HasPrefix(ref, "Claim/") {
+			continue
+		}
+		var c struct{ Provider struct{ Reference string } }
+		if err := json.Unmarshal(body, &c); err != nil {
+			t.Fatal(err)
+		}
+		typ, id, _ := strings.Cut(c.Provider.Reference, "/")
+		providers[typ]++
+		if _, ok := stored[c.Provider.Reference]; !ok || typ != "Organization" {
+			t.Fatalf("%s: provider %q (%s) is not a stored Organization", ref, c.Provider.Reference, id)
+		}
+	}
+	if providers["Organization"] != len(want["Claim"]) {
+		t.Fatalf("providers %v", providers)
+	}
+
+	code, rep, log = w.runBin(t, args...)
+	if code != 0 || rep.Created != 0 || rep.Loaded != int64(lines) {
+		t.Fatalf("second run: exit %d %+v\n%s", code, rep, tail(log))
+	}
+}
+
+// TestRunSyntheaBundles: Synthea's own per-patient transaction Bundles load
+// as their entries with no configuration, and again without creating
+// anything.
+func TestRunSyntheaBundles(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "shared", "synthea-bundles", "*.json.gz"))
+	if err != nil || len(files) != 3 {
+		t.Fatalf("bundles: %d files, %v", len(files), err)
+	}
+	entries := 0
+	for _, f := range files {
+		fh, err := os.Open(f)
+		must(t, err)
+		zr, err := gzip.NewReader(fh)
+		must(t, err)
+		var b struct{ Entry []json.RawMessage }
+		must(t, json.NewDecoder(zr).Decode(&b))
+		fh.Close()
+		entries += len(b.Entry)
+	}
+	w := newWorkspace(t, "", "")
+	dir := filepath.Dir(absPath(t, files[0]))
+	code, rep, log := w.runBin(t, "run", dir)
+	if code != 0 || rep == nil || rep.Objects != 3 || rep.Lines != int64(entries) || rep.Loaded != int64(entries) {
+		t.Fatalf("exit %d report %+v (want %d entries)\n%s", code, rep, entries, tail(log))
+	}
+	types := map[string]int{}
+	for ref := range storeBodies(t, filepath.Join(w.dir, "store")) {
+		types[strings.Split(ref, "/")[0]]++
+	}
+	names := make([]string, 0, len(types))
+	for k := range types {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	if types["Patient"] != 3 || len(types) < 10 {
+		t.Fatalf("stored types %v", names)
+	}
+	code, rep, log = w.runBin(t, "run", dir)
+	if code != 0 || rep.Created != 0 {
+		t.Fatalf("second run: exit %d %+v\n%s", code, rep, tail(log))
+	}
+}
