@@ -165,6 +165,9 @@ func (r *Report) Summary(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	if r.Different > 0 {
+		fmt.Fprintln(w, "  (different: the target holds another version — changed by another writer, or described differently by another line of the source)")
+	}
 	if len(r.Mismatches) <= summaryMismatches && r.MismatchesOmitted > 0 {
 		fmt.Fprintf(w, "  ... %d more mismatches not listed (the report keeps the first %d by source and line)\n",
 			r.MismatchesOmitted, len(r.Mismatches))
