@@ -454,3 +454,29 @@ func TestReadInvalidRefs(t *testing.T) {
 		t.Fatal("more refs than the batch size were accepted")
 	}
 }
+
+// TestReadBadResponse: a batch-response with the wrong number of entries
+// (or not a Bundle at all) is retried, not trusted.
+func TestReadBadResponse(t *testing.T) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		switch n.Add(1) {
+		case 1:
+			readReply(w, []replyEntry{{"200 OK", resourceJSON(Ref{"Observation", "obs-0"}), ""}}) // one entry for two
+		case 2:
+			io.WriteString(w, `{"resourceType":"OperationOutcome"}`)
+		default:
+			readReply(w, []replyEntry{{"200 OK", resourceJSON(Ref{"Observation", "obs-0"}), ""}, {"404 Not Found", "", ""}})
+		}
+	}))
+	defer srv.Close()
+	r, _ := newTestReader(t, srv, ReadOptions{}, nil)
+	got, err := r.Read(context.Background(), refs(2))
+	if err != nil || got[0].Status != Found || got[1].Status != Absent || got[0].Attempts != 3 {
+		t.Fatalf("%v %+v", err, got)
+	}
+	if s := r.Stats(); s.RetriesByCause[CauseBadResponse] != 4 {
+		t.Fatalf("stats %+v", s)
+	}
+}
