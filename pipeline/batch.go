@@ -96,7 +96,8 @@ func (o *objectRun) runBatch(ctx context.Context, b *batch) bool {
 		if res.IDDerived {
 			st.idsDerived++
 		}
-		items = append(items, Item{Type: res.Type, ID: res.ID, Body: res.Body, Token: uint64(o.seq)<<32 | uint64(rec.ord)})
+		items = append(items, Item{Type: res.Type, ID: res.ID, Body: res.Body, Token: uint64(o.seq)<<32 | uint64(rec.ord),
+			Source: o.sourceOf(rec), Line: rec.no})
 		idx = append(idx, i)
 	}
 	<-r.cpu
@@ -196,6 +197,15 @@ func (s streamSet) get(rec *record) (*transform.Stream, error) {
 	return st, nil
 }
 
+// sourceOf is where a record's line came from: the object, or for a
+// replayed line the source its entry names.
+func (o *objectRun) sourceOf(rec *record) string {
+	if rec.prev != nil {
+		return rec.prev.Source.URI
+	}
+	return o.obj.URI
+}
+
 // transformFailure is the failure of a line that transform rejected.
 func transformFailure(err error) failure {
 	f := failure{reason: deadletter.ReasonParse, stage: deadletter.StageTransform, msg: err.Error()}
@@ -264,10 +274,18 @@ func (r *Runner) settle(ctx context.Context, o *objectRun, st *settlement) bool 
 			st.unsettled += int64(len(st.failed))
 			ok = false
 		} else {
+			// Without a store (validate, verify) the lines are counted by
+			// reason but nothing is dead-lettered: say so.
+			stored, event := r.d.DeadLetters != nil || r.d.Replay != nil, "dead-lettered"
+			if !stored {
+				event = "not loaded (nothing stored)"
+			}
 			for _, f := range st.failed {
 				r.c.deadLettered(string(f.e.Reason), f.location)
-				r.d.Metrics.deadLettered(string(f.e.Reason))
-				r.log.Info("dead-lettered",
+				if stored {
+					r.d.Metrics.deadLettered(string(f.e.Reason))
+				}
+				r.log.Info(event,
 					zap.String("source", f.e.Source.URI), zap.Int64("line", f.e.Source.Line),
 					zap.String("reason", string(f.e.Reason)), zap.String("stage", string(f.e.Stage)),
 					zap.String("resource_type", f.e.ResourceType), zap.String("resource_id", f.e.ResourceID),

@@ -66,7 +66,13 @@ type TargetConfig struct {
 	BatchBytes          int     `yaml:"batch_bytes"`
 	Concurrency         int     `yaml:"concurrency"`
 	WriteUnitsPerSecond float64 `yaml:"write_units_per_second"`
-	Data                string  `yaml:"data"`
+	// ReadUnitsPerSecond paces verify's reads: one unit per resource read
+	// back; 0 = no configured cap (the adaptive rate still applies).
+	ReadUnitsPerSecond float64 `yaml:"read_units_per_second"`
+	// ReadMethod is how verify reads: batch (Bundles of GETs) or search
+	// (_id searches).
+	ReadMethod string `yaml:"read_method"`
+	Data       string `yaml:"data"`
 }
 
 // RetryConfig is the loader's exponential backoff.
@@ -125,7 +131,7 @@ func Defaults() Config {
 		Target: TargetConfig{
 			URL: EmbeddedTarget, Region: "us-east-1", Auth: "sigv4", Mode: "batch",
 			BatchSize: 100, BatchBytes: 4 << 20, Concurrency: 16, WriteUnitsPerSecond: 0,
-			Data: ".fhirload",
+			ReadUnitsPerSecond: 0, ReadMethod: "batch", Data: ".fhirload",
 		},
 		Retry:      RetryConfig{Initial: 200 * time.Millisecond, Max: 30 * time.Second, MaxElapsed: 10 * time.Minute},
 		AWS:        AWSConfig{Region: "us-east-1"},
@@ -284,6 +290,7 @@ func (c *Config) Validate() error {
 		oneOf("transform.ids", c.Transform.IDs, "keep", "derive"),
 		oneOf("target.auth", c.Target.Auth, "sigv4", "none"),
 		oneOf("target.mode", c.Target.Mode, "batch", "single"),
+		oneOf("target.read_method", c.Target.ReadMethod, "batch", "search"),
 		oneOf("log.format", c.Log.Format, "console", "json"),
 		oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error"),
 		oneOf("deadletter.sse", c.DeadLetter.SSE, "AES256", "aws:kms"),
@@ -298,6 +305,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("target.batch_size: %d is outside 1..500", c.Target.BatchSize)
 	case c.Target.Concurrency < 1:
 		return fmt.Errorf("target.concurrency: must be at least 1")
+	case c.Target.WriteUnitsPerSecond < 0 || c.Target.ReadUnitsPerSecond < 0:
+		return fmt.Errorf("target.write_units_per_second, target.read_units_per_second: must not be negative")
 	case c.Source.MaxLineBytes < 1024:
 		return fmt.Errorf("source.max_line_bytes: must be at least 1024")
 	case c.Source.Objects < 1:

@@ -34,6 +34,8 @@ func TestConfigErrors(t *testing.T) {
 		{"missing env", "target:\n  url: ${FHIRLOAD_NOPE}\n", "FHIRLOAD_NOPE"},
 		{"bad duration", "retry:\n  initial: soon\n", "line 2"},
 		{"bad url", "target:\n  url: ftp://x\n", "target.url"},
+		{"bad read method", "target:\n  read_method: graphql\n", "line 2: target.read_method"},
+		{"negative read units", "target:\n  read_units_per_second: -1\n", "target.read_units_per_second"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -98,6 +98,20 @@ func (c *retriesByCause) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// Register adds collectors of another stage (verify's counters) to the
+// process's registry; a nil *Metrics ignores them.
+func (m *Metrics) Register(cs ...prometheus.Collector) error {
+	if m == nil {
+		return nil
+	}
+	for _, c := range cs {
+		if err := m.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ObserveLatency records one request's latency.
 func (m *Metrics) ObserveLatency(d time.Duration) {
 	if m != nil {

@@ -17,6 +17,11 @@ type Item struct {
 	// Token identifies the item's line to the runner; a sink that settles
 	// items later (Deferred) hands it back with the final Outcome.
 	Token uint64
+	// Source and Line say where the item's line came from (the object's
+	// URI; a replayed line's original source), for sinks that report per
+	// line (verify).
+	Source string
+	Line   int64
 }
 
 // Status is how far an Item got.

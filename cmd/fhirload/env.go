@@ -85,6 +85,10 @@ type env struct {
 	runID  string
 	awsCfg *aws.Config
 	stops  []func()
+
+	// The embedded store, once started (run --verify writes and reads it).
+	embeddedBase  string
+	embeddedCreds aws.CredentialsProvider
 }
 
 func (e *env) close() {
@@ -208,9 +212,10 @@ func (e *env) deadLetters(ctx context.Context) (deadletter.Store, error) {
 	return st, nil
 }
 
-// writer builds the loader; for the embedded target it first starts the
-// local FHIR store in-process on loopback, with an ephemeral SigV4 key.
-func (e *env) writer(ctx context.Context, m *pipeline.Metrics) (*loader.Writer, error) {
+// targetOptions are the loader options of the configured target; for the
+// embedded target it first starts the local FHIR store in-process on
+// loopback (once), with an ephemeral SigV4 key.
+func (e *env) targetOptions(ctx context.Context, m *pipeline.Metrics) (loader.Options, error) {
 	t := e.cfg.Target
 	opts := loader.Options{
 		BaseURL: t.URL, Auth: t.Auth, Region: t.Region, Mode: t.Mode, BatchSize: t.BatchSize,
@@ -219,20 +224,32 @@ func (e *env) writer(ctx context.Context, m *pipeline.Metrics) (*loader.Writer, 
 		Logger: e.log, ObserveLatency: m.ObserveLatency,
 	}
 	if t.URL == pipeline.EmbeddedTarget {
-		base, creds, err := e.startEmbedded(ctx)
-		if err != nil {
-			return nil, err
+		if e.embeddedBase == "" {
+			base, creds, err := e.startEmbedded(ctx)
+			if err != nil {
+				return opts, err
+			}
+			e.embeddedBase, e.embeddedCreds = base, creds
 		}
-		opts.BaseURL, opts.Auth, opts.Credentials = base, "sigv4", creds
+		opts.BaseURL, opts.Auth, opts.Credentials = e.embeddedBase, "sigv4", e.embeddedCreds
 	} else if t.Auth == "sigv4" {
 		c, err := e.aws(ctx)
 		if err != nil {
-			return nil, err
+			return opts, err
 		}
 		if t.Region != "" {
 			c.Region = t.Region
 		}
 		opts.Credentials = aws.NewCredentialsCache(c.Credentials)
+	}
+	return opts, nil
+}
+
+// writer builds the loader of the target.
+func (e *env) writer(ctx context.Context, m *pipeline.Metrics) (*loader.Writer, error) {
+	opts, err := e.targetOptions(ctx, m)
+	if err != nil {
+		return nil, err
 	}
 	w, err := loader.New(opts)
 	if err != nil {
@@ -240,6 +257,24 @@ func (e *env) writer(ctx context.Context, m *pipeline.Metrics) (*loader.Writer, 
 	}
 	e.stops = append(e.stops, w.Close)
 	return w, nil
+}
+
+// reader builds verify's read path to the target (its own concurrency limit
+// and pacer, in read units) after its preflight check.
+func (e *env) reader(ctx context.Context, m *pipeline.Metrics) (*loader.Reader, error) {
+	opts, err := e.targetOptions(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	r, err := loader.NewReader(opts, loader.ReadOptions{Method: e.cfg.Target.ReadMethod, UnitsPerSecond: e.cfg.Target.ReadUnitsPerSecond})
+	if err != nil {
+		return nil, err
+	}
+	e.stops = append(e.stops, r.Close)
+	if err := checkTarget(ctx, r, e.log); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 func (e *env) startEmbedded(ctx context.Context) (string, aws.CredentialsProvider, error) {
@@ -305,7 +340,7 @@ func (e *env) loadStages(ctx context.Context, m *pipeline.Metrics) (deadletter.S
 // its lines are retried, then dead-lettered as retries-exhausted should the
 // failures last (exit 1 is for bad config, refused auth and unreachable
 // targets).
-func checkTarget(ctx context.Context, w *loader.Writer, log *zap.Logger) error {
+func checkTarget(ctx context.Context, w interface{ Check(context.Context) error }, log *zap.Logger) error {
 	err := w.Check(ctx)
 	var fe *loader.FatalError
 	if errors.As(err, &fe) && (fe.Status >= 500 || fe.Status == http.StatusTooManyRequests) {

@@ -22,8 +22,9 @@ var (
 const usage = `fhirload moves bulk NDJSON healthcare data into FHIR R4 servers.
 
 Usage:
-  fhirload run      [--config FILE] [--report FILE] [SOURCE ...]   paths, dirs, globs, s3://bucket/prefix
+  fhirload run      [--config FILE] [--report FILE] [--verify] [SOURCE ...]   paths, dirs, globs, s3://bucket/prefix
   fhirload validate [--config FILE] [--report FILE] [SOURCE ...]   transform only, no writes
+  fhirload verify   [--config FILE] [--report FILE] [SOURCE ...]   read back: does the target hold the source?
   fhirload watch    [--config FILE] [--queue URL] [--metrics-addr ADDR]
   fhirload enqueue  [--config FILE] --queue URL s3://bucket/prefix
   fhirload replay   [--config FILE] [--reason R] [--source GLOB] [--run ID] [--since T] [--dry-run] [--report FILE]
@@ -33,7 +34,8 @@ Usage:
   fhirload version
 
 Exit codes (run, replay, validate): 0 all loaded, 2 some lines dead-lettered, 1 fatal,
-130/143 interrupted by SIGINT/SIGTERM.
+130/143 interrupted by SIGINT/SIGTERM. verify: 0 every resource matches, 2 some missing or
+different, 1 fatal or incomplete (resources that could not be read back).
 `
 
 func main() {
@@ -80,6 +82,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return runCmd(ctx, sig, "run", rest, stderr)
 	case "validate":
 		return runCmd(ctx, sig, "validate", rest, stderr)
+	case "verify":
+		return verifyCmd(ctx, sig, rest, stderr)
 	case "watch":
 		return watchCmd(ctx, sig, rest, stderr)
 	case "enqueue":

@@ -11,10 +11,28 @@ import (
 	"github.com/fhirload/fhirload/pipeline"
 )
 
+// progressLine renders the numbers of a progress line: the text of the
+// terminal line and the fields of the log line.
+type progressLine func(rep *pipeline.Report) (string, []zap.Field)
+
+// loadProgress is the progress line of run, validate and replay.
+func loadProgress(rep *pipeline.Report) (string, []zap.Field) {
+	return fmt.Sprintf("%d objects  %d lines  %d loaded  %d dead-lettered  %.0f resources/s",
+			rep.Objects, rep.Lines, rep.Loaded, rep.DeadLettered, rep.ResourcesPerSecond),
+		[]zap.Field{zap.Int64("objects", rep.Objects), zap.Int64("lines", rep.Lines),
+			zap.Int64("loaded", rep.Loaded), zap.Int64("dead_lettered", rep.DeadLettered),
+			zap.Float64("resources_per_second", rep.ResourcesPerSecond)}
+}
+
 // startProgress shows a live line on a terminal, or logs progress every 30 s
 // otherwise, with an ETA when the total size of the input is known
 // (totalBytes > 0: local files). The returned function stops it.
 func startProgress(r *pipeline.Runner, totalBytes int64, stderr io.Writer, log *zap.Logger) func() {
+	return startProgressWith(r, totalBytes, stderr, log, loadProgress)
+}
+
+// startProgressWith is startProgress with the numbers line renders.
+func startProgressWith(r *pipeline.Runner, totalBytes int64, stderr io.Writer, log *zap.Logger, line progressLine) func() {
 	tty := false
 	if f, ok := stderr.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
@@ -41,13 +59,10 @@ func startProgress(r *pipeline.Runner, totalBytes int64, stderr io.Writer, log *
 			case <-t.C:
 				rep := r.Report(false)
 				eta := estimate(r.BytesRead(), totalBytes, rep.Seconds)
+				text, fields := line(rep)
 				if tty {
-					fmt.Fprintf(stderr, "\r\033[K%d objects  %d lines  %d loaded  %d dead-lettered  %.0f resources/s%s",
-						rep.Objects, rep.Lines, rep.Loaded, rep.DeadLettered, rep.ResourcesPerSecond, etaText(eta))
+					fmt.Fprintf(stderr, "\r\033[K%s%s", text, etaText(eta))
 				} else {
-					fields := []zap.Field{zap.Int64("objects", rep.Objects), zap.Int64("lines", rep.Lines),
-						zap.Int64("loaded", rep.Loaded), zap.Int64("dead_lettered", rep.DeadLettered),
-						zap.Float64("resources_per_second", rep.ResourcesPerSecond)}
 					if eta > 0 {
 						fields = append(fields, zap.Duration("eta", eta))
 					}

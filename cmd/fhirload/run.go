@@ -10,6 +10,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fhirload/fhirload/pipeline"
+	"github.com/fhirload/fhirload/transform"
+	"github.com/fhirload/fhirload/verify"
 )
 
 // runCmd implements `run` and `validate`.
@@ -19,6 +21,10 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 	loadCfg := configFlag(fs)
 	reportPath := fs.String("report", "", "write the run report (JSON) to this file")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus /metrics, /healthz, /readyz on this address (default off)")
+	verifyAfter := false
+	if command == "run" {
+		fs.BoolVar(&verifyAfter, "verify", false, "after the load, read the sources back from the target and compare (the verify report goes under \"verify\")")
+	}
 	if err := fs.Parse(args); err != nil {
 		return 1
 	}
@@ -38,8 +44,19 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 		return fail(stderr, "%v", err)
 	}
 	defer e.close()
+	senv := e.sourceEnv()
+	var spool *stdinSpool
+	if verifyAfter {
+		if spool, err = newStdinSpool(sources); err != nil {
+			return fail(stderr, "%v", err)
+		}
+		if spool != nil {
+			defer spool.remove()
+			senv.Stdin = spool.tee(senv.Stdin)
+		}
+	}
 	// Sources first: a missing path is fatal before anything is written.
-	src, err := pipeline.OpenSources(ctx, e.sourceEnv(), sources)
+	src, err := pipeline.OpenSources(ctx, senv, sources)
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
@@ -66,6 +83,14 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 		}
 		deps.DeadLetters, deps.Sink = dl, pipeline.LoaderSink{W: w}
 	}
+	var v *verifier
+	if verifyAfter {
+		// Built before the load: a target that refuses reads fails now.
+		if v, err = e.verifier(ctx, metrics, false); err != nil {
+			_ = src.Close()
+			return fail(stderr, "%v", err)
+		}
+	}
 	if metrics != nil {
 		addr := *metricsAddr
 		if addr == "" {
@@ -81,7 +106,53 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 	stopProgress := startProgress(runner, total, stderr, e.log)
 	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, src) }, e.log)
 	stopProgress()
-	return finish(rep, *reportPath, sig, stderr)
+	if v == nil {
+		return finish(rep, *reportPath, sig, stderr)
+	}
+	return verifyAfterRun(ctx, sig, v, tr, rep, sources, spool, *reportPath, stderr)
+}
+
+// verifyAfterRun is the second half of `run --verify`: when the load
+// finished (fatal and interrupted loads are not verified) it reads the same
+// sources back and compares. The report file holds the run's report with
+// the verify report under "verify"; the exit code is 1 when either part is
+// fatal or the verification incomplete, else the larger of the two (2: a
+// line dead-lettered, or a resource missing or different).
+func verifyAfterRun(ctx context.Context, sig *signals, v *verifier, tr *transform.Transformer, rep *pipeline.Report,
+	sources []string, spool *stdinSpool, reportPath string, stderr io.Writer) int {
+	if rep.Fatal != "" || rep.Interrupted {
+		v.e.log.Warn("the load did not finish: not verified")
+		return finish(rep, reportPath, sig, stderr)
+	}
+	senv := v.e.sourceEnv()
+	if spool != nil {
+		in, err := spool.replay()
+		if err != nil {
+			return fail(stderr, "%v", err)
+		}
+		senv.Stdin = in
+	}
+	vrep := &verify.Report{Command: "verify", RunID: v.e.runID, Mismatches: []verify.Mismatch{}}
+	if src, err := pipeline.OpenSources(ctx, senv, sources); err != nil {
+		vrep.Fatal = fmt.Sprintf("verify: %v", err)
+	} else {
+		vrep = v.run(ctx, sig, src, tr, stderr) // the run's transform: the same ids and references
+	}
+	if reportPath != "" {
+		if err := (runVerifyReport{Report: rep, Verify: vrep}).writeFile(reportPath); err != nil {
+			fmt.Fprintf(stderr, "fhirload: write report: %v\n", err)
+		}
+	}
+	rep.Summary(stderr)
+	vrep.Summary(stderr)
+	if vrep.Interrupted && sig.received != nil {
+		return exitCodeFor(sig.received)
+	}
+	runCode, verifyCode := rep.ExitCode(), vrep.ExitCode()
+	if verifyCode == 1 {
+		return verifyExit(vrep, sig, stderr)
+	}
+	return max(runCode, verifyCode)
 }
 
 // awaitRun runs fn; on the first signal it asks the runner to stop gracefully
