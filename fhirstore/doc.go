@@ -34,6 +34,22 @@
 // A token bucket of write units (one per started KB of body) answers 429 with
 // Retry-After, and chaos options inject 429, 500 and latency for client tests.
 //
+// Request bodies are admitted before they are read, so that no client can
+// make the server hold memory or connections it did not grant (intake.go):
+// a body announced over MaxBodyBytes is refused (413); the signature is
+// checked from the headers — in full when the client sends the payload hash
+// in X-Amz-Content-Sha256 (AWS SDKs and fhirload do), else everything but
+// the hash — and an unsigned or wrongly signed request is refused (401)
+// without reading its body; the announced length is then reserved from a
+// budget of buffered bytes shared by all requests (MaxBufferedBytes, 64 MiB):
+// a request that cannot get it within a second gets 429 with Retry-After: 1.
+// The body must arrive within BodyReadTimeout (30 s; 408 beyond); it is
+// hashed as it arrives and the signature check finished with the hash. Each
+// refusal closes the connection without reading the rest of the body.
+// --auth none has the same budget and deadline. Serve's http.Server bounds
+// headers to 64 KiB arriving within 10 s and closes connections idle for
+// 2 minutes.
+//
 // Storage is SQLite in WAL mode with synchronous=NORMAL: committed writes
 // survive a crash of the process; a power loss or OS crash may lose the last
 // transactions. Concurrent writes are group-committed: one SQLite transaction

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -82,6 +81,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection (read
+// deadlines, see intake).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
@@ -115,24 +118,31 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var body []byte
-	if r.Body != nil {
-		var err error
-		body, err = readBody(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes), r.ContentLength, s.opts.MaxBodyBytes)
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				writeError(w, errf(http.StatusRequestEntityTooLarge, "too-long", "Request body exceeds %d bytes.", s.opts.MaxBodyBytes))
-				return
-			}
-			writeError(w, badRequest("Could not read the request body."))
+	if r.ContentLength > s.opts.MaxBodyBytes {
+		closeAfter(w)
+		writeError(w, tooLarge(s.opts.MaxBodyBytes))
+		return
+	}
+	var chk *sigCheck
+	if s.ver != nil {
+		var e *fhirError
+		if chk, e = s.ver.begin(r); e != nil {
+			closeAfter(w)
+			writeError(w, e)
 			return
 		}
 	}
+	in, e := s.in.read(w, r, chk != nil)
+	if e != nil {
+		closeAfter(w)
+		writeError(w, e)
+		return
+	}
+	defer in.release()
+	body := in.b
 	g := grants{{typ: "*", perms: permAll}}
-	if s.ver != nil {
-		var e *fhirError
-		if g, e = s.ver.verify(r, body); e != nil {
+	if chk != nil {
+		if g, e = chk.finish(in.sum); e != nil {
 			writeError(w, e)
 			return
 		}
@@ -572,18 +582,4 @@ func relativeTarget(u string) (path, rawQuery string) {
 		path = p
 	}
 	return path, rawQuery
-}
-
-// readBody reads a request body, into one buffer of the announced length
-// when there is one (no regrowing a large Bundle as it arrives). net/http
-// ends a body at its Content-Length, and a shorter one is an error.
-func readBody(r io.Reader, length, max int64) ([]byte, error) {
-	if length <= 0 || length > max {
-		return io.ReadAll(r)
-	}
-	buf := make([]byte, length)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, err
-	}
-	return buf, nil
 }

@@ -55,6 +55,14 @@ type Options struct {
 	// MaxBodyBytes is the largest request body accepted (413 beyond).
 	// Default 32 MiB.
 	MaxBodyBytes int64
+	// MaxBufferedBytes bounds the request-body bytes held in memory by all
+	// requests together (raised to MaxBodyBytes if smaller). A request whose
+	// body does not fit waits up to a second, then gets 429 with
+	// Retry-After. Default 64 MiB.
+	MaxBufferedBytes int64
+	// BodyReadTimeout is how long a request body may take to arrive after
+	// its headers (408 beyond). Default 30 s.
+	BodyReadTimeout time.Duration
 	// Logger receives one line per request (method, route, status, duration;
 	// never bodies). Nil means no logs.
 	Logger *zap.Logger
@@ -69,6 +77,7 @@ type Server struct {
 	st         *store
 	ver        *verifier
 	bucket     *bucket
+	in         *intake
 	log        *zap.Logger
 	now        func() time.Time
 	capability []byte
@@ -98,6 +107,12 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if opts.MaxBufferedBytes <= 0 {
+		opts.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	if opts.BodyReadTimeout <= 0 {
+		opts.BodyReadTimeout = DefaultBodyReadTimeout
+	}
 	if opts.Chaos429 < 0 || opts.Chaos429 > 1 || opts.Chaos500 < 0 || opts.Chaos500 > 1 || opts.ChaosLatency < 0 {
 		return nil, errors.New("fhirstore: chaos probabilities must be within 0..1 and latency not negative")
 	}
@@ -108,7 +123,8 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Server{opts: opts, log: opts.Logger, now: now}
+	s := &Server{opts: opts, log: opts.Logger, now: now,
+		in: newIntake(opts.MaxBodyBytes, opts.MaxBufferedBytes, opts.BodyReadTimeout)}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -165,8 +181,13 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 // store; call Close after Serve returns.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{
-		Handler:           s.Handler(),
+		Handler: s.Handler(),
+		// Headers must arrive within ReadHeaderTimeout and stay under
+		// MaxHeaderBytes (AWS's own front doors take less), bodies within
+		// Options.BodyReadTimeout (set per request, see intake); an idle
+		// keep-alive connection is closed after IdleTimeout.
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ErrorLog:          zap.NewStdLog(s.log),

@@ -30,6 +30,10 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	c429 := fs.Float64("chaos-429", 0, "`probability` of an injected 429 per request and per batch entry")
 	c500 := fs.Float64("chaos-500", 0, "`probability` of an injected 500 per request and per batch entry")
 	clat := fs.Duration("chaos-latency", 0, "injected latency per request, random in [0, `duration`)")
+	maxBody := fs.Int64("max-body-bytes", fhirstore.DefaultMaxBodyBytes, "largest request body accepted (413 beyond), in `bytes`")
+	buffered := fs.Int64("max-buffered-bytes", fhirstore.DefaultMaxBufferedBytes,
+		"request-body `bytes` held in memory by all requests together; a request that does not fit waits 1 s, then gets 429")
+	bodyTimeout := fs.Duration("body-timeout", fhirstore.DefaultBodyReadTimeout, "time a request body may take to arrive after its headers (408 beyond)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -39,6 +43,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	if err := serve(ctx, stderr, *addr, *certFile, *keyFile, *keysFile, fhirstore.Options{
 		Dir: *dir, DatastoreID: *dsID, Auth: *auth, Region: *region, WriteUnitsPerSecond: *wups,
 		Chaos429: *c429, Chaos500: *c500, ChaosLatency: *clat,
+		MaxBodyBytes: *maxBody, MaxBufferedBytes: *buffered, BodyReadTimeout: *bodyTimeout,
 	}, fs.NArg()); err != nil {
 		fmt.Fprintf(stderr, "fhirload serve: %v\n", err)
 		return 1
