@@ -108,6 +108,10 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		_ = w.Close()
 		return nil, err
 	}
+	if _, err := w.ExecContext(ctx, chunkSchema); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("create schema: %w", err)
+	}
 	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
 	if err != nil {
 		_ = w.Close()
