@@ -34,7 +34,7 @@ import (
 // together with the chunk's output records and its place in the file.
 const (
 	// importChunkLines and importChunkBytes bound a chunk.
-	importChunkLines = 2000
+	importChunkLines = 5000
 	importChunkBytes = 8 << 20
 	// maxImportLine is the longest line imported; a longer one is a
 	// failure record carrying its first maxRecordedLine bytes.
@@ -191,39 +191,87 @@ func (im *importer) read(ctx context.Context, f *jobFile, next int64, lf *liveFi
 	if err != nil {
 		return next, fail(err)
 	}
+	return im.readFrom(ctx, f, src, next, lf, fail)
+}
+
+// readFrom reads the lines of f from src, importing those from line next
+// on; fail classifies a read error. It returns the next line to read when
+// it stopped. Two goroutines share the work: this one commits chunks while
+// scan reads and prepares the next one.
+func (im *importer) readFrom(ctx context.Context, f *jobFile, src io.Reader, next int64, lf *liveFile, fail func(error) error) (int64, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	chunks := make(chan preparedChunk, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(chunks)
+		im.scan(sctx, f, src, next, fail, chunks)
+	}()
+	defer func() {
+		cancel()
+		for range chunks { // let scan see the cancellation and end
+		}
+		<-done
+	}()
+	for pc := range chunks {
+		if len(pc.lines) > 0 {
+			c, err := im.commit(ctx, f, pc.lines, pc.upTo)
+			if err != nil {
+				return next, err
+			}
+			lf.counts.add(c)
+			im.jr.setLive(im.job.id, lf)
+			next = pc.upTo
+			if h := im.jr.s.opts.afterChunk; h != nil && h(im.job.id, f.idx, next) {
+				return next, errInterrupted
+			}
+		}
+		if pc.err != nil {
+			return next, pc.err
+		}
+		if err := ctx.Err(); err != nil {
+			return next, err
+		}
+	}
+	return next, nil
+}
+
+// preparedChunk is a chunk of lines checked and ready to commit (the lines
+// before upTo), and the read error that ended the file after them, if any.
+type preparedChunk struct {
+	lines []importLine
+	upTo  int64
+	err   error
+}
+
+// scan reads the lines of src from line next on into chunks, prepares each
+// and sends it to out, until the end of src, a read error, or ctx is done.
+func (im *importer) scan(ctx context.Context, f *jobFile, src io.Reader, next int64, fail func(error) error, out chan<- preparedChunk) {
 	lr := newLineReader(src, maxImportLine)
 	chunkLines := importChunkLines
 	if n := im.jr.s.opts.importChunkLines; n > 0 {
 		chunkLines = n
 	}
+	send := func(pc preparedChunk) bool {
+		im.prepare(f, pc.lines)
+		select {
+		case out <- pc:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	var chunk []importLine
 	var size int
-	commit := func(upTo int64) error {
-		if len(chunk) == 0 {
-			return nil
-		}
-		c, err := im.commit(ctx, f, chunk, upTo)
-		if err != nil {
-			return err
-		}
-		lf.counts.add(c)
-		im.jr.setLive(im.job.id, lf)
-		if h := im.jr.s.opts.afterChunk; h != nil && h(im.job.id, f.idx, upTo) {
-			return errInterrupted
-		}
-		chunk, size, next = chunk[:0], 0, upTo
-		return nil
-	}
 	for {
 		line, no, truncated, err := lr.next()
-		if err == io.EOF {
-			return next, commit(lr.no + 1)
-		}
 		if err != nil {
-			if cerr := commit(lr.no + 1); cerr != nil {
-				return next, cerr
+			pc := preparedChunk{lines: chunk, upTo: lr.no + 1}
+			if err != io.EOF {
+				pc.err = fail(err)
 			}
-			return next, fail(err)
+			send(pc)
+			return
 		}
 		if no < next || len(bytes.TrimSpace(line)) == 0 {
 			continue
@@ -231,12 +279,10 @@ func (im *importer) read(ctx context.Context, f *jobFile, next int64, lf *liveFi
 		chunk = append(chunk, importLine{no: no, raw: bytes.Clone(line), truncated: truncated})
 		size += len(line)
 		if len(chunk) >= chunkLines || size >= importChunkBytes {
-			if err := commit(no + 1); err != nil {
-				return next, err
+			if !send(preparedChunk{lines: chunk, upTo: no + 1}) {
+				return
 			}
-			if ctx.Err() != nil {
-				return next, ctx.Err()
-			}
+			chunk, size = nil, 0
 		}
 	}
 }
@@ -275,7 +321,14 @@ func (im *importer) prepare(f *jobFile, chunk []importLine) {
 			l.err = badRequest("The line is longer than %d bytes.", maxImportLine)
 			continue
 		}
-		p, e := parseResource(bytes.TrimSpace(l.raw), false)
+		// Validate without copying, and compact only a line that needs it
+		// (NDJSON lines seldom do).
+		body := bytes.TrimSpace(l.raw)
+		if !json.Valid(body) {
+			l.err = badRequest("Malformed JSON: the request body is not valid JSON.")
+			continue
+		}
+		p, e := parseResource(compactValid(body), true)
 		if e != nil {
 			l.err = e
 			continue
@@ -287,10 +340,10 @@ func (im *importer) prepare(f *jobFile, chunk []importLine) {
 	}
 }
 
-// commit writes chunk (lines of f before line upTo) into the store with its
-// output records and checkpoint, in one transaction, and returns its counts.
+// commit writes chunk (prepared lines of f before line upTo) into the store
+// with its output records and checkpoint, in one transaction, and returns
+// its counts.
 func (im *importer) commit(ctx context.Context, f *jobFile, chunk []importLine, upTo int64) (fileCounts, error) {
-	im.prepare(f, chunk)
 	uri := "s3://" + mustBucket(im.spec.Input) + "/" + f.key
 	var c fileCounts
 	err := im.st.write(ctx, func(t *wtx) error {
