@@ -347,6 +347,7 @@ func (im *importer) commit(ctx context.Context, f *jobFile, chunk []importLine, 
 	uri := "s3://" + mustBucket(im.spec.Input) + "/" + f.key
 	var c fileCounts
 	err := im.st.write(ctx, func(t *wtx) error {
+		t.bulk = true
 		c = fileCounts{}
 		now := im.jr.s.now().Truncate(time.Millisecond)
 		var ok, bad bytes.Buffer

@@ -55,9 +55,10 @@ type registry struct {
 	ctl *controlDB
 	dir string
 
-	mu   sync.Mutex
-	byID map[string]*datastore
-	list []*datastore // in creation order, the default first
+	mu     sync.Mutex
+	byID   map[string]*datastore
+	list   []*datastore // in creation order, the default first
+	closed bool
 }
 
 // openRegistry opens the default data store and the created ones that are
@@ -173,6 +174,14 @@ func (d *datastore) record() dsRecord {
 // activate opens d's database and makes it ACTIVE, or CREATE_FAILED.
 func (reg *registry) activate(ctx context.Context, d *datastore) {
 	st, err := openStore(ctx, d.dir)
+	reg.mu.Lock()
+	if reg.closed { // the server closed meanwhile: the next start activates it
+		reg.mu.Unlock()
+		if st != nil {
+			_ = st.close()
+		}
+		return
+	}
 	d.mu.Lock()
 	if err != nil {
 		d.status = dsCreateFailed
@@ -181,6 +190,7 @@ func (reg *registry) activate(ctx context.Context, d *datastore) {
 		d.status, d.st = dsActive, st
 	}
 	d.mu.Unlock()
+	reg.mu.Unlock()
 	_ = reg.ctl.putDatastore(ctx, d.record())
 }
 
@@ -224,6 +234,9 @@ func (reg *registry) finishDelete(ctx context.Context, d *datastore) {
 
 // close closes every open store, once the requests using them are done.
 func (reg *registry) close() error {
+	reg.mu.Lock()
+	reg.closed = true
+	reg.mu.Unlock()
 	var first error
 	for _, d := range reg.all() {
 		d.inflight.Wait()

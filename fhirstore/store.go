@@ -2,6 +2,7 @@ package fhirstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -282,6 +283,7 @@ type wtx struct {
 	// than one per row. pendIdent lets the duplicate check see pending
 	// identifiers.
 	pend      []pendRow
+	bulk      bool // an import chunk: index rows are flushed at its end
 	pendIdent map[identKey]int64
 
 	lookup, archive, update, insertNew, drop, unindexStmt, dupCheck *sql.Stmt
@@ -442,8 +444,10 @@ func multiSizes() []int { return []int{64, 16, 4, 1} }
 
 const multiRows = 64
 
-// flush inserts the pending index rows.
+// flush inserts the pending index rows, in key order: consecutive inserts
+// then land on the same B-tree pages.
 func (t *wtx) flush() error {
+	slices.SortFunc(t.pend, comparePend)
 	for len(t.pend) > 0 {
 		n := 1
 		for _, size := range multiSizes() {
@@ -646,9 +650,39 @@ func (t *wtx) addRows(p *parsed, rid int64) {
 	}
 }
 
-// maybeFlush inserts the pending index rows once there are enough of them.
+// comparePend orders index rows as the idx primary key does. Within a k,
+// a and b are both strings or both dates (int64).
+func comparePend(x, y pendRow) int {
+	if c := cmp.Compare(x.k, y.k); c != 0 {
+		return c
+	}
+	if c := compareValue(x.a, y.a); c != 0 {
+		return c
+	}
+	if c := compareValue(x.b, y.b); c != 0 {
+		return c
+	}
+	return cmp.Compare(x.rid, y.rid)
+}
+
+func compareValue(x, y any) int {
+	switch xv := x.(type) {
+	case string:
+		if yv, ok := y.(string); ok {
+			return strings.Compare(xv, yv)
+		}
+	case int64:
+		if yv, ok := y.(int64); ok {
+			return cmp.Compare(xv, yv)
+		}
+	}
+	return 0
+}
+
+// maybeFlush inserts the pending index rows once there are enough of them
+// (a bulk transaction keeps them all, to insert them in order).
 func (t *wtx) maybeFlush() error {
-	if len(t.pend) >= 4*multiRows {
+	if !t.bulk && len(t.pend) >= 4*multiRows {
 		return t.flush()
 	}
 	return nil
