@@ -145,11 +145,9 @@ func (c *controlDB) putDatastore(ctx context.Context, r dsRecord) error {
 	return nil
 }
 
-// job kinds.
-const (
-	kindImport = "FHIR_IMPORT"
-	kindExport = "FHIR_EXPORT"
-)
+// kindImport is the kind of import jobs (the only kind so far), as in
+// their output folder's name.
+const kindImport = "FHIR_IMPORT"
 
 // Job statuses (the API's JobStatus values that this server uses).
 const (
@@ -159,10 +157,6 @@ const (
 	jobCompletedWithErrors = "COMPLETED_WITH_ERRORS"
 	jobFailed              = "FAILED"
 )
-
-func jobDone(status string) bool {
-	return status == jobCompleted || status == jobCompletedWithErrors || status == jobFailed
-}
 
 // jobRecord is an import or export job as persisted.
 type jobRecord struct {
@@ -240,9 +234,11 @@ func (c *controlDB) jobs(ctx context.Context, kind, datastore string) ([]jobReco
 	return c.queryJobs(ctx, `SELECT `+jobColumns+` FROM jobs WHERE kind = ? AND datastore = ? ORDER BY submitted, rowid`, kind, datastore)
 }
 
-// pending lists the jobs not yet finished, in the order they were submitted.
+// pending lists the import jobs not yet finished, in the order they were
+// submitted.
 func (c *controlDB) pending(ctx context.Context) ([]jobRecord, error) {
-	return c.queryJobs(ctx, `SELECT `+jobColumns+` FROM jobs WHERE status IN ('SUBMITTED', 'IN_PROGRESS') ORDER BY submitted, rowid`)
+	return c.queryJobs(ctx, `SELECT `+jobColumns+` FROM jobs WHERE kind = ? AND status IN (?, ?) ORDER BY submitted, rowid`,
+		kindImport, jobSubmitted, jobInProgress)
 }
 
 // active reports whether datastore has a job not yet finished.

@@ -140,13 +140,7 @@ func (jr *jobRunner) runPending(ctx context.Context) {
 		if err != nil || len(jobs) == 0 {
 			return
 		}
-		j := jobs[0]
-		if j.kind != kindImport {
-			j.status, j.message, j.ended = jobFailed, "Export jobs are not supported by fhirload serve.", jr.s.now()
-			_ = jr.s.ctl.setJobStatus(ctx, j)
-			continue
-		}
-		if !jr.runImport(ctx, j) {
+		if !jr.runImport(ctx, jobs[0]) {
 			return // interrupted: left for a later start
 		}
 	}
@@ -212,7 +206,8 @@ func (jr *jobRunner) runImport(ctx context.Context, j jobRecord) bool {
 		j.status = jobFailed
 	}
 	if err := s.ctl.setJobStatus(context.WithoutCancel(ctx), j); err != nil {
-		log.Error("import job: cannot record its end", zap.Error(err))
+		log.Error("import job: cannot record its end; it is done again at the next start", zap.Error(err))
+		return false
 	}
 	log.Info("import job finished", zap.String("status", j.status))
 	return true

@@ -6,12 +6,14 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -541,6 +543,86 @@ func TestImportJobFailures(t *testing.T) {
 				if len(fails) != 1 || fails[0].Line != nil || !strings.Contains(fails[0].OperationOutcome.Issue[0].Details.Text, "gzip checksum") {
 					t.Errorf("failure records of the corrupt file: %+v", fails)
 				}
+			}
+		})
+	}
+}
+
+// cuttingS3 is moto behind a fault: the first cuts GetObject bodies break
+// off after 100 KB with a connection error.
+type cuttingS3 struct {
+	S3API
+	mu   sync.Mutex
+	cuts int
+}
+
+func (c *cuttingS3) GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	out, err := c.S3API.GetObject(ctx, in, opts...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil && c.cuts > 0 {
+		c.cuts--
+		out.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(io.LimitReader(out.Body, 100<<10), errReader{errors.New("read tcp: connection reset by peer")}), out.Body}
+	}
+	return out, err
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+// TestImportRetriesBrokenStream: an S3 stream that breaks off before the
+// object's end is opened again and read on from the last committed chunk;
+// after too many breaks the file gets a failure record for the rest.
+func TestImportRetriesBrokenStream(t *testing.T) {
+	w := newImportWorld(t)
+	obs := readNDJSON(t, "Observation.ndjson.gz")[:1000]
+	var file bytes.Buffer
+	for _, o := range obs {
+		file.Write(o)
+		file.WriteString("\n")
+	}
+	w.put(t, "cut/obs.ndjson", file.Bytes())
+	for _, c := range []struct {
+		name   string
+		cuts   int
+		status hltypes.JobStatus
+	}{
+		{"two breaks: retried", 2, hltypes.JobStatusCompleted},
+		{"three breaks: the rest of the file fails", 3, hltypes.JobStatusCompletedWithErrors},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ls := startLive(t, Options{S3: &cuttingS3{S3API: w.s3, cuts: c.cuts}, importChunkLines: 50})
+			hl := hlClient(ls.addr, fullKey)
+			job := w.startImport(t, hl, "local", "cut/", "out/")
+			p := waitJob(t, hl, "local", job)
+			imported := aws.ToInt64(p.JobProgressReport.TotalNumberOfResourcesImported)
+			if p.JobStatus != c.status {
+				t.Fatalf("job %s, %d imported", p.JobStatus, imported)
+			}
+			n := len(storeIDs(t, ls.srv, "local")["Observation"])
+			succ := records(t, w.get(t, "out/local-FHIR_IMPORT-"+job+"/SUCCESS/obs.ndjson"))
+			if int64(n) != imported || len(succ) != n {
+				t.Errorf("store %d, imported %d, success records %d: want equal", n, imported, len(succ))
+			}
+			for i, s := range succ {
+				if s.LineNumber != int64(i+1) {
+					t.Fatalf("success record %d is line %d: lines must be reported once, in order", i, s.LineNumber)
+				}
+			}
+			if c.status == hltypes.JobStatusCompleted {
+				if n != 1000 {
+					t.Errorf("%d imported, want 1000", n)
+				}
+				return
+			}
+			fails := records(t, w.get(t, "out/local-FHIR_IMPORT-"+job+"/FAILURE/obs.ndjson"))
+			if n >= 1000 || len(fails) != 1 || fails[0].LineNumber != int64(n+1) || !strings.Contains(fails[0].OperationOutcome.Issue[0].Details.Text, "connection reset") ||
+				aws.ToInt64(p.JobProgressReport.TotalNumberOfFilesReadWithCustomerError) != 1 {
+				t.Errorf("after %d imported lines: failure records %+v", n, fails)
 			}
 		})
 	}
