@@ -81,6 +81,7 @@ type importLine struct {
 	truncated bool
 	p         *parsed
 	id        string
+	stamped   []byte // the body as version 1, stamped at the chunk's time
 	err       *fhirError
 	status    int
 	version   int64
@@ -215,7 +216,7 @@ func (im *importer) readFrom(ctx context.Context, f *jobFile, src io.Reader, nex
 	}()
 	for pc := range chunks {
 		if len(pc.lines) > 0 {
-			c, err := im.commit(ctx, f, pc.lines, pc.upTo)
+			c, err := im.commit(ctx, f, pc.lines, pc.upTo, pc.now)
 			if err != nil {
 				return next, err
 			}
@@ -241,6 +242,7 @@ func (im *importer) readFrom(ctx context.Context, f *jobFile, src io.Reader, nex
 type preparedChunk struct {
 	lines []importLine
 	upTo  int64
+	now   time.Time // the time its resources are stamped with
 	err   error
 }
 
@@ -253,7 +255,8 @@ func (im *importer) scan(ctx context.Context, f *jobFile, src io.Reader, next in
 		chunkLines = n
 	}
 	send := func(pc preparedChunk) bool {
-		im.prepare(f, pc.lines)
+		pc.now = im.jr.s.now().Truncate(time.Millisecond)
+		im.prepare(f, pc.lines, pc.now)
 		select {
 		case out <- pc:
 			return true
@@ -309,8 +312,10 @@ func decompress(r io.Reader) (io.Reader, error) {
 }
 
 // prepare checks each line of chunk as the data plane checks a PUT body,
-// outside the store's write lock.
-func (im *importer) prepare(f *jobFile, chunk []importLine) {
+// and stamps it as a version 1 written at now, outside the store's write
+// lock.
+func (im *importer) prepare(f *jobFile, chunk []importLine, now time.Time) {
+	at := lastUpdated(now)
 	for i := range chunk {
 		l := &chunk[i]
 		switch {
@@ -337,24 +342,24 @@ func (im *importer) prepare(f *jobFile, chunk []importLine) {
 		if l.id == "" {
 			l.id = derivedID(im.job.id, f.key, l.no)
 		}
+		l.stamped = stampResource(nil, p.body, p.ms, l.id, "1", at)
 	}
 }
 
 // commit writes chunk (prepared lines of f before line upTo) into the store
 // with its output records and checkpoint, in one transaction, and returns
 // its counts.
-func (im *importer) commit(ctx context.Context, f *jobFile, chunk []importLine, upTo int64) (fileCounts, error) {
-	uri := "s3://" + mustBucket(im.spec.Input) + "/" + f.key
+func (im *importer) commit(ctx context.Context, f *jobFile, chunk []importLine, upTo int64, now time.Time) (fileCounts, error) {
+	quri, _ := json.Marshal("s3://" + mustBucket(im.spec.Input) + "/" + f.key)
 	var c fileCounts
 	err := im.st.write(ctx, func(t *wtx) error {
 		t.bulk = true
 		c = fileCounts{}
-		now := im.jr.s.now().Truncate(time.Millisecond)
 		var ok, bad bytes.Buffer
 		for i := range chunk {
 			l := &chunk[i]
 			if l.err == nil {
-				v, created, err := t.put(l.p, l.id, putOptions{dupCheck: true}, now, nil)
+				v, created, err := t.put(l.p, l.id, putOptions{dupCheck: true, stamped: l.stamped}, now, nil)
 				var fe *fhirError
 				switch {
 				case errors.As(err, &fe):
@@ -371,12 +376,12 @@ func (im *importer) commit(ctx context.Context, f *jobFile, chunk []importLine, 
 			c.scanned++
 			if l.err != nil {
 				c.failed++
-				failureRecord(&bad, uri, l)
+				failureRecord(&bad, quri, l)
 				continue
 			}
 			c.imported++
 			c.importedBytes += int64(len(l.raw))
-			successRecord(&ok, uri, l)
+			successRecord(&ok, quri, l)
 		}
 		_, err := t.tx.ExecContext(t.ctx, `INSERT INTO import_chunks (job, file, next_line, scanned, imported, failed, imported_bytes, success, failure)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, im.job.id, f.idx, upTo, c.scanned, c.imported, c.failed, c.importedBytes, ok.Bytes(), bad.Bytes())
@@ -436,22 +441,30 @@ func mustBucket(uri string) string {
 	return b
 }
 
-// successRecord appends the SUCCESS output record of l.
-func successRecord(b *bytes.Buffer, uri string, l *importLine) {
+// successRecord appends the SUCCESS output record of l; quri is the input
+// file's URI as a JSON string. Types and ids need no escaping (they are
+// checked to be letters, digits, '-' and '.').
+func successRecord(b *bytes.Buffer, quri []byte, l *importLine) {
 	b.WriteString(`{"inputFile":`)
-	writeJSONString(b, uri)
-	b.WriteString(`,"lineNumber":` + strconv.FormatInt(l.no, 10) + `,"resourceType":`)
-	writeJSONString(b, l.p.typ)
-	b.WriteString(`,"id":`)
-	writeJSONString(b, l.id)
-	b.WriteString(`,"versionId":"` + strconv.FormatInt(l.version, 10) + `","status":"` + statusLine(l.status) + "\"}\n")
+	b.Write(quri)
+	b.WriteString(`,"lineNumber":`)
+	b.WriteString(strconv.FormatInt(l.no, 10))
+	b.WriteString(`,"resourceType":"`)
+	b.WriteString(l.p.typ)
+	b.WriteString(`","id":"`)
+	b.WriteString(l.id)
+	b.WriteString(`","versionId":"`)
+	b.WriteString(strconv.FormatInt(l.version, 10))
+	b.WriteString(`","status":"`)
+	b.WriteString(statusLine(l.status))
+	b.WriteString("\"}\n")
 }
 
 // failureRecord appends the FAILURE output record of l: the line as sent
 // and the OperationOutcome of its refusal.
-func failureRecord(b *bytes.Buffer, uri string, l *importLine) {
+func failureRecord(b *bytes.Buffer, quri []byte, l *importLine) {
 	b.WriteString(`{"inputFile":`)
-	writeJSONString(b, uri)
+	b.Write(quri)
 	b.WriteString(`,"lineNumber":` + strconv.FormatInt(l.no, 10))
 	if l.p != nil {
 		b.WriteString(`,"resourceType":`)

@@ -67,6 +67,10 @@ type store struct {
 	path string
 	w    *sql.DB
 	r    *sql.DB
+	// ck is the checkpointer's connection; ckStop stops it, ckDone tells
+	// it stopped.
+	ck             *sql.DB
+	ckStop, ckDone chan struct{}
 	// wmu is held by the caller of write that runs a group of queued
 	// writes (the leader); qmu guards queue.
 	wmu   sync.Mutex
@@ -96,8 +100,10 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		return nil, fmt.Errorf("restrict database file: %w", err)
 	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
-		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(10000)&_pragma=journal_size_limit(67108864)"
-	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(67108864)"
+	// The writer does not checkpoint (wal_autocheckpoint 0): the
+	// checkpointer does, on a connection of its own, beside the writes.
+	w, err := sql.Open("sqlite", dsn+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
@@ -121,6 +127,14 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	st.r = r
+	ck, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		_ = st.close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	ck.SetMaxOpenConns(1)
+	st.ck, st.ckStop, st.ckDone = ck, make(chan struct{}), make(chan struct{})
+	go st.checkpointer()
 	for _, s := range []struct {
 		dst **sql.Stmt
 		q   string
@@ -259,8 +273,39 @@ func reindex(ctx context.Context, tx *sql.Tx) error {
 	}
 }
 
+// checkpointInterval is how often the checkpointer copies the committed
+// WAL frames into the database file.
+const checkpointInterval = 500 * time.Millisecond
+
+// checkpointer runs PASSIVE checkpoints every checkpointInterval until
+// close: they copy committed frames from the WAL into the database file
+// without waiting for readers or the writer, so that commits (a group of
+// REST writes, an import chunk) never pay for one. The writer starts the
+// WAL over once a checkpoint has copied all of it, and SQLite truncates it
+// to journal_size_limit then.
+func (st *store) checkpointer() {
+	defer close(st.ckDone)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-st.ckStop:
+			return
+		case <-t.C:
+		}
+		var busy, log, done int
+		_ = st.ck.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &log, &done)
+	}
+}
+
 func (st *store) close() error {
 	var errs []error
+	if st.ck != nil {
+		close(st.ckStop)
+		<-st.ckDone
+		errs = append(errs, st.ck.Close())
+		st.ck = nil
+	}
 	if st.w != nil {
 		// Let SQLite refresh its planner statistics for the next start.
 		_, _ = st.w.Exec(`PRAGMA optimize`)
@@ -534,6 +579,10 @@ func (t *wtx) current(typ, id string) (current, error) {
 type putOptions struct {
 	ifMatch  string // expected current version ("" = any)
 	dupCheck bool   // refuse a create whose identifier another resource has
+	// stamped is the body of version 1 with meta stamped for the put's
+	// time, when the caller made it already (import chunks do, outside the
+	// write lock).
+	stamped []byte
 }
 
 // put writes p as the new current version of p.typ/id. It reports whether
@@ -591,7 +640,10 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 // that key yet; it returns nil, nil when one does.
 func (t *wtx) create(p *parsed, id string, opt putOptions, now time.Time, buf []byte) (*version, error) {
 	v := &version{typ: p.typ, id: id, version: 1, updated: now}
-	v.body = stampResource(buf, p.body, p.ms, id, "1", lastUpdated(now))
+	v.body = opt.stamped
+	if v.body == nil {
+		v.body = stampResource(buf, p.body, p.ms, id, "1", lastUpdated(now))
+	}
 	res, err := t.insertNew.ExecContext(t.ctx, p.typ, id, now.UnixMilli(), v.body, p.keys)
 	if err != nil {
 		return nil, fmt.Errorf("insert resource: %w", err)
