@@ -202,26 +202,32 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, body []byte, 
 		writeError(w, e)
 		return route
 	}
-	base := baseURL(r, basePath(dsID))
+	s.serveCall(w, r, st, c, body, g, baseURL(r, basePath(dsID)))
+	return route
+}
+
+// serveCall runs an admitted, routed and authorised data-plane call and
+// writes its response; base is the data store's FHIR base URL.
+func (s *Server) serveCall(w http.ResponseWriter, r *http.Request, st *store, c *call, body []byte, g grants, base string) {
 	switch c.op {
 	case opMetadata:
 		w.Header().Set("Content-Type", contentTypeFHIR)
 		_, _ = w.Write(s.capability)
-		return route
+		return
 	case opBundle:
 		out, e := s.bundle(r.Context(), st, body, g, base, preferRepresentation(r))
 		if e != nil {
 			s.writeFailure(w, r, e)
-			return route
+			return
 		}
 		w.Header().Set("Content-Type", contentTypeFHIR)
 		_, _ = w.Write(out)
-		return route
+		return
 	}
 	res, err := s.execOne(r.Context(), st, c, base)
 	if err != nil {
 		s.writeFailure(w, r, err)
-		return route
+		return
 	}
 	h := w.Header()
 	if res.v != nil && !res.v.deleted {
@@ -233,12 +239,11 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, body []byte, 
 	}
 	if res.body == nil || (c.writes() && c.minimal) {
 		w.WriteHeader(res.status)
-		return route
+		return
 	}
 	h.Set("Content-Type", contentTypeFHIR)
 	w.WriteHeader(res.status)
 	_, _ = w.Write(res.body)
-	return route
 }
 
 // writeFailure writes a *fhirError as is and anything else as a PHI-free 500.
