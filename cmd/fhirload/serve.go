@@ -18,8 +18,22 @@ import (
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: fhirload serve [flags]
+
+A local HealthLake-compatible FHIR R4 server on SQLite. The FHIR API of each data store is
+under /datastore/{id}/r4/; the HealthLake control plane (data stores, import jobs; AWS JSON 1.0,
+X-Amz-Target: HealthLake.*) is POST / on the same address, for the aws CLI and the AWS SDKs
+with --endpoint-url. Import jobs reach S3 through the standard AWS configuration: AWS_REGION,
+the credential chain, and AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL) for an emulator such as
+moto (addressed path-style then).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address `host:port`")
-	dir := fs.String("data", ".fhirload", "data `directory` (database file fhirstore.db, mode 0600)")
+	dir := fs.String("data", ".fhirload", "data `directory`: fhirstore.db (the default data store), control.db, datastores/{id}/ (files 0600)")
 	dsID := fs.String("datastore-id", fhirstore.DefaultDatastoreID, "datastore `id` in the base URL /datastore/{id}/r4/")
 	auth := fs.String("auth", "sigv4", "request authentication: sigv4 or none")
 	keysFile := fs.String("keys", "", "JSON `file` of accepted keys and their scopes (default: the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY pair, all scopes)")
