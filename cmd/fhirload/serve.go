@@ -18,8 +18,22 @@ import (
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: fhirload serve [flags]
+
+A local HealthLake-compatible FHIR R4 server on SQLite. The FHIR API of each data store is
+under /datastore/{id}/r4/; the HealthLake control plane (data stores, import jobs; AWS JSON 1.0,
+X-Amz-Target: HealthLake.*) is POST / on the same address, for the aws CLI and the AWS SDKs
+with --endpoint-url. Import jobs reach S3 through the standard AWS configuration: AWS_REGION,
+the credential chain, and AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL) for an emulator such as
+moto (addressed path-style then).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address `host:port`")
-	dir := fs.String("data", ".fhirload", "data `directory` (database file fhirstore.db, mode 0600)")
+	dir := fs.String("data", ".fhirload", "data `directory`: fhirstore.db (the default data store), control.db, datastores/{id}/ (files 0600)")
 	dsID := fs.String("datastore-id", fhirstore.DefaultDatastoreID, "datastore `id` in the base URL /datastore/{id}/r4/")
 	auth := fs.String("auth", "sigv4", "request authentication: sigv4 or none")
 	keysFile := fs.String("keys", "", "JSON `file` of accepted keys and their scopes (default: the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY pair, all scopes)")
@@ -30,6 +44,12 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	c429 := fs.Float64("chaos-429", 0, "`probability` of an injected 429 per request and per batch entry")
 	c500 := fs.Float64("chaos-500", 0, "`probability` of an injected 500 per request and per batch entry")
 	clat := fs.Duration("chaos-latency", 0, "injected latency per request, random in [0, `duration`)")
+	cReject := fs.Float64("chaos-import-reject", 0, "`probability` that an import job rejects a line (a FAILURE record with an OperationOutcome)")
+	cSeed := fs.Uint64("chaos-seed", 0, "`seed` of the chaos options (the same seed rejects the same import lines); 0 = random")
+	maxBody := fs.Int64("max-body-bytes", fhirstore.DefaultMaxBodyBytes, "largest request body accepted (413 beyond), in `bytes`")
+	buffered := fs.Int64("max-buffered-bytes", fhirstore.DefaultMaxBufferedBytes,
+		"request-body `bytes` held in memory by all requests together; a request that does not fit waits 1 s, then gets 429")
+	bodyTimeout := fs.Duration("body-timeout", fhirstore.DefaultBodyReadTimeout, "time a request body may take to arrive after its headers (408 beyond)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -38,7 +58,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	if err := serve(ctx, stderr, *addr, *certFile, *keyFile, *keysFile, fhirstore.Options{
 		Dir: *dir, DatastoreID: *dsID, Auth: *auth, Region: *region, WriteUnitsPerSecond: *wups,
-		Chaos429: *c429, Chaos500: *c500, ChaosLatency: *clat,
+		Chaos429: *c429, Chaos500: *c500, ChaosLatency: *clat, ChaosImportReject: *cReject, ChaosSeed: *cSeed,
+		MaxBodyBytes: *maxBody, MaxBufferedBytes: *buffered, BodyReadTimeout: *bodyTimeout,
 	}, fs.NArg()); err != nil {
 		fmt.Fprintf(stderr, "fhirload serve: %v\n", err)
 		return 1
@@ -85,7 +106,7 @@ func serve(ctx context.Context, stderr io.Writer, addr, certFile, keyFile, keysF
 		l = tls.NewListener(l, tlsConf)
 		scheme = "https"
 	}
-	fmt.Fprintf(stderr, "fhirload serve: listening on %s://%s%s\n", scheme, l.Addr(), srv.BasePath())
+	fmt.Fprintf(stderr, "fhirload serve: listening on %s://%s%s (HealthLake control plane: %s://%s/)\n", scheme, l.Addr(), srv.BasePath(), scheme, l.Addr())
 	if err := srv.Serve(ctx, l); err != nil {
 		return err
 	}
