@@ -28,6 +28,11 @@ var (
 // that need a real process (signals, SIGKILL).
 func fhirloadBinary(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		// Process-level tests (signals, crashes, full-data runs, real S3/SQS)
+		// are the pyramid's top: they run in the full suite.
+		t.Skip("end to end through the built binary: runs without -short")
+	}
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "fhirload-bin-")
 		if err != nil {

@@ -32,6 +32,10 @@ var (
 // moto_server fails the test: the S3/SQS features are not optional.
 func Moto(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		// The test pyramid's top: S3/SQS end to end run in the full suite.
+		t.Skip("S3/SQS end to end against moto: runs without -short")
+	}
 	motoOnce.Do(func() {
 		if u := os.Getenv("FHIRLOAD_TEST_MOTO_ENDPOINT"); u != "" {
 			motoURL = u
