@@ -214,16 +214,12 @@ func (e *Evaluator) fnMore(x *node, lo, hi int, it *iter, inLo, inHi int) error 
 		}
 		e.buf = append(e.buf, boolValue(res))
 	case fnDistinct:
-		for i := inLo; i < inHi; i++ {
-			if !e.containsValue(inHi, len(e.buf), e.buf[i]) {
-				e.buf = append(e.buf, e.buf[i])
-			}
-		}
+		e.buf = append(e.buf, e.buf[inLo:inHi]...)
+		e.buf = e.buf[:e.dedupe(inHi, len(e.buf))]
 	case fnIsDistinct:
-		d := true
-		for i := inLo; i < inHi && d; i++ {
-			d = !e.containsValue(i+1, inHi, e.buf[i])
-		}
+		e.buf = append(e.buf, e.buf[inLo:inHi]...)
+		d := e.dedupe(inHi, len(e.buf)) == len(e.buf)
+		e.buf = e.buf[:inHi]
 		e.buf = append(e.buf, boolValue(d))
 	case fnWhere:
 		for i := inLo; i < inHi; i++ {

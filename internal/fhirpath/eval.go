@@ -80,6 +80,15 @@ type Evaluator struct {
 	now   time.Time
 	deep  int
 	rules *ruleCache
+	seen  map[string]struct{} // dedupe's hash set, reused
+	memo  []memoEntry         // results of hoisted subexpressions in this evaluation
+	memoV []Value
+}
+
+// memoEntry is the result of a hoisted subexpression (node.memo): memoV[lo:hi].
+type memoEntry struct {
+	x      *node
+	lo, hi int
 }
 
 type iter struct {
@@ -118,6 +127,8 @@ func (e *Evaluator) start(t *Tree, focus NodeID) {
 	e.str = e.str[:0]
 	e.now = time.Time{}
 	e.deep = 0
+	e.memo = e.memo[:0]
+	e.memoV = e.memoV[:0]
 }
 
 // truth applies singleton evaluation to buf[s:] and truncates it to s.
@@ -173,9 +184,34 @@ func (e *Evaluator) eval(x *node, lo, hi int, it *iter) error {
 		e.deep--
 		return evalErr(x, "evaluation nested too deeply")
 	}
-	err := e.eval1(x, lo, hi, it)
+	var err error
+	if x.memo {
+		err = e.memoized(x, lo, hi, it)
+	} else {
+		err = e.eval1(x, lo, hi, it)
+	}
 	e.deep--
 	return err
+}
+
+// memoized evaluates a hoisted subexpression once per evaluation and then appends the
+// remembered result.
+func (e *Evaluator) memoized(x *node, lo, hi int, it *iter) error {
+	for _, m := range e.memo {
+		if m.x == x {
+			e.buf = append(e.buf, e.memoV[m.lo:m.hi]...)
+			return nil
+		}
+	}
+	s := len(e.buf)
+	if err := e.eval1(x, lo, hi, it); err != nil {
+		return err
+	}
+	m := memoEntry{x: x, lo: len(e.memoV)}
+	e.memoV = append(e.memoV, e.buf[s:]...)
+	m.hi = len(e.memoV)
+	e.memo = append(e.memo, m)
+	return nil
 }
 
 func (e *Evaluator) eval1(x *node, lo, hi int, it *iter) error {

@@ -76,6 +76,7 @@ type node struct {
 	fn   *funcDef
 	typ  typeSpec       // opIs, opAs and type-argument functions
 	re   *regexp.Regexp // matches()/replaceMatches() with a literal pattern, compiled once
+	memo bool           // evaluated once per Test/Eval and then reused (see hoist)
 }
 
 // binding powers of infix operators (higher binds tighter), per the N1 grammar.

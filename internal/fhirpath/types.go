@@ -74,6 +74,15 @@ func isQuantityType(t string) bool {
 // isSubtype reports whether FHIR type t is u or derives from u (R4 hierarchy, generated
 // from the core package into zz_types.go).
 func isSubtype(t, u string) bool {
+	if t == u {
+		return true
+	}
+	if u != "" && u[0] >= 'a' && u[0] <= 'z' {
+		// Only a primitive derives from a primitive, and R4's primitives derive from
+		// one another at most one level deep (code → string, url → uri): one lookup,
+		// none for a complex type. as(canonical) over descendants() (dom-3) relies on it.
+		return t != "" && t[0] >= 'a' && t[0] <= 'z' && fhirBase[t] == u
+	}
 	for i := 0; t != "" && i < 8; i++ {
 		if t == u {
 			return true
