@@ -38,6 +38,8 @@ type Registry struct {
 	searchOnce  sync.Once
 	extOnce     sync.Once
 	profileOnce sync.Once
+	typerOnce   sync.Once
+	typer       *typer
 
 	params        []*SearchParam
 	paramsByType  map[string][]*SearchParam
