@@ -18,9 +18,15 @@ const (
 // Error explains why a line was rejected. It never contains values from the
 // line (no PHI): only a location (FHIRPath-like, or a CSV column name) and a reason.
 type Error struct {
-	Reason   string // ReasonParse, ReasonInvalid or ReasonMapping
+	Reason string // ReasonParse, ReasonInvalid or ReasonMapping
+	// Rule is the rule the line breaks, when it is one of the specification's named
+	// rules: an invariant's key ("obs-6", "ele-1", "txt-1", "ext-1"), "ext:" and an
+	// extension's URL, or a declared profile's URL. Empty for the structural checks
+	// (unknown element, cardinality, JSON type, primitive format, binding, reference
+	// syntax), which Message names.
+	Rule     string
 	Location string // e.g. "Patient.name[0].family", "observations.csv:VALUE"
-	Message  string // e.g. "required element missing"
+	Message  string // e.g. "required element missing", "obs-6: dataAbsentReason SHALL only be present if …"
 }
 
 func (e *Error) Error() string {

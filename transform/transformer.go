@@ -43,7 +43,19 @@ type Transformer struct {
 	mapping              *mapping
 	mappingHash          string
 	pool                 sync.Pool // *validator for Validate and Replay
+	// off turns checks off; benchmarks use it to state the cost of each check.
+	off checks
 }
+
+// checks is a set of the validator's checks beyond the structural walk.
+type checks uint8
+
+const (
+	checkInvariants checks = 1 << iota
+	checkNarrative
+	checkExtensions
+	checkProfiles
+)
 
 // New checks the options, loads the mapping (csv/flat) and builds the validator.
 // Errors name the bad option or mapping key.
@@ -92,7 +104,7 @@ func New(opts Options) (*Transformer, error) {
 		return nil, err
 	}
 	t.schema = s
-	t.pool.New = func() any { return &validator{s: t.schema} }
+	t.pool.New = func() any { return &validator{s: t.schema, off: t.off} }
 	return t, nil
 }
 
@@ -116,7 +128,7 @@ type Stream struct {
 
 // NewStream starts an object; objectName (a path or key) selects mapping rules by file name.
 func (t *Transformer) NewStream(objectName string) *Stream {
-	s := &Stream{t: t, v: validator{s: t.schema, resolver: t.resolver}, object: objectName}
+	s := &Stream{t: t, v: validator{s: t.schema, resolver: t.resolver, off: t.off}, object: objectName}
 	s.flat.object = filepath.Base(objectName)
 	return s
 }
@@ -208,7 +220,10 @@ func (v *validator) validate(line []byte, rewrite, derive bool) *Error {
 	v.reset(line)
 	v.rewrite, v.derive = rewrite, derive
 	if v.resource() {
-		return nil
+		if v.off&checkInvariants != 0 || v.checkInvariants() {
+			return nil
+		}
+		return v.err
 	}
 	e := v.err
 	if e.Reason != ReasonParse {

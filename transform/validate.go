@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/fhirload/fhirload/internal/fhirpath"
 )
 
 // maxDepth bounds JSON nesting (objects plus arrays). Real Patients and Observations
@@ -76,6 +78,13 @@ type validator struct {
 	idSpan     span // content of the root id string; start -1 when absent
 	id         []byte
 	ident      identCapture
+
+	// The line as FHIRPath sees it, appended to while walking (see rules.go).
+	tree fhirpath.Tree
+	cur  fhirpath.NodeID // the node whose members are being walked
+	ev   fhirpath.Evaluator
+	viol []fhirpath.Violation
+	off  checks // checks turned off (benchmarks)
 }
 
 func (v *validator) reset(b []byte) {
@@ -93,6 +102,8 @@ func (v *validator) reset(b []byte) {
 	v.ident = identCapture{system: v.ident.system[:0], value: v.ident.value[:0]} // keep the buffers
 	v.cc = conceptCheck{}
 	v.unresolved = 0
+	v.tree.Reset(b)
+	v.cur = -1
 }
 
 // location renders the current path like FHIRPath: Observation.component[1].code.
