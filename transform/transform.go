@@ -50,4 +50,10 @@ type Resource struct {
 	// was derived from its first identifier or its content (see DeriveID). The run
 	// report counts them (ids_derived).
 	IDDerived bool
+	// UnknownExtensions lists, once each, the URLs of the line's extensions (in any
+	// resource of the line, nested ones included) that are neither core extensions nor
+	// defined in Options.ProfilePackages; they were accepted (Options.Extensions
+	// "lenient"). A URL that is not printable ASCII of at most 256 bytes is replaced by
+	// "(unprintable url)". The run report counts lines per URL (unknown_extensions).
+	UnknownExtensions []string
 }

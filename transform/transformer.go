@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -32,6 +33,11 @@ type Options struct {
 	// then kept and counted in Resource.Unresolved. Without it a urn:uuid: reference
 	// takes its type element's type, else the element's first target type.
 	Resolver Resolver
+	// Extensions says what happens to an extension whose URL is neither a core
+	// extension nor defined in ProfilePackages: "lenient" (default) accepts it and
+	// lists it in Resource.UnknownExtensions; "strict" rejects the line (rule "ext:" and
+	// the URL). Known extensions are checked either way (see extension.go).
+	Extensions string
 }
 
 // Transformer turns lines into validated resources. It is safe for concurrent use;
@@ -39,6 +45,8 @@ type Options struct {
 type Transformer struct {
 	profile, ids, format string
 	resolver             Resolver
+	defs                 *definitions
+	strictExt            bool
 	schema               *schema
 	mapping              *mapping
 	mappingHash          string
@@ -76,6 +84,14 @@ func New(opts Options) (*Transformer, error) {
 	if t.ids != IDsKeep && t.ids != IDsDerive {
 		return nil, fmt.Errorf("transform: ids must be %q or %q", IDsKeep, IDsDerive)
 	}
+	switch opts.Extensions {
+	case "", ExtensionsLenient:
+	case ExtensionsStrict:
+		t.strictExt = true
+	default:
+		return nil, fmt.Errorf("transform: extensions must be %q or %q", ExtensionsLenient, ExtensionsStrict)
+	}
+	t.defs = coreDefinitions()
 	switch t.format {
 	case FormatFHIR, FormatBundle:
 	case FormatCSV, FormatFlat:
@@ -104,8 +120,13 @@ func New(opts Options) (*Transformer, error) {
 		return nil, err
 	}
 	t.schema = s
-	t.pool.New = func() any { return &validator{s: t.schema, off: t.off} }
+	t.pool.New = func() any { v := t.newValidator(); return &v }
 	return t, nil
+}
+
+// newValidator returns a validator for this transformer's options.
+func (t *Transformer) newValidator() validator {
+	return validator{s: t.schema, resolver: t.resolver, off: t.off, defs: t.defs, strictExt: t.strictExt}
 }
 
 // Info describes the configuration for run reports: the profile, ids mode, format, the
@@ -128,7 +149,7 @@ type Stream struct {
 
 // NewStream starts an object; objectName (a path or key) selects mapping rules by file name.
 func (t *Transformer) NewStream(objectName string) *Stream {
-	s := &Stream{t: t, v: validator{s: t.schema, resolver: t.resolver, off: t.off}, object: objectName}
+	s := &Stream{t: t, v: t.newValidator(), object: objectName}
 	s.flat.object = filepath.Base(objectName)
 	return s
 }
@@ -220,7 +241,8 @@ func (v *validator) validate(line []byte, rewrite, derive bool) *Error {
 	v.reset(line)
 	v.rewrite, v.derive = rewrite, derive
 	if v.resource() {
-		if v.off&checkInvariants != 0 || v.checkInvariants() {
+		if (v.off&checkInvariants != 0 || v.checkInvariants()) &&
+			(v.off&checkExtensions != 0 || v.checkExtensions()) {
 			return nil
 		}
 		return v.err
@@ -243,6 +265,9 @@ func (t *Transformer) transformFHIR(v *validator, line, fallbackID []byte) (Reso
 	}
 	typ := v.root
 	res := Resource{Type: typ, Unresolved: v.unresolved}
+	if len(v.unknown) > 0 {
+		res.UnknownExtensions = slices.Clone(v.unknown)
+	}
 	switch {
 	case !derive && v.id != nil:
 		res.ID = string(v.id)

@@ -85,6 +85,11 @@ type validator struct {
 	ev   fhirpath.Evaluator
 	viol []fhirpath.Violation
 	off  checks // checks turned off (benchmarks)
+
+	defs      *definitions
+	strictExt bool              // Options.Extensions == "strict"
+	unknown   []string          // unknown extension URLs of the line, once each
+	urls      map[string]string // interned URL strings
 }
 
 func (v *validator) reset(b []byte) {
