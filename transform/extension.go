@@ -42,6 +42,7 @@ type extDef struct {
 	valueTypes []string
 	children   []registry.ExtensionChild
 	contexts   []registry.Context
+	prof       *profileDef // package extensions: their differential, as a profile of Extension
 }
 
 func newExtDef(x *registry.Extension) *extDef {
@@ -94,7 +95,7 @@ func (v *validator) extension(id, p fhirpath.NodeID) bool {
 			rule := "ext:" + safeURL(url)
 			return v.ruleFail(rule, id, rule+": unknown extension (not in the core package nor in a loaded profile package; transform.extensions is strict)")
 		}
-		v.addUnknown(url)
+		v.unknown = v.addURL(v.unknown, url)
 		return true
 	}
 	n := t.Node(id)
@@ -117,6 +118,12 @@ func (v *validator) extension(id, p fhirpath.NodeID) bool {
 	}
 	if p >= 0 && !v.extensionContext(d, p) {
 		return v.ruleFail(d.rule, id, d.rule+": not allowed on this element (contexts: "+contextList(d)+")")
+	}
+	if d.prof != nil {
+		v.declared = d.prof
+		if !v.checkElems(d.prof, d.prof.root, id) {
+			return false
+		}
 	}
 	value := t.Child(id, "value", 0)
 	if len(d.valueTypes) == 0 {
@@ -252,26 +259,6 @@ func (v *validator) nodeText(id fhirpath.NodeID) []byte {
 		return unescape(raw)
 	}
 	return raw
-}
-
-// addUnknown records an unknown extension URL of the line, once, as an interned string.
-func (v *validator) addUnknown(url []byte) {
-	for _, u := range v.unknown {
-		if u == string(url) {
-			return
-		}
-	}
-	s, ok := v.urls[string(url)]
-	if !ok {
-		s = safeURL(url)
-		if v.urls == nil {
-			v.urls = map[string]string{}
-		}
-		if len(v.urls) < maxUnknownURLs {
-			v.urls[s] = s
-		}
-	}
-	v.unknown = append(v.unknown, s)
 }
 
 func contextList(d *extDef) string {

@@ -56,4 +56,9 @@ type Resource struct {
 	// "lenient"). A URL that is not printable ASCII of at most 256 bytes is replaced by
 	// "(unprintable url)". The run report counts lines per URL (unknown_extensions).
 	UnknownExtensions []string
+	// UnknownProfiles lists, once each, the profiles declared in the meta.profile of
+	// the line's resources (version suffix removed) that are neither core profiles nor
+	// in Options.ProfilePackages: not checked, and not a reason to reject the line. The
+	// run report counts lines per URL (unknown_profiles).
+	UnknownProfiles []string
 }

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/fhirload/fhirload/registry"
 )
 
 // Option values.
@@ -38,6 +40,12 @@ type Options struct {
 	// lists it in Resource.UnknownExtensions; "strict" rejects the line (rule "ext:" and
 	// the URL). Known extensions are checked either way (see extension.go).
 	Extensions string
+	// ProfilePackages are FHIR packages (.tgz files on local disk, e.g. US Core's) whose
+	// profiles, extension definitions and value sets are added to the core package's
+	// (see packages.go for what is read). A resource is checked against the profiles its
+	// meta.profile declares; a declared profile found in neither is listed in
+	// Resource.UnknownProfiles, never a rejection by itself.
+	ProfilePackages []string
 }
 
 // Transformer turns lines into validated resources. It is safe for concurrent use;
@@ -91,7 +99,11 @@ func New(opts Options) (*Transformer, error) {
 	default:
 		return nil, fmt.Errorf("transform: extensions must be %q or %q", ExtensionsLenient, ExtensionsStrict)
 	}
-	t.defs = coreDefinitions()
+	defs, err := definitionsFor(opts.ProfilePackages)
+	if err != nil {
+		return nil, err
+	}
+	t.defs = defs
 	switch t.format {
 	case FormatFHIR, FormatBundle:
 	case FormatCSV, FormatFlat:
@@ -122,6 +134,23 @@ func New(opts Options) (*Transformer, error) {
 	t.schema = s
 	t.pool.New = func() any { v := t.newValidator(); return &v }
 	return t, nil
+}
+
+// definitionsFor returns the core definitions, plus those of the profile packages.
+func definitionsFor(files []string) (*definitions, error) {
+	if len(files) == 0 {
+		return coreDefinitions()
+	}
+	reg := registry.R4()
+	var pkgs []*fhirPackage
+	for _, f := range files {
+		p, err := loadPackage(f, reg)
+		if err != nil {
+			return nil, fmt.Errorf("transform: profile package %w", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return newDefinitions(reg, pkgs)
 }
 
 // newValidator returns a validator for this transformer's options.
@@ -242,7 +271,8 @@ func (v *validator) validate(line []byte, rewrite, derive bool) *Error {
 	v.rewrite, v.derive = rewrite, derive
 	if v.resource() {
 		if (v.off&checkInvariants != 0 || v.checkInvariants()) &&
-			(v.off&checkExtensions != 0 || v.checkExtensions()) {
+			(v.off&checkExtensions != 0 || v.checkExtensions()) &&
+			(v.off&checkProfiles != 0 || v.checkProfiles()) {
 			return nil
 		}
 		return v.err
@@ -267,6 +297,9 @@ func (t *Transformer) transformFHIR(v *validator, line, fallbackID []byte) (Reso
 	res := Resource{Type: typ, Unresolved: v.unresolved}
 	if len(v.unknown) > 0 {
 		res.UnknownExtensions = slices.Clone(v.unknown)
+	}
+	if len(v.unknownProf) > 0 {
+		res.UnknownProfiles = slices.Clone(v.unknownProf)
 	}
 	switch {
 	case !derive && v.id != nil:

@@ -90,6 +90,10 @@ type validator struct {
 	strictExt bool              // Options.Extensions == "strict"
 	unknown   []string          // unknown extension URLs of the line, once each
 	urls      map[string]string // interned URL strings
+
+	unknownProf     []string          // declared profiles of the line we do not have
+	pnodes, pnodes2 []fhirpath.NodeID // stacks of the profile checker
+	declared        *profileDef       // the profile being checked (rejections name it)
 }
 
 func (v *validator) reset(b []byte) {
