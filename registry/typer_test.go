@@ -68,3 +68,30 @@ func TestTyper(t *testing.T) {
 		t.Error("an unknown element builds")
 	}
 }
+
+// TestInvariantSet: every error-severity invariant of the core types compiles; the set
+// evaluates all but those that need narrative checks or other resources.
+func TestInvariantSet(t *testing.T) {
+	r := registry.R4()
+	invs := r.Invariants()
+	set, err := r.InvariantSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	skipped := map[string]fhirpath.Class{}
+	for _, s := range set.Skipped() {
+		skipped[s.Invariant.Key] = s.Class.Class
+	}
+	want := map[string]fhirpath.Class{"txt-1": fhirpath.NeedsNarrative, "txt-2": fhirpath.NeedsNarrative, "ctm-1": fhirpath.NeedsResolution}
+	for k, c := range want {
+		if skipped[k] != c {
+			t.Errorf("%s: skipped as %v, want %v", k, skipped[k], c)
+		}
+	}
+	if len(skipped) != len(want) || set.Len()+len(set.Skipped()) != len(invs) || len(invs) < 8000 {
+		t.Errorf("%d invariants, %d evaluated, skipped %v", len(invs), set.Len(), skipped)
+	}
+	if again, _ := r.InvariantSet(); again != set {
+		t.Error("InvariantSet is built again")
+	}
+}

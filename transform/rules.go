@@ -30,27 +30,23 @@ var coreInvariants = sync.OnceValues(func() (*invariants, error) {
 
 func newInvariants(reg *registry.Registry) (*invariants, error) {
 	inv := &invariants{human: map[string]string{}, native: nativeRules}
-	var list []fhirpath.Invariant
 	for _, t := range reg.Types() {
 		for i := range t.Elements {
-			e := &t.Elements[i]
-			for _, c := range e.Constraints {
-				if c.Severity != "error" || c.Expression == "" {
-					continue
-				}
-				if _, ok := inv.human[c.Key]; !ok {
+			for _, c := range t.Elements[i].Constraints {
+				if _, ok := inv.human[c.Key]; !ok && c.Severity == "error" {
 					inv.human[c.Key] = c.Human
 				}
-				if nativeRules[c.Key] {
-					continue
-				}
-				list = append(list, fhirpath.Invariant{Key: c.Key, Severity: c.Severity, Context: e.Path, Expression: c.Expression})
 			}
 		}
 	}
-	set, err := fhirpath.NewSet(list)
+	set, err := reg.InvariantSet()
 	if err != nil {
 		return nil, fmt.Errorf("transform: invariants: %w", err)
+	}
+	for _, s := range set.Skipped() {
+		if s.Class.Class == fhirpath.NeedsNarrative && !nativeRules[s.Invariant.Key] {
+			return nil, fmt.Errorf("transform: invariant %s uses htmlChecks() but is not one the narrative checker evaluates", s.Invariant.Key)
+		}
 	}
 	inv.set = set
 	return inv, nil
