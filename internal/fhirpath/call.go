@@ -244,7 +244,7 @@ func (e *Evaluator) fnMore(x *node, lo, hi int, it *iter, inLo, inHi int) error 
 		return e.repeat(x, inLo, inHi, it)
 	case fnOfType, fnAs:
 		for i := inLo; i < inHi; i++ {
-			if e.matches(e.buf[i], x.typ) {
+			if e.matches(e.buf[i], &x.typ) {
 				e.buf = append(e.buf, e.buf[i])
 			}
 		}
@@ -255,7 +255,7 @@ func (e *Evaluator) fnMore(x *node, lo, hi int, it *iter, inLo, inHi int) error 
 		if n > 1 {
 			return evalErr(x, "is() expects a single value, got a collection")
 		}
-		e.buf = append(e.buf, boolValue(e.matches(e.buf[inLo], x.typ)))
+		e.buf = append(e.buf, boolValue(e.matches(e.buf[inLo], &x.typ)))
 	case fnFirst:
 		if n > 0 {
 			e.buf = append(e.buf, e.buf[inLo])
@@ -671,7 +671,8 @@ func (e *Evaluator) conformsTo(x *node, lo, hi int, it *iter, inLo, inHi int) er
 	if !found || (fhirBase[typ] == "" && typ != "Resource" && typ != "Element" && typ != "Base") {
 		return &EvalError{Pos: x.pos, Msg: "conformsTo() with a profile", Err: ErrUnsupported}
 	}
-	e.buf = append(e.buf, boolValue(e.matches(v, newTypeSpec("FHIR."+typ))))
+	ts := newTypeSpec("FHIR." + typ)
+	e.buf = append(e.buf, boolValue(e.matches(v, &ts)))
 	return nil
 }
 

@@ -107,7 +107,7 @@ func focusFree(n *node) bool {
 		return true
 	case opThis, opIndex, opTotal:
 		return false
-	case opMember, opPathAgg:
+	case opMember, opPathAgg, opDescend:
 		return n.a[0] != nil && focusFree(n.a[0])
 	case opFunc:
 		if n.a[0] == nil || n.fn.id == fnTrace || !focusFree(n.a[0]) {
@@ -163,6 +163,17 @@ func fuse(n *node) *node {
 	}
 	for i, a := range n.a {
 		n.a[i] = fuse(a)
+	}
+	// X.descendants().name and X.descendants().as(T) / ofType(T) walk X's subtree once,
+	// keeping what they need, instead of collecting every descendant first (dom-3 does
+	// it four times over the whole resource).
+	if d := n.a; len(d) > 0 && d[0] != nil && d[0].op == opFunc && d[0].fn.id == fnDescendants && len(d[0].a) == 1 {
+		switch {
+		case n.op == opMember:
+			return &node{op: opDescend, pos: n.pos, name: n.name, a: []*node{d[0].a[0]}}
+		case n.op == opFunc && (n.fn.id == fnAs || n.fn.id == fnOfType):
+			return &node{op: opDescend, pos: n.pos, typ: n.typ, a: []*node{d[0].a[0]}}
+		}
 	}
 	if n.op != opFunc || len(n.a) != 1 || n.a[0] == nil {
 		return n

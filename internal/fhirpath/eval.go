@@ -236,6 +236,8 @@ func (e *Evaluator) eval1(x *node, lo, hi int, it *iter) error {
 		return e.member(x, lo, hi, it)
 	case opPathAgg:
 		return e.pathAgg(x, lo, hi, it)
+	case opDescend:
+		return e.descendFused(x, lo, hi, it)
 	case opFunc:
 		return e.call(x, lo, hi, it)
 	case opIndexer:
@@ -320,6 +322,52 @@ func (e *Evaluator) variable(x *node) error {
 		e.buf = append(e.buf, stringValue(s))
 	}
 	return nil
+}
+
+// descendFused evaluates the fused X.descendants().name or X.descendants().as(T): the
+// same items in the same order as the unfused expression.
+func (e *Evaluator) descendFused(x *node, lo, hi int, it *iter) error {
+	s := len(e.buf)
+	if x.a[0] != nil {
+		if err := e.eval(x.a[0], lo, hi, it); err != nil {
+			return err
+		}
+		lo, hi = s, len(e.buf)
+	}
+	out := len(e.buf)
+	for i := lo; i < hi; i++ {
+		v := e.buf[i]
+		if v.kind == kindRef {
+			return &EvalError{Pos: x.pos, Msg: "descendants of a resolved reference", Err: ErrNeedsResolution}
+		}
+		if v.kind == KindNode {
+			e.descendKeep(x, NodeID(v.n), false)
+		}
+	}
+	if x.a[0] != nil {
+		e.collapse(s, out)
+	}
+	return nil
+}
+
+// descendKeep walks the subtree below n in document order. By name: every descendant
+// contributes its children of that name (so n's own children do not: inner is false
+// at n). By type: every descendant of the type.
+func (e *Evaluator) descendKeep(x *node, n NodeID, inner bool) {
+	nodes := e.t.nodes
+	if x.name != "" && inner {
+		for c := nodes[n].first; c >= 0; c = nodes[c].next {
+			if nodes[c].Name == x.name {
+				e.buf = append(e.buf, nodeValue(c))
+			}
+		}
+	}
+	for c := nodes[n].first; c >= 0; c = nodes[c].next {
+		if x.name == "" && e.matches(nodeValue(c), &x.typ) {
+			e.buf = append(e.buf, nodeValue(c))
+		}
+		e.descendKeep(x, c, true)
+	}
 }
 
 // member navigates to the children named x.name of every item of the target (or focus).
@@ -598,13 +646,13 @@ func (e *Evaluator) typeOp(x *node, is bool, s int) error {
 			e.buf = e.buf[:s]
 			return err
 		}
-		e.buf[s] = boolValue(e.matches(v, x.typ))
+		e.buf[s] = boolValue(e.matches(v, &x.typ))
 		e.buf = e.buf[:s+1]
 		return nil
 	}
 	w := s
 	for i := s; i < len(e.buf); i++ {
-		if e.matches(e.buf[i], x.typ) {
+		if e.matches(e.buf[i], &x.typ) {
 			e.buf[w] = e.buf[i]
 			w++
 		}

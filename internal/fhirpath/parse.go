@@ -32,6 +32,7 @@ const (
 	opNeg
 	opPos
 	opPathAgg // fused count()/exists()/empty() of a member or children() (see fuse)
+	opDescend // fused a[0].descendants().name, or .as(typ) / .ofType(typ) (see fuse)
 	opIs      // a[0] is typ
 	opAs      // a[0] as typ
 	// Binary operators, a[0] op a[1].
