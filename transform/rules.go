@@ -19,8 +19,13 @@ type invariants struct {
 }
 
 // nativeRules are invariants evaluated by the validator's own code rather than by their
-// FHIRPath expression (htmlChecks() cannot say which of its two rules failed).
-var nativeRules = map[string]bool{"txt-1": true, "txt-2": true}
+// FHIRPath expression: txt-1 and txt-2 (htmlChecks() cannot say which of its two rules
+// failed; narrative.go); ele-1, which every element of every type states (one pass
+// over the nodes instead of one evaluation per node: checkEle1); dom-3, whose
+// expression walks the whole resource four times for each contained resource
+// (checkDom3 walks it once). Tests prove each native check finds, node for node, what
+// the expression finds.
+var nativeRules = map[string]bool{"txt-1": true, "txt-2": true, "ele-1": true, "dom-3": true}
 
 // coreInvariants compiles the invariants once per process (shared by every profile and
 // Transformer: a Set is safe for concurrent use).
@@ -39,7 +44,13 @@ func newInvariants(reg *registry.Registry) (*invariants, error) {
 			}
 		}
 	}
-	set, err := reg.InvariantSet()
+	var list []fhirpath.Invariant
+	for _, x := range reg.Invariants() {
+		if !nativeRules[x.Key] {
+			list = append(list, x)
+		}
+	}
+	set, err := fhirpath.NewSet(list)
 	if err != nil {
 		return nil, fmt.Errorf("transform: invariants: %w", err)
 	}
@@ -58,6 +69,9 @@ func newInvariants(reg *registry.Registry) (*invariants, error) {
 // on this data (several values where the expression needs one, a type mismatch), is a
 // violation. The first violation is the line's error.
 func (v *validator) checkInvariants() bool {
+	if !v.checkEle1() || !v.checkDom3() {
+		return false
+	}
 	v.viol = v.s.inv.set.Check(&v.ev, &v.tree, v.viol[:0])
 	if len(v.viol) == 0 {
 		return true
@@ -69,6 +83,130 @@ func (v *validator) checkInvariants() bool {
 		msg += " (could not be evaluated on this data: " + x.Err.Error() + ")"
 	}
 	return v.ruleFail(key, x.Node, msg)
+}
+
+// checkEle1 evaluates ele-1, hasValue() or (children().count() > id.count()), on every
+// node but resources: the core package states it on every element of every type (the
+// few element definitions without it, such as Element.id, have types whose definition
+// states it), and on no resource. A node holds it when it has a value or a child that
+// is not its id.
+func (v *validator) checkEle1() bool {
+	for i := 0; i < v.tree.Len(); i++ {
+		if id := fhirpath.NodeID(i); !v.ele1At(id) {
+			return v.ruleFail("ele-1", id, "ele-1: "+v.s.inv.human["ele-1"])
+		}
+	}
+	return true
+}
+
+// ele1At reports whether ele-1 holds on node id (always on a resource).
+func (v *validator) ele1At(id fhirpath.NodeID) bool {
+	t := &v.tree
+	if n := t.Node(id); n.Resource || n.Kind != fhirpath.NoValue {
+		return true
+	}
+	for c := t.FirstChild(id); c >= 0; c = t.NextSibling(c) {
+		if t.Node(c).Name != "id" {
+			return true
+		}
+	}
+	return false
+}
+
+// checkDom3 evaluates dom-3 on every resource with contained resources:
+//
+//	contained.where((('#'+id in (%resource.descendants().reference |
+//	  %resource.descendants().as(canonical) | %resource.descendants().as(uri) |
+//	  %resource.descendants().as(url))) or descendants().where(reference = '#').exists()
+//	  or descendants().where(as(canonical) = '#').exists() …).not()).empty()
+//
+// A contained resource with an id must be referred to as "#id" from somewhere in its
+// container (a reference element of a descendant, or a canonical, uri, url, oid or
+// uuid value), or refer to its container ("#"). One without an id never breaks it.
+func (v *validator) checkDom3() bool {
+	for i := 0; i < v.tree.Len(); i++ {
+		if r := fhirpath.NodeID(i); !v.dom3At(r) {
+			return v.ruleFail("dom-3", r, "dom-3: "+v.s.inv.human["dom-3"])
+		}
+	}
+	return true
+}
+
+// dom3At reports whether dom-3 holds on node r (always on a node that is not a resource).
+func (v *validator) dom3At(r fhirpath.NodeID) bool {
+	t := &v.tree
+	if !t.Node(r).Resource {
+		return true
+	}
+	for c := t.FirstChild(r); c >= 0; c = t.NextSibling(c) {
+		if t.Node(c).Name != "contained" {
+			continue
+		}
+		id := v.nodeText(t.Child(c, "id", 0))
+		if id != nil && !v.localRefUnder(r, r, id, false) && !v.refersToContainer(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// localRefUnder reports whether the subtree below n (inner: n is itself a descendant of
+// the resource) holds "#"+id as a descendant's reference or as a URI-typed value.
+func (v *validator) localRefUnder(r, n fhirpath.NodeID, id []byte, inner bool) bool {
+	t := &v.tree
+	for c := t.FirstChild(n); c >= 0; c = t.NextSibling(c) {
+		cn := t.Node(c)
+		if (inner && cn.Name == "reference" || uriType(cn.Type)) && isLocalRef(v.nodeValue(c), id) {
+			return true
+		}
+		if v.localRefUnder(r, c, id, true) {
+			return true
+		}
+	}
+	return false
+}
+
+// refersToContainer reports whether a descendant of contained resource c refers to its
+// container: one reference "#", or a canonical "#".
+func (v *validator) refersToContainer(c fhirpath.NodeID) bool {
+	t := &v.tree
+	for d := t.FirstChild(c); d >= 0; d = t.NextSibling(d) {
+		if t.Node(d).Type == "canonical" && string(v.nodeValue(d)) == "#" {
+			return true
+		}
+		ref, n := fhirpath.NodeID(-1), 0
+		for k := t.FirstChild(d); k >= 0; k = t.NextSibling(k) {
+			if t.Node(k).Name == "reference" {
+				ref, n = k, n+1
+			}
+		}
+		if n == 1 && string(v.nodeValue(ref)) == "#" || v.refersToContainer(d) {
+			return true
+		}
+	}
+	return false
+}
+
+// uriType: the types as(uri), as(canonical) and as(url) keep.
+func uriType(t string) bool {
+	switch t {
+	case "uri", "url", "canonical", "oid", "uuid":
+		return true
+	}
+	return false
+}
+
+func isLocalRef(val, id []byte) bool {
+	return len(val) == len(id)+1 && val[0] == '#' && string(val[1:]) == string(id)
+}
+
+// nodeValue returns the text of a node's string value; nil for a node without one.
+func (v *validator) nodeValue(id fhirpath.NodeID) []byte {
+	switch v.tree.Node(id).Kind {
+	case fhirpath.JSONString, fhirpath.JSONEscaped:
+		return v.nodeText(id)
+	}
+	return nil
 }
 
 // ruleFail records a violation of rule at node n of the tree.

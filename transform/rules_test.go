@@ -3,6 +3,9 @@ package transform
 import (
 	"strings"
 	"testing"
+
+	"github.com/fhirload/fhirload/internal/fhirpath"
+	"github.com/fhirload/fhirload/registry"
 )
 
 // ruleCase is a line and the rule it breaks ("" for a valid line) at a location.
@@ -109,4 +112,118 @@ func TestInvariantFamilies(t *testing.T) {
 		{"obs-6 in a Bundle entry", `{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:uuid:6f3c1e52-8a4d-4b0e-9d27-51c38e0a7f14","resource":` + obsHead + `,"valueString":"Secret1","dataAbsentReason":{"text":"Secret2"}}}]}`, "obs-6", "Bundle.entry.resource"},
 		{"bdl-1 total outside a search set", `{"resourceType":"Bundle","type":"collection","total":3}`, "bdl-1", "Bundle"},
 	}, "Secret1", "Secret2", "Jane", "Doe")
+}
+
+// TestEle1MatchesItsExpression: the validator's own ele-1 check finds, node for node,
+// what the expression finds where the core package states it.
+func TestEle1MatchesItsExpression(t *testing.T) {
+	var ele1 []fhirpath.Invariant
+	for _, x := range registry.R4().Invariants() {
+		if x.Key == "ele-1" {
+			ele1 = append(ele1, x)
+		}
+	}
+	set, err := fhirpath.NewSet(ele1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := mustNew(t, Options{Profile: ProfileBase})
+	v := tr.newValidator()
+	var ev fhirpath.Evaluator
+	lines := [][]byte{
+		[]byte(obsHead + `,"valueQuantity":{"id":"q1"},"_issued":{"id":"i1"},"focus":[{"id":"f"},{"display":"x"}]}`),
+		[]byte(`{"resourceType":"Patient","name":[{"given":["A",null],"_given":[{"id":"g1"},{"id":"g2"}]}],"contained":[{"resourceType":"Organization","id":"o","contact":[{"id":"c"}]}],"managingOrganization":{"reference":"#o"}}`),
+		[]byte(`{"resourceType":"Bundle","type":"collection","entry":[{"id":"e1"},{"resource":{"resourceType":"Basic","id":"b","code":{"id":"c"}}}]}`),
+	}
+	for _, ls := range allLines(t) {
+		lines = append(lines, ls[0], ls[len(ls)-1])
+	}
+	for i, l := range lines {
+		v.reset(l)
+		if !v.resource() {
+			t.Fatalf("line %d: %v", i, v.err)
+		}
+		want := map[fhirpath.NodeID]bool{}
+		for _, x := range set.Check(&ev, &v.tree, nil) {
+			want[x.Node] = true
+		}
+		for n := 0; n < v.tree.Len(); n++ {
+			id := fhirpath.NodeID(n)
+			v.err = nil
+			got := !v.ele1At(id)
+			if got != want[id] {
+				t.Errorf("line %d, %s: native ele-1 violated=%v, expression violated=%v", i, v.tree.AppendLocation(nil, id), got, want[id])
+			}
+		}
+	}
+}
+
+// TestDom3MatchesItsExpression: the validator's own dom-3 check decides, resource for
+// resource, what the expression decides.
+func TestDom3MatchesItsExpression(t *testing.T) {
+	var dom3 []fhirpath.Invariant
+	for _, x := range registry.R4().Invariants() {
+		if x.Key == "dom-3" {
+			dom3 = append(dom3, x)
+		}
+	}
+	set, err := fhirpath.NewSet(dom3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := mustNew(t, Options{Profile: ProfileBase})
+	v := tr.newValidator()
+	var ev fhirpath.Evaluator
+	spec := func(contained, rest string) []byte {
+		return []byte(obsHead + `,"contained":[` + contained + `]` + rest + `}`)
+	}
+	s1 := `{"resourceType":"Specimen","id":"s1"}`
+	lines := [][]byte{
+		spec(s1, ``),
+		spec(s1, `,"specimen":{"reference":"#s1"}`),
+		spec(s1, `,"specimen":{"reference":"#s2"}`),
+		spec(s1, `,"specimen":{"reference":"#S1"}`),
+		spec(`{"resourceType":"Specimen"}`, ``),
+		spec(s1+`,{"resourceType":"Specimen","id":"s2"}`, `,"specimen":{"reference":"#s1"}`),
+		spec(s1+`,{"resourceType":"Specimen","id":"s2","parent":[{"reference":"#s1"}]}`, `,"specimen":{"reference":"#s2"}`),
+		spec(`{"resourceType":"Specimen","id":"s1","parent":[{"reference":"#"}]}`, ``),
+		spec(`{"resourceType":"Specimen","id":"s1","parent":[{"reference":"#"}],"request":[{"reference":"#"}]}`, ``),
+		spec(`{"resourceType":"Specimen","id":"s1","note":[{"text":"#"}]}`, ``),
+		spec(s1, `,"extension":[{"url":"http://example.org/x","valueUri":"#s1"}]`),
+		spec(s1, `,"extension":[{"url":"http://example.org/x","valueCanonical":"#s1"}]`),
+		spec(s1, `,"extension":[{"url":"http://example.org/x","valueString":"#s1"}]`),
+		spec(s1, `,"identifier":[{"system":"#s1","value":"v"}]`),
+		spec(s1, `,"note":[{"text":"#s1"}]`),
+		spec(`{"resourceType":"Basic","id":"b","code":{"text":"x"},"extension":[{"url":"http://example.org/x","valueCanonical":"#"}]}`, ``),
+		spec(`{"resourceType":"Specimen","id":"s\u0031"}`, `,"specimen":{"reference":"#s1"}`),
+		[]byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":` + string(spec(s1, ``)) + `},{"resource":` + string(spec(s1, `,"specimen":{"reference":"#s1"}`)) + `}]}`),
+	}
+	for _, ls := range allLines(t) {
+		lines = append(lines, ls[0], ls[len(ls)-1])
+	}
+	for _, ex := range examples(t) {
+		lines = append(lines, ex)
+	}
+	violated := 0
+	for i, l := range lines {
+		v.reset(l)
+		if !v.resource() {
+			t.Fatalf("line %d: %v", i, v.err)
+		}
+		want := map[fhirpath.NodeID]bool{}
+		for _, x := range set.Check(&ev, &v.tree, nil) {
+			want[x.Node] = true
+		}
+		for n := 0; n < v.tree.Len(); n++ {
+			id := fhirpath.NodeID(n)
+			if got := !v.dom3At(id); got != want[id] {
+				t.Errorf("line %d, %s: native dom-3 violated=%v, expression violated=%v", i, v.tree.AppendLocation(nil, id), got, want[id])
+			} else if got {
+				violated++
+			}
+		}
+	}
+	if violated < 6 {
+		t.Errorf("only %d violations among the cases", violated)
+	}
 }
