@@ -168,16 +168,30 @@ func (pe *pElem) child(name, slice string) *pElem {
 
 func registryHasType(name string) bool { return registry.R4().Type(name) != nil }
 
-// coreHas reports whether the core definition states invariant key on path (then the
-// core invariant set evaluates it already).
+// coreHas reports whether the core definitions state invariant key on path, or on the
+// root of one of the element's types (qty-3 on a Quantity): the core invariants
+// evaluate it already.
 func coreHas(core *registry.Type, path, key string) bool {
 	if core == nil {
 		return false
 	}
+	has := func(cs []registry.Constraint) bool {
+		return slices.ContainsFunc(cs, func(c registry.Constraint) bool { return c.Key == key })
+	}
 	for i := range core.Elements {
-		if e := &core.Elements[i]; e.Path == path {
-			return slices.ContainsFunc(e.Constraints, func(c registry.Constraint) bool { return c.Key == key })
+		e := &core.Elements[i]
+		if e.Path != path {
+			continue
 		}
+		if has(e.Constraints) {
+			return true
+		}
+		for _, tr := range e.Types {
+			if t := registry.R4().Type(tr.Code); t != nil && len(t.Elements) > 0 && has(t.Elements[0].Constraints) {
+				return true
+			}
+		}
+		return false
 	}
 	return false
 }

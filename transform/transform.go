@@ -6,6 +6,8 @@
 // where bytes come from or go. See README.md.
 package transform
 
+//go:generate go test -run ^TestInvariantTable$ -update-invariants .
+
 import "fmt"
 
 // Reasons a line is rejected; they are dead-letter reason codes.
