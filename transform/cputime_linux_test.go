@@ -4,17 +4,20 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
-// threadCPU returns the CPU time of the calling OS thread (RUSAGE_THREAD). The machine
-// the benchmarks run on is shared, so wall-clock time per line varies with the load;
-// the CPU time a benchmark's own thread spends does much less.
+// threadCPU returns the CPU time of the calling OS thread (CLOCK_THREAD_CPUTIME_ID,
+// nanosecond resolution). The machine the benchmarks run on is shared, so wall-clock
+// time per line varies with the load; the CPU time a benchmark's own thread spends
+// varies much less.
 func threadCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+	var ts syscall.Timespec
+	const clockThreadCPUTimeID = 3
+	if _, _, e := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTimeID, uintptr(unsafe.Pointer(&ts)), 0); e != 0 {
 		return 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ts.Nano())
 }
 
 // lockThread pins the benchmark goroutine to its thread for threadCPU.

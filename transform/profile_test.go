@@ -89,3 +89,59 @@ func TestUnknownProfiles(t *testing.T) {
 		t.Fatalf("%q, %v", res.UnknownProfiles, err)
 	}
 }
+
+// vitalProfiles maps the LOINC codes of Synthea's vital signs to the core profiles that
+// define them; other vital signs declare the generic vitalsigns profile.
+var vitalProfiles = map[string]string{
+	"85354-9": profBP, "29463-7": profWeight, "8867-4": profHeartRate,
+	"8302-2": "http://hl7.org/fhir/StructureDefinition/bodyheight", "39156-5": "http://hl7.org/fhir/StructureDefinition/bmi",
+	"8310-5": "http://hl7.org/fhir/StructureDefinition/bodytemp", "9279-1": "http://hl7.org/fhir/StructureDefinition/resprate",
+	"9843-4": "http://hl7.org/fhir/StructureDefinition/headcircum",
+}
+
+// declaredVitals returns the sample's vital-sign Observations, each declaring the core
+// profile of its code (vitalsigns when no narrower one exists), and how many declare a
+// narrower one.
+func declaredVitals(t testing.TB) ([][]byte, int) {
+	t.Helper()
+	var out [][]byte
+	narrow := 0
+	for _, l := range readLines(t, "../testdata/sample/Observation.ndjson.gz") {
+		s := string(l)
+		if !strings.Contains(s, `"code":"vital-signs"`) {
+			continue
+		}
+		prof := profVitals
+		for code, p := range vitalProfiles {
+			if strings.Contains(s, `"code":{"coding":[{"system":"http://loinc.org","code":"`+code+`"`) {
+				prof, narrow = p, narrow+1
+				break
+			}
+		}
+		out = append(out, []byte(strings.Replace(s, `"resourceType":"Observation",`, `"resourceType":"Observation","meta":{"profile":["`+prof+`"]},`, 1)))
+	}
+	return out, narrow
+}
+
+// TestSyntheaVitalSignsConform: every vital sign of the sample (7,317) conforms to the
+// core profile of its kind (bp, bodyweight, bodyheight, bmi, heartrate, resprate,
+// bodytemp, headcircum, else vitalsigns) once it declares it.
+func TestSyntheaVitalSignsConform(t *testing.T) {
+	lines, narrow := declaredVitals(t)
+	if len(lines) != 7317 || narrow != 5933 {
+		t.Fatalf("%d vital signs, %d with a narrower profile", len(lines), narrow)
+	}
+	st := mustNew(t, Options{}).NewStream("vitals")
+	for i, l := range lines {
+		if (testing.Short() || raceEnabled) && i%10 != 0 {
+			continue
+		}
+		res, _, err := st.Next(l)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, l)
+		}
+		if res.UnknownProfiles != nil {
+			t.Fatalf("unknown profiles %q", res.UnknownProfiles)
+		}
+	}
+}
