@@ -60,6 +60,8 @@ type pElem struct {
 	slices     []*pElem
 	kids       []*pElem
 	extURL     string // a slice of an extension element: the extension's URL (type profile)
+	tests      []sliceTest
+	decidable  bool // a slice whose membership the discriminators decide (see prepareSlices)
 }
 
 type pInv struct {
@@ -129,6 +131,7 @@ func (d *definitions) compileProfile(p *registry.Profile, reg *registry.Registry
 			pe.invs = append(pe.invs, pInv{key: c.Key, human: c.Human, expr: x})
 		}
 	}
+	pd.root.prepareSlices()
 	return pd, nil
 }
 
@@ -328,7 +331,7 @@ func (v *validator) checkSlices(pd *profileDef, pe *pElem, parent fhirpath.NodeI
 		mark := len(v.pnodes)
 		for i := lo; i < hi; i++ {
 			item := v.pnodes[i]
-			in, known := v.inSlice(pe, s, item)
+			in, known := v.inSlice(s, item)
 			if !known {
 				v.pnodes = v.pnodes[:mark]
 				return true // a discriminator we cannot evaluate: slices not checked
@@ -348,7 +351,7 @@ func (v *validator) checkSlices(pd *profileDef, pe *pElem, parent fhirpath.NodeI
 			item := v.pnodes[i]
 			in := false
 			for _, s := range pe.slices {
-				if ok, _ := v.inSlice(pe, s, item); ok {
+				if ok, _ := v.inSlice(s, item); ok {
 					in = true
 					break
 				}
@@ -367,50 +370,92 @@ func (v *validator) earlierSlice(pe, s *pElem, item fhirpath.NodeID) bool {
 		if e == s {
 			return false
 		}
-		if in, _ := v.inSlice(pe, e, item); in {
+		if in, _ := v.inSlice(e, item); in {
 			return true
 		}
 	}
 	return false
 }
 
-// inSlice reports whether item belongs to slice s of pe, and whether that could be
-// decided.
-func (v *validator) inSlice(pe, s *pElem, item fhirpath.NodeID) (in, known bool) {
-	if s.typeSlice != "" {
-		return v.tree.Node(item).Type == s.typeSlice, true
+// sliceTest is one discriminator of a slicing, prepared for one slice: the test an
+// item passes to belong to the slice.
+type sliceTest struct {
+	kind  string   // "value" (value and pattern), "type", "exists"
+	path  []string // element names from the item
+	exps  []expectation
+	types []string
+	want  bool // exists: whether the element must exist
+}
+
+// prepareSlices computes, once per profile, each slice's tests (sliceTests) and whether
+// its membership can be decided at all.
+func (pe *pElem) prepareSlices() {
+	for _, k := range pe.kids {
+		k.prepareSlices()
 	}
-	if s.extURL != "" && (pe.slicing == nil || len(pe.slicing.Discriminators) == 0 || pe.name == "extension" || pe.name == "modifierExtension") {
-		if pe.name == "extension" || pe.name == "modifierExtension" {
-			if url := s.fixedAt("url"); url == nil {
-				return string(v.nodeText(v.tree.Child(item, "url", 0))) == s.extURL, true
-			}
-		}
+	for _, s := range pe.slices {
+		s.prepareSlices()
+		s.decidable = s.typeSlice != "" || s.buildTests(pe)
+	}
+}
+
+func (s *pElem) buildTests(pe *pElem) bool {
+	isExt := pe.name == "extension" || pe.name == "modifierExtension"
+	if s.extURL != "" && isExt && s.fixedAt("url") == nil {
+		// Slices of extensions are told apart by url: the slice's extension definition.
+		s.tests = []sliceTest{{kind: "value", path: []string{"url"}, exps: []expectation{{depth: 1, value: s.extURL, exact: true}}}}
+		return true
 	}
 	if pe.slicing == nil || len(pe.slicing.Discriminators) == 0 {
-		return false, false
+		return false
 	}
 	for _, d := range pe.slicing.Discriminators {
 		path, ok := discriminatorPath(d.Path)
 		if !ok {
-			return false, false
+			return false
 		}
+		t := sliceTest{path: path}
 		switch d.Type {
 		case "value", "pattern":
-			exps := s.expectations(path, 0, nil)
-			if len(exps) == 0 {
-				if pe.name == "extension" || pe.name == "modifierExtension" {
-					if len(path) == 1 && path[0] == "url" && s.extURL != "" {
-						exps = []expectation{{depth: 1, value: s.extURL, exact: true}}
-					}
-				}
-				if len(exps) == 0 {
-					return false, false
-				}
+			t.kind = "value"
+			t.exps = s.expectations(path, 0, nil)
+			if len(t.exps) == 0 {
+				return false
 			}
+		case "type":
+			t.kind = "type"
+			if t.types = s.typesAt(path); len(t.types) == 0 {
+				return false
+			}
+		case "exists":
+			e := s.at(path)
+			if e == nil || !e.defined || e.min == 0 && e.max != 0 {
+				return false
+			}
+			t.kind, t.want = "exists", e.min > 0
+		default:
+			return false
+		}
+		s.tests = append(s.tests, t)
+	}
+	return true
+}
+
+// inSlice reports whether item belongs to slice s, and whether that can be decided.
+func (v *validator) inSlice(s *pElem, item fhirpath.NodeID) (in, known bool) {
+	if !s.decidable {
+		return false, false
+	}
+	if s.typeSlice != "" {
+		return v.tree.Node(item).Type == s.typeSlice, true
+	}
+	for i := range s.tests {
+		t := &s.tests[i]
+		switch t.kind {
+		case "value":
 			matched := false
-			for _, x := range exps {
-				if v.anyAt(item, path[:x.depth], func(id fhirpath.NodeID) bool { return v.matchValue(id, x.value, x.exact) }) {
+			for k := range t.exps {
+				if v.anyAt(item, t.path[:t.exps[k].depth], t, k) {
 					matched = true
 					break
 				}
@@ -419,26 +464,36 @@ func (v *validator) inSlice(pe, s *pElem, item fhirpath.NodeID) (in, known bool)
 				return false, true
 			}
 		case "type":
-			types := s.typesAt(path)
-			if len(types) == 0 {
-				return false, false
-			}
-			if !v.anyAt(item, path, func(id fhirpath.NodeID) bool { return slices.Contains(types, v.tree.Node(id).Type) }) {
+			if !v.anyAt(item, t.path, t, -1) {
 				return false, true
 			}
 		case "exists":
-			e := s.at(path)
-			if e == nil || !e.defined || e.min == 0 && e.max != 0 {
-				return false, false
-			}
-			if v.anyAt(item, path, func(fhirpath.NodeID) bool { return true }) != (e.min > 0) {
+			if v.anyAt(item, t.path, t, -1) != t.want {
 				return false, true
 			}
-		default:
-			return false, false
 		}
 	}
 	return true, true
+}
+
+// anyAt reports whether a node reached from item along path (names) passes test t: for
+// "value", matches expectation k; for "type", has one of t.types; for "exists", is there.
+func (v *validator) anyAt(item fhirpath.NodeID, path []string, t *sliceTest, k int) bool {
+	if len(path) == 0 {
+		switch t.kind {
+		case "value":
+			return v.matchValue(item, t.exps[k].value, t.exps[k].exact)
+		case "type":
+			return slices.Contains(t.types, v.tree.Node(item).Type)
+		}
+		return true
+	}
+	for c := v.tree.FirstChild(item); c >= 0; c = v.tree.NextSibling(c) {
+		if v.tree.Node(c).Name == path[0] && v.anyAt(c, path[1:], t, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // discriminatorPath splits a discriminator path made of element names ("code.coding",
@@ -521,19 +576,6 @@ func (pe *pElem) typesAt(path []string) []string {
 		return e.types
 	}
 	return nil
-}
-
-// anyAt reports whether f holds for a node reached from item along path (names).
-func (v *validator) anyAt(item fhirpath.NodeID, path []string, f func(fhirpath.NodeID) bool) bool {
-	if len(path) == 0 {
-		return f(item)
-	}
-	for c := v.tree.FirstChild(item); c >= 0; c = v.tree.NextSibling(c) {
-		if v.tree.Node(c).Name == path[0] && v.anyAt(c, path[1:], f) {
-			return true
-		}
-	}
-	return false
 }
 
 // checkItem checks one item of element pe: its type, fixed and pattern values,

@@ -113,6 +113,9 @@ func (v *validator) reset(b []byte) {
 	v.unresolved = 0
 	v.tree.Reset(b)
 	v.cur = -1
+	v.unknown = v.unknown[:0]
+	v.unknownProf = v.unknownProf[:0]
+	v.declared = nil
 }
 
 // location renders the current path like FHIRPath: Observation.component[1].code.
