@@ -17,6 +17,7 @@ type definitions struct {
 	exts      map[string]*extDef
 	profiles  map[string]*profileDef
 	valueSets map[string]*valueSetDef
+	coreTypes map[string]string // URL of a core resource type's definition → the type
 
 	// sources of the package profiles and value sets, by URL, while compiling
 	pkgProfiles  map[string]*registry.Profile
@@ -34,6 +35,10 @@ func newDefinitions(reg *registry.Registry, pkgs []*fhirPackage) (*definitions, 
 		pkgProfiles: map[string]*registry.Profile{}, pkgValueSets: map[string]*registry.ValueSet{}}
 	for _, x := range reg.Extensions() {
 		d.exts[x.URL] = newExtDef(x)
+	}
+	d.coreTypes = map[string]string{}
+	for _, name := range reg.ResourceTypes() {
+		d.coreTypes[reg.Type(name).URL] = name
 	}
 	var sources []*registry.Profile
 	sources = append(sources, reg.Profiles()...)

@@ -244,6 +244,14 @@ func (v *validator) checkProfiles() bool {
 			}
 			pd := v.defs.profiles[string(url)]
 			if pd == nil {
+				// The definition of a core type itself (…/StructureDefinition/Patient)
+				// adds nothing to the base checks.
+				if typ, ok := v.defs.coreTypes[string(url)]; ok {
+					if typ != t.Node(r).Type {
+						return v.ruleFail(string(url), c, string(url)+": the definition of "+typ+", not of "+t.Node(r).Type)
+					}
+					continue
+				}
 				v.unknownProf = v.addURL(v.unknownProf, url)
 				continue
 			}

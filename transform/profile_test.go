@@ -66,6 +66,8 @@ func TestCoreProfiles(t *testing.T) {
 		{"heartrate valid", declare(edit(t, syntheaWeight, `"code":"29463-7"`, `"code":"8867-4"`, `"unit":"kg"`, `"unit":"/min"`, `"code":"kg"`, `"code":"/min"`), profHeartRate), "", ""},
 		{"vitalspanel with a value", declare(edit(t, syntheaWeight, `"code":"29463-7"`, `"code":"85353-1"`, `"subject"`, `"hasMember":[{"reference":"Observation/o2"}],"subject"`), profPanel), profPanel, "Observation.value.ofType(Quantity)"},
 		{"vitalspanel without members", declare(edit(t, syntheaWeight, `"code":"29463-7"`, `"code":"85353-1"`, `,"valueQuantity":{"value":98.7,"unit":"kg","system":"http://unitsofmeasure.org","code":"kg"}`, ``), profPanel), profPanel, "Observation"},
+		{"declaring the core Observation definition", declare(syntheaWeight, "http://hl7.org/fhir/StructureDefinition/Observation"), "", ""},
+		{"a Patient declaring the core Observation definition", `{"resourceType":"Patient","meta":{"profile":["http://hl7.org/fhir/StructureDefinition/Observation"]},"name":[{"family":"Secret1","given":["Secret2"]}]}`, "http://hl7.org/fhir/StructureDefinition/Observation", "Patient.meta.profile"},
 		{"a Patient declaring an Observation profile", `{"resourceType":"Patient","meta":{"profile":["` + profBP + `"]},"name":[{"family":"Secret1","given":["Secret2"]}]}`, profBP, "Patient.meta.profile"},
 		{"a contained resource's profile", `{"resourceType":"DiagnosticReport","status":"final","code":{"text":"Secret1"},"contained":[` + edit(t, weight, `"code":"29463-7"`, `"code":"8867-4"`) + `],"result":[{"reference":"#9adbb438-7615-4955-a178-d7850ca09589"}]}`, profWeight, "DiagnosticReport.contained.code"},
 	}
