@@ -1,6 +1,9 @@
 // Package transform turns one input line (or one entry of a Bundle document) into a
 // validated FHIR R4 resource of any type: parse, map (flat records), validate, settle
-// the id, rewrite references. The validator is built from the registry package. For a
+// the id, rewrite references. The validator is built from the registry package: the
+// structure of every type, then the specification's rules — invariants, narratives,
+// extensions and the profiles a resource declares — each rejection naming its rule
+// (Error.Rule). For a
 // run it also offers the pre-pass (ScanID, Index) that resolves urn:uuid: references
 // across files, the Bundle document decoder and format sniffing. It knows nothing of
 // where bytes come from or go. See README.md.
