@@ -295,12 +295,7 @@ func (t *Transformer) transformFHIR(v *validator, line, fallbackID []byte) (Reso
 	}
 	typ := v.root
 	res := Resource{Type: typ, Unresolved: v.unresolved}
-	if len(v.unknown) > 0 {
-		res.UnknownExtensions = slices.Clone(v.unknown)
-	}
-	if len(v.unknownProf) > 0 {
-		res.UnknownProfiles = slices.Clone(v.unknownProf)
-	}
+	v.reportUnknown(&res)
 	switch {
 	case !derive && v.id != nil:
 		res.ID = string(v.id)
@@ -325,6 +320,16 @@ func (t *Transformer) transformFHIR(v *validator, line, fallbackID []byte) (Reso
 	res.ID = string(id)
 	res.Body = v.output(id)
 	return res, nil
+}
+
+// reportUnknown copies the line's unknown extension and profile URLs into res.
+func (v *validator) reportUnknown(res *Resource) {
+	if len(v.unknown) > 0 {
+		res.UnknownExtensions = slices.Clone(v.unknown)
+	}
+	if len(v.unknownProf) > 0 {
+		res.UnknownProfiles = slices.Clone(v.unknownProf)
+	}
 }
 
 // contentKey is the key of the derived id of a resource without an id: "system|value"
