@@ -18,8 +18,8 @@ import (
 //   - its cardinality: no more repetitions on one element than the definition's max;
 //   - modifierExtension for a modifier extension, extension otherwise;
 //   - its context: the element holding it is one the definition allows (an element
-//     path, a type or a supertype, Element, Resource/DomainResource, or the URL of an
-//     enclosing extension). Contexts of type fhirpath, context invariants (13 core
+//     path, a type or a supertype, Element (anything), Resource/DomainResource, or the
+//     URL of an enclosing extension). Contexts of type fhirpath, context invariants (13 core
 //     extensions, all on Questionnaire items and List) and nested extensions below the
 //     first level are not checked.
 //
@@ -200,14 +200,14 @@ func (v *validator) extensionContext(d *extDef, p fhirpath.NodeID) bool {
 		}
 		e := c.Expression
 		switch {
-		case e == n.Path || e == n.Type || strings.TrimSuffix(e, "[x]") == strings.TrimSuffix(n.Path, "[x]"):
+		case e == n.Path || e == n.Type || e == "Element" || strings.TrimSuffix(e, "[x]") == strings.TrimSuffix(n.Path, "[x]"):
+			// "Element" is taken to allow any element and resources too: the lenient
+			// reading, so that no use the specification's tools accept is rejected.
 			return true
 		case n.Resource:
 			if e == "Resource" || e == "DomainResource" && v.s.reg.Type(n.Type) != nil && v.s.reg.Type(n.Type).Base == "DomainResource" {
 				return true
 			}
-		case e == "Element":
-			return true
 		case v.derivesFrom(n.Type, e):
 			return true
 		case strings.IndexByte(e, '.') > 0 && v.instancePath(p) == strings.TrimSuffix(e, "[x]"):
