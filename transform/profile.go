@@ -407,17 +407,17 @@ func (pe *pElem) prepareSlices() {
 	}
 }
 
-func (s *pElem) buildTests(pe *pElem) bool {
-	isExt := pe.name == "extension" || pe.name == "modifierExtension"
-	if s.extURL != "" && isExt && s.fixedAt("url") == nil {
+func (pe *pElem) buildTests(parent *pElem) bool {
+	isExt := parent.name == "extension" || parent.name == "modifierExtension"
+	if pe.extURL != "" && isExt && pe.fixedAt("url") == nil {
 		// Slices of extensions are told apart by url: the slice's extension definition.
-		s.tests = []sliceTest{{kind: "value", path: []string{"url"}, exps: []expectation{{depth: 1, value: s.extURL, exact: true}}}}
+		pe.tests = []sliceTest{{kind: "value", path: []string{"url"}, exps: []expectation{{depth: 1, value: pe.extURL, exact: true}}}}
 		return true
 	}
-	if pe.slicing == nil || len(pe.slicing.Discriminators) == 0 {
+	if parent.slicing == nil || len(parent.slicing.Discriminators) == 0 {
 		return false
 	}
-	for _, d := range pe.slicing.Discriminators {
+	for _, d := range parent.slicing.Discriminators {
 		path, ok := discriminatorPath(d.Path)
 		if !ok {
 			return false
@@ -426,17 +426,17 @@ func (s *pElem) buildTests(pe *pElem) bool {
 		switch d.Type {
 		case "value", "pattern":
 			t.kind = "value"
-			t.exps = s.expectations(path, 0, nil)
+			t.exps = pe.expectations(path, 0, nil)
 			if len(t.exps) == 0 {
 				return false
 			}
 		case "type":
 			t.kind = "type"
-			if t.types = s.typesAt(path); len(t.types) == 0 {
+			if t.types = pe.typesAt(path); len(t.types) == 0 {
 				return false
 			}
 		case "exists":
-			e := s.at(path)
+			e := pe.at(path)
 			if e == nil || !e.defined || e.min == 0 && e.max != 0 {
 				return false
 			}
@@ -444,7 +444,7 @@ func (s *pElem) buildTests(pe *pElem) bool {
 		default:
 			return false
 		}
-		s.tests = append(s.tests, t)
+		pe.tests = append(pe.tests, t)
 	}
 	return true
 }

@@ -13,9 +13,6 @@ import (
 type invariants struct {
 	set   *fhirpath.Set
 	human map[string]string // key → the specification's human text
-	// native are the keys the validator checks itself instead of the Set: txt-1 and
-	// txt-2 (the narrative checker in narrative.go).
-	native map[string]bool
 }
 
 // nativeRules are invariants evaluated by the validator's own code rather than by their
@@ -34,7 +31,7 @@ var coreInvariants = sync.OnceValues(func() (*invariants, error) {
 })
 
 func newInvariants(reg *registry.Registry) (*invariants, error) {
-	inv := &invariants{human: map[string]string{}, native: nativeRules}
+	inv := &invariants{human: map[string]string{}}
 	for _, t := range reg.Types() {
 		for i := range t.Elements {
 			for _, c := range t.Elements[i].Constraints {

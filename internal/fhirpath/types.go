@@ -23,7 +23,9 @@ var primitiveSubs = sync.OnceValue(func() map[string][]string {
 	m := map[string][]string{}
 	for t, base := range fhirBase {
 		if t[0] >= 'a' && t[0] <= 'z' {
-			m[t] = m[t] // every primitive is a key
+			if _, ok := m[t]; !ok {
+				m[t] = nil // every primitive is a key
+			}
 			if base[0] >= 'a' && base[0] <= 'z' {
 				m[base] = append(m[base], t)
 			}
