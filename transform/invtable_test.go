@@ -62,6 +62,8 @@ func invariantTable(t testing.TB) []byte {
 			return invStatus{true, "yes, natively in one pass (checkEle1; proven equal to the expression)"}
 		case "dom-3":
 			return invStatus{true, "yes, natively in one pass (checkDom3; proven equal to the expression)"}
+		case "ref-1":
+			return invStatus{true, "yes, natively (checkRef1, ids in a set; proven equal to the expression)"}
 		}
 		if c, ok := skipped[key+"|"+ctx]; ok {
 			s := "no: " + c.Class.String()
@@ -126,7 +128,10 @@ func invariantTable(t testing.TB) []byte {
 	b.WriteString("How an invariant counts: it holds when its expression is true or empty (empty is unknown, as when dates\n")
 	b.WriteString("of different precisions are compared: not a violation); it is violated when the expression is false or\n")
 	b.WriteString("cannot be evaluated on the line (several values where it needs one, a type mismatch), and the line is\n")
-	b.WriteString("rejected with the invariant's key as `Error.Rule`. Skipped invariants are never guessed:\n")
+	b.WriteString("rejected with the invariant's key as `Error.Rule`. A line's evaluations share a budget of 1,000 steps\n")
+	b.WriteString("per node of its tree (the shared data needs at most 7): past it the line is rejected, naming the\n")
+	b.WriteString("invariant (\"too much work\"), so hostile input cannot cost time quadratic in its size.\n")
+	b.WriteString("Skipped invariants are never guessed:\n")
 	b.WriteString("**needs-resolution** reads the content of another resource (`resolve()` beyond the target's type);\n")
 	b.WriteString("**needs-terminology** would need a terminology server (`memberOf()`).\n\n")
 	b.WriteString("## Resources and datatypes\n\n| key | evaluated | contexts | expression |\n|---|---|---|---|\n")

@@ -155,7 +155,7 @@ func definitionsFor(files []string) (*definitions, error) {
 
 // newValidator returns a validator for this transformer's options.
 func (t *Transformer) newValidator() validator {
-	return validator{s: t.schema, resolver: t.resolver, off: t.off, defs: t.defs, strictExt: t.strictExt}
+	return validator{s: t.schema, resolver: t.resolver, off: t.off, defs: t.defs, strictExt: t.strictExt, stepsPerNode: defaultStepsPerNode}
 }
 
 // Info describes the configuration for run reports: the profile, ids mode, format, the

@@ -94,6 +94,10 @@ type validator struct {
 	unknownProf     []string          // declared profiles of the line we do not have
 	pnodes, pnodes2 []fhirpath.NodeID // stacks of the profile checker
 	declared        *profileDef       // the profile being checked (rejections name it)
+	idSets          []idSet           // ref-1: ids of the contained resources of resources with many
+	stepsPerNode    int64             // the evaluation budget per node (defaultStepsPerNode)
+	mergeHint       fhirpath.NodeID   // the node of the array item whose other half is being read
+	mergeSteps      int               // siblings visited to find them (tests)
 }
 
 func (v *validator) reset(b []byte) {

@@ -278,8 +278,16 @@ func (v *validator) array(f *fieldDef, e *elemDef, merge bool) bool {
 	top := len(v.path) - 1
 	sawNull := false
 	n := 0
+	cursor := fhirpath.NodeID(-1) // merge: the node of the previous item
 	for {
 		v.path[top].index = n
+		if merge {
+			// The items' nodes exist already (the other half came first): walk them in
+			// order rather than looking each up from the first, which would be
+			// quadratic in the array's length.
+			cursor = v.nextNamed(cursor, f.node.name)
+			v.mergeHint = cursor
+		}
 		if v.peek() == 'n' && (f.primExt || f.kind != kindObject && f.kind != kindResource) {
 			if !v.literal("null") {
 				return false
@@ -472,14 +480,35 @@ func (v *validator) addNode(f *fieldDef) fhirpath.NodeID {
 }
 
 // primNode returns the node of the primitive whose "_" companion item index (-1: not an
-// array) is being read: the value's node when it came first (merge), else a new one.
+// array) is being read: the value's node when it came first (merge; in an array, the
+// node array found for this item), else a new one.
 func (v *validator) primNode(f *fieldDef, index int, merge bool) fhirpath.NodeID {
 	if merge {
-		if id := v.tree.Child(v.cur, f.node.name, max(index, 0)); id >= 0 {
+		id := v.mergeHint
+		if index < 0 {
+			id = v.tree.Child(v.cur, f.node.name, 0)
+		}
+		if id >= 0 {
 			return id
 		}
 	}
 	return v.addNode(f)
+}
+
+// nextNamed returns the next child of the current node named name after prev (-1: the
+// first), or -1.
+func (v *validator) nextNamed(prev fhirpath.NodeID, name string) fhirpath.NodeID {
+	c := v.tree.FirstChild(v.cur)
+	if prev >= 0 {
+		c = v.tree.NextSibling(prev)
+	}
+	for ; c >= 0; c = v.tree.NextSibling(c) {
+		v.mergeSteps++
+		if v.tree.Node(c).Name == name {
+			return c
+		}
+	}
+	return -1
 }
 
 // setPrimitive records a primitive value: a new node, or the value of the node its "_"

@@ -88,10 +88,19 @@ func (e *Evaluator) inputString(x *node, inLo, inHi int) (string, bool, error) {
 		return v.str, true, nil
 	}
 	if v.kind == KindNode {
+		if n := &e.t.nodes[v.n]; n.Kind == NoValue && isPrimitiveType(n.Type) {
+			// A primitive with only an id or extensions (a data-absent-reason) has no
+			// value: the function's input is empty, as for a missing element.
+			return "", false, nil
+		}
 		return "", false, evalErr(x, x.name+"() expects a string")
 	}
 	return v.String(), true, nil
 }
+
+// isPrimitiveType reports whether a FHIR type name is a primitive (lower case: string,
+// code, dateTime …).
+func isPrimitiveType(t string) bool { return t != "" && t[0] >= 'a' && t[0] <= 'z' }
 
 // lambda evaluates x.a[1] for item i of the input, with $this and $index, and returns
 // the start of its result.
@@ -412,6 +421,7 @@ func (e *Evaluator) truthOf(x *node, lo, hi int) (Truth, error) {
 
 func (e *Evaluator) descend(n NodeID) {
 	for c := e.t.nodes[n].first; c >= 0; c = e.t.nodes[c].next {
+		e.steps++
 		e.buf = append(e.buf, nodeValue(c))
 		e.descend(c)
 	}

@@ -14,6 +14,7 @@ var (
 	ErrNeedsResolution  = errors.New("needs the content of a referenced resource")
 	ErrNeedsNarrative   = errors.New("htmlChecks() needs Env.HTMLChecks")
 	ErrUnsupported      = errors.New("not supported")
+	ErrBudget           = errors.New("evaluation budget exceeded (Evaluator.Limit)")
 )
 
 // EvalError is an error raised by an expression: a collection where one value was
@@ -72,6 +73,11 @@ func (t Truth) String() string { return [...]string{"empty", "false", "true"}[t]
 // use: give each goroutine its own.
 type Evaluator struct {
 	Env Env
+	// Limit, when positive, bounds the work of the evaluations since the last
+	// ResetSteps (see Steps): one that goes past it fails with an error wrapping
+	// ErrBudget. It keeps a hostile tree (thousands of items each compared with
+	// thousands of others) from costing time quadratic in its size.
+	Limit int64
 
 	t     *Tree
 	buf   []Value
@@ -83,7 +89,16 @@ type Evaluator struct {
 	seen  map[string]struct{} // dedupe's hash set, reused
 	memo  []memoEntry         // results of hoisted subexpressions in this evaluation
 	memoV []Value
+	steps int64
 }
+
+// Steps returns the work done since the Evaluator was made or ResetSteps was called:
+// expression steps evaluated, items compared and tree nodes walked.
+func (e *Evaluator) Steps() int64 { return e.steps }
+
+// ResetSteps sets Steps to zero (a caller does it per tree, with a Limit in
+// proportion to the tree's size).
+func (e *Evaluator) ResetSteps() { e.steps = 0 }
 
 // memoEntry is the result of a hoisted subexpression (node.memo): memoV[lo:hi].
 type memoEntry struct {
@@ -115,6 +130,10 @@ func (e *Evaluator) Eval(x *Expr, t *Tree, focus NodeID) (Collection, error) {
 // Boolean (or, by FHIRPath's singleton rule, one other value: True), Empty when it is
 // empty, an error when it has more than one item or evaluation failed.
 func (e *Evaluator) Test(x *Expr, t *Tree, focus NodeID) (Truth, error) {
+	e.steps++
+	if e.Limit > 0 && e.steps > e.Limit {
+		return Empty, &EvalError{Pos: 0, Msg: "too much work", Err: ErrBudget}
+	}
 	e.start(t, focus)
 	e.buf = append(e.buf, nodeValue(focus))
 	it := iter{this: e.buf[0], index: 0}
@@ -179,6 +198,10 @@ func (e *Evaluator) collapse(to, from int) {
 
 // eval appends the result of x over the focus buf[lo:hi] to buf.
 func (e *Evaluator) eval(x *node, lo, hi int, it *iter) error {
+	e.steps++
+	if e.Limit > 0 && e.steps > e.Limit {
+		return &EvalError{Pos: x.pos, Msg: "too much work", Err: ErrBudget}
+	}
 	e.deep++
 	if e.deep > maxEvalDepth {
 		e.deep--
@@ -363,6 +386,7 @@ func (e *Evaluator) descendKeep(x *node, n NodeID, inner bool) {
 		}
 	}
 	for c := nodes[n].first; c >= 0; c = nodes[c].next {
+		e.steps++
 		if x.name == "" && e.matches(nodeValue(c), &x.typ) {
 			e.buf = append(e.buf, nodeValue(c))
 		}
@@ -400,6 +424,7 @@ func (e *Evaluator) member(x *node, lo, hi int, it *iter) error {
 			continue
 		}
 		for c := nodes[v.n].first; c >= 0; c = nodes[c].next {
+			e.steps++
 			if nodes[c].Name == name {
 				e.buf = append(e.buf, nodeValue(c))
 			}
@@ -432,6 +457,7 @@ func (e *Evaluator) countPath(x *node, lo, hi int, it *iter) (int, error) {
 			continue
 		}
 		for c := nodes[v.n].first; c >= 0; c = nodes[c].next {
+			e.steps++
 			if x.name == "" || nodes[c].Name == x.name {
 				count++
 			}

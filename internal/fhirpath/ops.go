@@ -303,6 +303,7 @@ func (e *Evaluator) dedupe(lo, hi int) int {
 		}
 		return w
 	}
+	e.steps += int64(hi - lo)
 	if e.seen == nil {
 		e.seen = map[string]struct{}{}
 	} else {
@@ -325,6 +326,7 @@ func (e *Evaluator) dedupe(lo, hi int) int {
 }
 
 func (e *Evaluator) containsValue(lo, hi int, v Value) bool {
+	e.steps += int64(hi - lo)
 	for i := lo; i < hi; i++ {
 		if e.eq(e.buf[i], v) == triTrue {
 			return true

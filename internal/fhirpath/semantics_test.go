@@ -443,3 +443,20 @@ func TestHoistedAndLargeCollections(t *testing.T) {
 		{"(" + many + ".combine(" + many + ") | name.given | name.given).count()", `[21]`},
 	})
 }
+
+// TestValuelessPrimitive: a primitive that has only extensions (a data-absent-reason)
+// has no value: string functions see an empty input, not an error (ref-1 on a
+// Reference whose reference is absent but explained must hold); a complex element is
+// still not a string.
+func TestValuelessPrimitive(t *testing.T) {
+	src := `{"resourceType":"Observation","status":"final","code":{"text":"c"},
+	 "subject":{"_reference":{"extension":[{"url":"http://hl7.org/fhir/StructureDefinition/data-absent-reason","valueCode":"unknown"}]}}}`
+	runCases(t, src, fhirpath.Env{}, []evalCase{
+		{"subject.reference.startsWith('#')", `[]`},
+		{"subject.reference.startsWith('#').not() or (subject.reference.substring(1) in %rootResource.contained.id)", `[]`},
+		{"subject.reference.length()", `[]`},
+		{"subject.reference.exists()", `[true]`},
+		{"subject.reference.hasValue()", `[false]`},
+		{"subject.startsWith('#')", "error"},
+	})
+}
