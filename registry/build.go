@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/fhirload/fhirload/internal/fhirpath"
 )
 
 // Contents is what a Registry is made of. The generator fills it from the FHIR package;
@@ -38,6 +40,11 @@ type Registry struct {
 	searchOnce  sync.Once
 	extOnce     sync.Once
 	profileOnce sync.Once
+	typerOnce   sync.Once
+	typer       *typer
+	invOnce     sync.Once
+	invSet      *fhirpath.Set
+	invErr      error
 
 	params        []*SearchParam
 	paramsByType  map[string][]*SearchParam

@@ -22,7 +22,7 @@ func TestAcceptsSharedData(t *testing.T) {
 					st := tr.NewStream(f)
 					lines := readLines(t, f)
 					for i, line := range lines {
-						if raceEnabled && i%4 != 0 {
+						if raceEnabled && i%8 != 0 {
 							continue // see raceEnabled
 						}
 						res, skip, err := st.Next(line)

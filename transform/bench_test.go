@@ -16,21 +16,34 @@ func benchLines(b *testing.B, opts Options, file string) {
 	if len(lines) > 2000 {
 		lines = lines[:2000]
 	}
-	tr := mustNew(b, opts)
-	st := tr.NewStream(file)
+	runLines(b, mustNew(b, opts), lines)
+}
+
+// runLines measures Stream.Next over lines, reporting lines/s of wall-clock time and,
+// steadier on a shared machine, the CPU time of the benchmark's thread per line
+// (cpu-ns/line) and the lines per CPU-second it makes (cpu-lines/s).
+func runLines(b *testing.B, tr *Transformer, lines [][]byte) {
+	st := tr.NewStream("bench")
 	var bytes int64
 	for _, l := range lines {
 		bytes += int64(len(l))
 	}
+	defer lockThread()()
 	b.SetBytes(bytes / int64(len(lines)))
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := threadCPU()
 	for i := 0; i < b.N; i++ {
 		if _, _, err := st.Next(lines[i%len(lines)]); err != nil {
 			b.Fatal(err)
 		}
 	}
+	cpu = threadCPU() - cpu
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+	if cpu > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/line")
+		b.ReportMetric(float64(b.N)/cpu.Seconds(), "cpu-lines/s")
+	}
 }
 
 // BenchmarkValidateObservation measures Next (parse, validate, rewrite references,
@@ -72,21 +85,7 @@ func benchTypeLines(b *testing.B, opts Options, file string) {
 	if len(lines) > 2000 {
 		lines = lines[:2000]
 	}
-	tr := mustNew(b, opts)
-	st := tr.NewStream(file)
-	var n int64
-	for _, l := range lines {
-		n += int64(len(l))
-	}
-	b.SetBytes(n / int64(len(lines)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, _, err := st.Next(lines[i%len(lines)]); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+	runLines(b, mustNew(b, opts), lines)
 }
 
 // BenchmarkValidateExplanationOfBenefit: Synthea EOBs average 5 KB, the largest type.
@@ -104,24 +103,10 @@ func BenchmarkValidateMixed(b *testing.B) {
 	files := sortedFiles(b)
 	x, _ := buildIndex(b, IndexOptions{}, files)
 	var lines [][]byte
-	var n int64
 	for _, f := range files {
-		for _, l := range allLines(b)[f] {
-			lines = append(lines, l)
-			n += int64(len(l))
-		}
+		lines = append(lines, allLines(b)[f]...)
 	}
-	tr := mustNew(b, Options{IDs: IDsDerive, Resolver: x})
-	st := tr.NewStream("mixed")
-	b.SetBytes(n / int64(len(lines)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, _, err := st.Next(lines[i%len(lines)]); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+	runLines(b, mustNew(b, Options{IDs: IDsDerive, Resolver: x}), lines)
 }
 
 // BenchmarkValidateObservationResolver is BenchmarkValidateObservation with an Index
@@ -243,6 +228,48 @@ func BenchmarkSchema(b *testing.B) {
 	for b.Loop() {
 		if _, err := newSchema(reg, ProfileSeed); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkChecks states the cost of each check beyond the structural walk: each data
+// set is validated with every check, with one check turned off, and with none
+// (structure-only: the structural walk, which also appends the line's FHIRPath tree).
+// "vitals-declared" are the sample's 7,317 vital signs, each declaring its core profile
+// (bp, bodyweight, …, vitalsigns).
+func BenchmarkChecks(b *testing.B) {
+	vitals, _ := declaredVitals(b)
+	sets := []struct {
+		name  string
+		lines [][]byte
+	}{
+		{"Observation", allLines(b)["Observation.ndjson.gz"]},
+		{"vitals-declared", vitals},
+		{"Patient", allLines(b)["Patient.ndjson.gz"]},
+		{"ExplanationOfBenefit", allLines(b)["ExplanationOfBenefit.ndjson.gz"]},
+	}
+	all := checkInvariants | checkNarrative | checkExtensions | checkProfiles
+	for _, set := range sets {
+		lines := set.lines
+		if len(lines) > 2000 {
+			lines = lines[:2000]
+		}
+		for _, c := range []struct {
+			name string
+			off  checks
+		}{
+			{"all", 0},
+			{"no-invariants", checkInvariants},
+			{"no-narrative", checkNarrative},
+			{"no-extensions", checkExtensions},
+			{"no-profiles", checkProfiles},
+			{"structure-only", all},
+		} {
+			b.Run(set.name+"/"+c.name, func(b *testing.B) {
+				tr := mustNew(b, Options{})
+				tr.off = c.off
+				runLines(b, tr, lines)
+			})
 		}
 	}
 }

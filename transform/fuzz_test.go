@@ -20,8 +20,17 @@ func FuzzTransform(f *testing.F) {
 	for _, l := range readLines(f, "../testdata/sample/Observation.ndjson.gz")[:10] {
 		f.Add(l)
 	}
+	// Lines that reach the invariants, the narrative, extension and profile checks.
+	for _, l := range []string{
+		declare(syntheaBP, profBP), declare(syntheaWeight, profWeight, "http://example.org/p"),
+		narrativeLine(xdiv + `<p onclick="x">a<b>b</b></p><img src="#i"/></div>`),
+		`{"resourceType":"Patient","extension":[{"url":"` + extGeo + `","extension":[{"url":"latitude","valueDecimal":1}]}],"_birthDate":{"extension":[{"url":"` + extBirthTime + `","valueDateTime":"2020"}]}}`,
+		obsHead + `,"contained":[{"resourceType":"Specimen","id":"s1"}],"specimen":{"reference":"#s1"},"effectivePeriod":{"start":"2020","end":"2019"}}`,
+	} {
+		f.Add([]byte(l))
+	}
 	keep := mustNew(f, Options{Profile: ProfileBase})
-	derive := mustNew(f, Options{IDs: IDsDerive})
+	derive := mustNew(f, Options{IDs: IDsDerive, Extensions: ExtensionsStrict})
 	f.Fuzz(func(t *testing.T, line []byte) {
 		for _, tr := range []*Transformer{keep, derive} {
 			res, skip, err := tr.NewStream("fuzz").Next(line)

@@ -32,7 +32,7 @@ func TestReferenceRewriting(t *testing.T) {
 		{"derive id", IDsDerive, obs(``), []string{"id"}, DeriveID("Observation", "o1")},
 		{"derive id without id", IDsDerive, `{"resourceType":"Patient","identifier":[{"system":"urn:s","value":"v1"}],"name":[{"family":"F","given":["G"]}]}`, []string{"id"}, DeriveID("Patient", "urn:s|v1")},
 		{"keep id", IDsKeep, obs(``), []string{"id"}, "o1"},
-		{"contained reference", IDsKeep, obs(`,"contained":[{"resourceType":"Observation","id":"c","status":"final","code":{"text":"c"},"subject":{"reference":"urn:uuid:` + uuidX + `"}}]`), []string{"contained", "0", "subject", "reference"}, "Patient/" + uuidX},
+		{"contained reference", IDsKeep, obs(`,"contained":[{"resourceType":"Observation","id":"c","status":"final","code":{"text":"c"},"subject":{"reference":"urn:uuid:` + uuidX + `"}}],"hasMember":[{"reference":"#c"}]`), []string{"contained", "0", "subject", "reference"}, "Patient/" + uuidX},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

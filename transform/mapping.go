@@ -429,7 +429,9 @@ func (t *Transformer) mapRecord(v *validator, f *flatStream, line []byte) (Resou
 		e.Message += " (mapped from " + f.object + " record " + strconv.Itoa(f.records) + ")"
 		return Resource{}, false, e
 	}
-	return Resource{Type: r.typ, ID: string(id), Body: body}, false, nil
+	res := Resource{Type: r.typ, ID: string(id), Body: body}
+	v.reportUnknown(&res)
+	return res, false, nil
 }
 
 // elementValue computes the JSON value of one element for the current record: nil when

@@ -55,6 +55,15 @@ type fieldDef struct {
 	kind    kind // primitive kind, kindObject or kindResource
 	typ     int  // index into schema.types when kind is kindObject
 	primExt bool // "_name": the id/extension part of a primitive
+	// node is the FHIRPath node of a value of this field, as registry.Typer reports it
+	// (for "_name", the primitive's node; for a resource, Type is set from the data).
+	node nodeInfo
+}
+
+// nodeInfo is what the walker writes into the fhirpath.Node of a field's value.
+type nodeInfo struct {
+	name, typ, path string
+	choice          bool
 }
 
 // elemDef is one element definition: cardinality, choice, binding, reference targets.
@@ -110,6 +119,7 @@ type schema struct {
 	// type byte of the reference index (see Index).
 	resourceTypes []string
 	reg           *registry.Registry
+	inv           *invariants // shared by every profile
 
 	// types the walker treats specially
 	element, reference, identifier, coding, codeableConcept, humanName int
@@ -213,6 +223,11 @@ func newSchema(reg *registry.Registry, profile string) (*schema, error) {
 	if profile == ProfileSeed {
 		s.applySeed()
 	}
+	inv, err := coreInvariants()
+	if err != nil {
+		return nil, err
+	}
+	s.inv = inv
 	return s, nil
 }
 
@@ -268,13 +283,15 @@ func (b *schemaBuilder) def(path string) typeDef {
 		idx := len(td.elems)
 		base := strings.TrimSuffix(name, "[x]")
 		if e.ContentReference != "" {
-			td.fields = append(td.fields, fieldDef{json: base, elem: idx, kind: kindObject, typ: b.typeIndex(e.ContentReference)})
+			td.fields = append(td.fields, fieldDef{json: base, elem: idx, kind: kindObject, typ: b.typeIndex(e.ContentReference),
+				node: nodeInfo{name: base, typ: "BackboneElement", path: e.ContentReference}})
 			td.elems = append(td.elems, ge)
 			continue
 		}
 		for _, tr := range e.Types {
 			code := tr.Code
 			jsonName := e.JSONName(code)
+			node := nodeInfo{name: base, typ: code, path: e.Path, choice: ge.choice}
 			if code == "Reference" {
 				ge.targets = tr.Targets
 				if len(tr.Targets) > 0 && tr.Targets[0] != "Resource" {
@@ -286,21 +303,21 @@ func (b *schemaBuilder) def(path string) typeDef {
 			}
 			switch k, prim := primitiveKinds[code]; {
 			case prim:
-				td.fields = append(td.fields, fieldDef{json: jsonName, elem: idx, kind: k})
+				td.fields = append(td.fields, fieldDef{json: jsonName, elem: idx, kind: k, node: node})
 				// No "_" companion for xhtml, ids and Extension.url (attributes in XML).
 				if code != "xhtml" && name != "id" && !(path == "Extension" && name == "url") {
-					td.fields = append(td.fields, fieldDef{json: "_" + jsonName, elem: idx, kind: kindObject, typ: b.typeIndex("Element"), primExt: true})
+					td.fields = append(td.fields, fieldDef{json: "_" + jsonName, elem: idx, kind: kindObject, typ: b.typeIndex("Element"), primExt: true, node: node})
 				}
 			case code == "Resource":
-				td.fields = append(td.fields, fieldDef{json: jsonName, elem: idx, kind: kindResource})
+				td.fields = append(td.fields, fieldDef{json: jsonName, elem: idx, kind: kindResource, node: node})
 			case code == "BackboneElement" || code == "Element":
-				td.fields = append(td.fields, fieldDef{json: jsonName, elem: idx, kind: kindObject, typ: b.typeIndex(e.Path)})
+				td.fields = append(td.fields, fieldDef{json: jsonName, elem: idx, kind: kindObject, typ: b.typeIndex(e.Path), node: node})
 			default:
 				if b.s.reg.Type(code) == nil {
 					b.fail("%s: unknown type %s", e.Path, code)
 					return td
 				}
-				td.fields = append(td.fields, fieldDef{json: jsonName, elem: idx, kind: kindObject, typ: b.datatype(code, tr.Profiles)})
+				td.fields = append(td.fields, fieldDef{json: jsonName, elem: idx, kind: kindObject, typ: b.datatype(code, tr.Profiles), node: node})
 			}
 		}
 		td.elems = append(td.elems, ge)

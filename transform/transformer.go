@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+
+	"github.com/fhirload/fhirload/registry"
 )
 
 // Option values.
@@ -32,6 +35,17 @@ type Options struct {
 	// then kept and counted in Resource.Unresolved. Without it a urn:uuid: reference
 	// takes its type element's type, else the element's first target type.
 	Resolver Resolver
+	// Extensions says what happens to an extension whose URL is neither a core
+	// extension nor defined in ProfilePackages: "lenient" (default) accepts it and
+	// lists it in Resource.UnknownExtensions; "strict" rejects the line (rule "ext:" and
+	// the URL). Known extensions are checked either way (see extension.go).
+	Extensions string
+	// ProfilePackages are FHIR packages (.tgz files on local disk, e.g. US Core's) whose
+	// profiles, extension definitions and value sets are added to the core package's
+	// (see packages.go for what is read). A resource is checked against the profiles its
+	// meta.profile declares; a declared profile found in neither is listed in
+	// Resource.UnknownProfiles, never a rejection by itself.
+	ProfilePackages []string
 }
 
 // Transformer turns lines into validated resources. It is safe for concurrent use;
@@ -39,11 +53,25 @@ type Options struct {
 type Transformer struct {
 	profile, ids, format string
 	resolver             Resolver
+	defs                 *definitions
+	strictExt            bool
 	schema               *schema
 	mapping              *mapping
 	mappingHash          string
 	pool                 sync.Pool // *validator for Validate and Replay
+	// off turns checks off; benchmarks use it to state the cost of each check.
+	off checks
 }
+
+// checks is a set of the validator's checks beyond the structural walk.
+type checks uint8
+
+const (
+	checkInvariants checks = 1 << iota
+	checkNarrative
+	checkExtensions
+	checkProfiles
+)
 
 // New checks the options, loads the mapping (csv/flat) and builds the validator.
 // Errors name the bad option or mapping key.
@@ -64,6 +92,18 @@ func New(opts Options) (*Transformer, error) {
 	if t.ids != IDsKeep && t.ids != IDsDerive {
 		return nil, fmt.Errorf("transform: ids must be %q or %q", IDsKeep, IDsDerive)
 	}
+	switch opts.Extensions {
+	case "", ExtensionsLenient:
+	case ExtensionsStrict:
+		t.strictExt = true
+	default:
+		return nil, fmt.Errorf("transform: extensions must be %q or %q", ExtensionsLenient, ExtensionsStrict)
+	}
+	defs, err := definitionsFor(opts.ProfilePackages)
+	if err != nil {
+		return nil, err
+	}
+	t.defs = defs
 	switch t.format {
 	case FormatFHIR, FormatBundle:
 	case FormatCSV, FormatFlat:
@@ -92,8 +132,30 @@ func New(opts Options) (*Transformer, error) {
 		return nil, err
 	}
 	t.schema = s
-	t.pool.New = func() any { return &validator{s: t.schema} }
+	t.pool.New = func() any { v := t.newValidator(); return &v }
 	return t, nil
+}
+
+// definitionsFor returns the core definitions, plus those of the profile packages.
+func definitionsFor(files []string) (*definitions, error) {
+	if len(files) == 0 {
+		return coreDefinitions()
+	}
+	reg := registry.R4()
+	var pkgs []*fhirPackage
+	for _, f := range files {
+		p, err := loadPackage(f, reg)
+		if err != nil {
+			return nil, fmt.Errorf("transform: profile package %w", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return newDefinitions(reg, pkgs)
+}
+
+// newValidator returns a validator for this transformer's options.
+func (t *Transformer) newValidator() validator {
+	return validator{s: t.schema, resolver: t.resolver, off: t.off, defs: t.defs, strictExt: t.strictExt, stepsPerNode: defaultStepsPerNode}
 }
 
 // Info describes the configuration for run reports: the profile, ids mode, format, the
@@ -116,7 +178,7 @@ type Stream struct {
 
 // NewStream starts an object; objectName (a path or key) selects mapping rules by file name.
 func (t *Transformer) NewStream(objectName string) *Stream {
-	s := &Stream{t: t, v: validator{s: t.schema, resolver: t.resolver}, object: objectName}
+	s := &Stream{t: t, v: t.newValidator(), object: objectName}
 	s.flat.object = filepath.Base(objectName)
 	return s
 }
@@ -208,7 +270,12 @@ func (v *validator) validate(line []byte, rewrite, derive bool) *Error {
 	v.reset(line)
 	v.rewrite, v.derive = rewrite, derive
 	if v.resource() {
-		return nil
+		if (v.off&checkInvariants != 0 || v.checkInvariants()) &&
+			(v.off&checkExtensions != 0 || v.checkExtensions()) &&
+			(v.off&checkProfiles != 0 || v.checkProfiles()) {
+			return nil
+		}
+		return v.err
 	}
 	e := v.err
 	if e.Reason != ReasonParse {
@@ -228,6 +295,7 @@ func (t *Transformer) transformFHIR(v *validator, line, fallbackID []byte) (Reso
 	}
 	typ := v.root
 	res := Resource{Type: typ, Unresolved: v.unresolved}
+	v.reportUnknown(&res)
 	switch {
 	case !derive && v.id != nil:
 		res.ID = string(v.id)
@@ -252,6 +320,16 @@ func (t *Transformer) transformFHIR(v *validator, line, fallbackID []byte) (Reso
 	res.ID = string(id)
 	res.Body = v.output(id)
 	return res, nil
+}
+
+// reportUnknown copies the line's unknown extension and profile URLs into res.
+func (v *validator) reportUnknown(res *Resource) {
+	if len(v.unknown) > 0 {
+		res.UnknownExtensions = slices.Clone(v.unknown)
+	}
+	if len(v.unknownProf) > 0 {
+		res.UnknownProfiles = slices.Clone(v.unknownProf)
+	}
 }
 
 // contentKey is the key of the derived id of a resource without an id: "system|value"

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/fhirload/fhirload/internal/fhirpath"
 )
 
 // maxDepth bounds JSON nesting (objects plus arrays). Real Patients and Observations
@@ -76,6 +78,26 @@ type validator struct {
 	idSpan     span // content of the root id string; start -1 when absent
 	id         []byte
 	ident      identCapture
+
+	// The line as FHIRPath sees it, appended to while walking (see rules.go).
+	tree fhirpath.Tree
+	cur  fhirpath.NodeID // the node whose members are being walked
+	ev   fhirpath.Evaluator
+	viol []fhirpath.Violation
+	off  checks // checks turned off (benchmarks)
+
+	defs      *definitions
+	strictExt bool              // Options.Extensions == "strict"
+	unknown   []string          // unknown extension URLs of the line, once each
+	urls      map[string]string // interned URL strings
+
+	unknownProf     []string          // declared profiles of the line we do not have
+	pnodes, pnodes2 []fhirpath.NodeID // stacks of the profile checker
+	declared        *profileDef       // the profile being checked (rejections name it)
+	idSets          []idSet           // ref-1: ids of the contained resources of resources with many
+	stepsPerNode    int64             // the evaluation budget per node (defaultStepsPerNode)
+	mergeHint       fhirpath.NodeID   // the node of the array item whose other half is being read
+	mergeSteps      int               // siblings visited to find them (tests)
 }
 
 func (v *validator) reset(b []byte) {
@@ -93,6 +115,11 @@ func (v *validator) reset(b []byte) {
 	v.ident = identCapture{system: v.ident.system[:0], value: v.ident.value[:0]} // keep the buffers
 	v.cc = conceptCheck{}
 	v.unresolved = 0
+	v.tree.Reset(b)
+	v.cur = -1
+	v.unknown = v.unknown[:0]
+	v.unknownProf = v.unknownProf[:0]
+	v.declared = nil
 }
 
 // location renders the current path like FHIRPath: Observation.component[1].code.

@@ -1,5 +1,7 @@
 package transform
 
+import "github.com/fhirload/fhirload/internal/fhirpath"
+
 // resource validates a whole line holding one resource of any concrete R4 type.
 func (v *validator) resource() bool {
 	if v.peek() != '{' {
@@ -17,6 +19,7 @@ func (v *validator) resource() bool {
 	}
 	v.pos++ // '{'
 	v.rootOpen = v.pos
+	v.cur = v.tree.Add(-1, fhirpath.Node{Type: v.s.types[t].name, Path: v.s.types[t].name, Resource: true})
 	if !v.object(t, true) {
 		return false
 	}
@@ -123,6 +126,9 @@ func (v *validator) object(t int, isResource bool) bool {
 			seen[fi>>6] |= 1 << (fi & 63)
 			e := &td.elems[f.elem]
 			bit := uint64(1) << f.elem
+			// merge: the other half of a primitive (its value, or its "_" companion) came
+			// first, so its nodes exist already.
+			merge := f.primExt && hasValue&bit != 0 || !f.primExt && hasExt&bit != 0
 			if f.primExt {
 				if e.choice && hasExt&bit != 0 {
 					return v.failAt(ReasonInvalid, f.json, "more than one type for "+e.name)
@@ -138,9 +144,9 @@ func (v *validator) object(t int, isResource bool) bool {
 			var sp span
 			var val []byte
 			if e.many {
-				ok = v.array(f, e)
+				ok = v.array(f, e, merge)
 			} else {
-				sp, val, ok = v.value(f, e, -1)
+				sp, val, ok = v.value(f, e, -1, merge)
 			}
 			if !ok {
 				return false
@@ -258,7 +264,7 @@ func (v *validator) checkArrays(td *typeDef, base int, hasExt uint64) bool {
 }
 
 // array validates a JSON array for an element with max "*".
-func (v *validator) array(f *fieldDef, e *elemDef) bool {
+func (v *validator) array(f *fieldDef, e *elemDef, merge bool) bool {
 	if v.peek() != '[' {
 		return v.fail(ReasonInvalid, "element must be an array (max cardinality *)")
 	}
@@ -272,19 +278,31 @@ func (v *validator) array(f *fieldDef, e *elemDef) bool {
 	top := len(v.path) - 1
 	sawNull := false
 	n := 0
+	cursor := fhirpath.NodeID(-1) // merge: the node of the previous item
 	for {
 		v.path[top].index = n
+		if merge {
+			// The items' nodes exist already (the other half came first): walk them in
+			// order rather than looking each up from the first, which would be
+			// quadratic in the array's length.
+			cursor = v.nextNamed(cursor, f.node.name)
+			v.mergeHint = cursor
+		}
 		if v.peek() == 'n' && (f.primExt || f.kind != kindObject && f.kind != kindResource) {
 			if !v.literal("null") {
 				return false
 			}
 			sawNull = true
+			if !merge {
+				// The item keeps its place for the other array's item at this index.
+				v.addNode(f)
+			}
 		} else {
 			identRoot := false
 			if v.depth == 2 && f.json == "identifier" && n == 0 && !v.ident.done {
 				v.ident.active, identRoot = true, true
 			}
-			if _, _, ok := v.value(f, e, n); !ok {
+			if _, _, ok := v.value(f, e, n, merge); !ok {
 				return false
 			}
 			if identRoot {
@@ -312,9 +330,11 @@ func (v *validator) array(f *fieldDef, e *elemDef) bool {
 	}
 }
 
-// value validates one value of field f. It returns the span and decoded content of a
-// string value (for ids and references).
-func (v *validator) value(f *fieldDef, e *elemDef, index int) (span, []byte, bool) {
+// value validates one value of field f (index: its position in an array, or -1) and
+// appends its node to the tree (merge: the primitive's node exists already, from its
+// other half). It returns the span and decoded content of a string value (for ids and
+// references).
+func (v *validator) value(f *fieldDef, e *elemDef, index int, merge bool) (span, []byte, bool) {
 	c := v.peek()
 	if c == '[' {
 		return span{}, nil, v.fail(ReasonInvalid, "element must not be an array (max cardinality 1)")
@@ -331,30 +351,46 @@ func (v *validator) value(f *fieldDef, e *elemDef, index int) (span, []byte, boo
 			return span{}, nil, v.wrongType("an object")
 		}
 		v.pos++
-		if e.valueSet != nil && f.typ == v.s.codeableConcept && !f.primExt {
-			return span{}, nil, v.boundConcept(f, e)
+		parent := v.cur
+		if f.primExt {
+			v.cur = v.primNode(f, index, merge)
+		} else {
+			v.cur = v.addNode(f)
 		}
-		if f.typ != v.s.reference {
-			return span{}, nil, v.object(f.typ, false)
+		var ok bool
+		switch {
+		case e.valueSet != nil && f.typ == v.s.codeableConcept && !f.primExt:
+			ok = v.boundConcept(f, e)
+		case f.typ != v.s.reference:
+			ok = v.object(f.typ, false)
+		default:
+			saved := v.refCtx
+			v.refCtx = e
+			ok = v.object(f.typ, false)
+			v.refCtx = saved
 		}
-		saved := v.refCtx
-		v.refCtx = e
-		ok := v.object(f.typ, false)
-		v.refCtx = saved
+		v.cur = parent
 		return span{}, nil, ok
 	case kindResource:
 		if c != '{' {
 			return span{}, nil, v.wrongType("a resource object")
 		}
-		return span{}, nil, v.contained()
+		return span{}, nil, v.contained(f)
 	case kindBoolean:
+		start := v.pos
+		var ok bool
 		switch c {
 		case 't':
-			return span{}, nil, v.literal("true")
+			ok = v.literal("true")
 		case 'f':
-			return span{}, nil, v.literal("false")
+			ok = v.literal("false")
+		default:
+			return span{}, nil, v.wrongType("true or false")
 		}
-		return span{}, nil, v.wrongType("true or false")
+		if ok {
+			v.setPrimitive(f, index, merge, fhirpath.JSONBool, span{start, v.pos})
+		}
+		return span{}, nil, ok
 	case kindInteger, kindPositiveInt, kindUnsignedInt, kindDecimal:
 		if c != '-' && !isDigit(c) {
 			return span{}, nil, v.wrongType("a JSON number")
@@ -368,6 +404,7 @@ func (v *validator) value(f *fieldDef, e *elemDef, index int) (span, []byte, boo
 				return span{}, nil, v.fail(ReasonInvalid, msg)
 			}
 		}
+		v.setPrimitive(f, index, merge, fhirpath.JSONNumber, sp)
 		return sp, nil, true
 	}
 	if c != '"' {
@@ -379,6 +416,14 @@ func (v *validator) value(f *fieldDef, e *elemDef, index int) (span, []byte, boo
 	}
 	if msg := checkPrimitive(f.kind, val); msg != "" {
 		return span{}, nil, v.fail(ReasonInvalid, msg)
+	}
+	vk := fhirpath.JSONString
+	if len(val) != sp.end-sp.start {
+		vk = fhirpath.JSONEscaped
+	}
+	v.setPrimitive(f, index, merge, vk, sp)
+	if f.kind == kindXHTML && !v.narrative(val) {
+		return span{}, nil, false
 	}
 	if e.valueSet != nil && !f.primExt {
 		if vs := e.valueSet; !vs.external && !vs.contains(val) || vs.syntax != nil && !vs.syntax(val) {
@@ -414,12 +459,61 @@ func (v *validator) wrongType(want string) bool {
 }
 
 // contained validates a contained resource (or Bundle.entry.resource,
-// Parameters.parameter.resource) as a full resource of its type.
-func (v *validator) contained() bool {
+// Parameters.parameter.resource) of field f as a full resource of its type.
+func (v *validator) contained(f *fieldDef) bool {
 	t, ok := v.findResourceType(false)
 	if !ok {
 		return false
 	}
 	v.pos++
-	return v.object(t, true)
+	parent := v.cur
+	name := v.s.types[t].name
+	v.cur = v.tree.Add(parent, fhirpath.Node{Name: f.node.name, Type: name, Path: name, Resource: true})
+	ok = v.object(t, true)
+	v.cur = parent
+	return ok
+}
+
+// addNode appends the node of a value of field f under the current node.
+func (v *validator) addNode(f *fieldDef) fhirpath.NodeID {
+	return v.tree.Add(v.cur, fhirpath.Node{Name: f.node.name, Type: f.node.typ, Path: f.node.path, Choice: f.node.choice})
+}
+
+// primNode returns the node of the primitive whose "_" companion item index (-1: not an
+// array) is being read: the value's node when it came first (merge; in an array, the
+// node array found for this item), else a new one.
+func (v *validator) primNode(f *fieldDef, index int, merge bool) fhirpath.NodeID {
+	if merge {
+		id := v.mergeHint
+		if index < 0 {
+			id = v.tree.Child(v.cur, f.node.name, 0)
+		}
+		if id >= 0 {
+			return id
+		}
+	}
+	return v.addNode(f)
+}
+
+// nextNamed returns the next child of the current node named name after prev (-1: the
+// first), or -1.
+func (v *validator) nextNamed(prev fhirpath.NodeID, name string) fhirpath.NodeID {
+	c := v.tree.FirstChild(v.cur)
+	if prev >= 0 {
+		c = v.tree.NextSibling(prev)
+	}
+	for ; c >= 0; c = v.tree.NextSibling(c) {
+		v.mergeSteps++
+		if v.tree.Node(c).Name == name {
+			return c
+		}
+	}
+	return -1
+}
+
+// setPrimitive records a primitive value: a new node, or the value of the node its "_"
+// companion made (merge).
+func (v *validator) setPrimitive(f *fieldDef, index int, merge bool, k fhirpath.ValueKind, sp span) {
+	id := v.primNode(f, index, merge)
+	v.tree.SetValue(id, k, sp.start, sp.end)
 }

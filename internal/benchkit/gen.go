@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/fhirload/fhirload/internal/fhirpath"
 	"github.com/fhirload/fhirload/registry"
 )
 
@@ -357,8 +358,10 @@ type MixedStats struct {
 // random — and points every Reference at a generated resource of a type the element
 // allows, as a urn:uuid: reference (the patient's own resources first, then the shared
 // ones, which are written last so that most references point forward). Patients carry
-// a name with family and given (the seed profile). Every line is valid under the
-// transform's seed profile, and with an Index of the stream every reference resolves.
+// a name with family and given (the seed profile). A resource that breaks one of the
+// core invariants (registry.InvariantSet: pat-1, qty-3, lnk-1 …) is drawn again. Every
+// line is valid under the transform's seed profile, and with an Index of the stream
+// every reference resolves.
 // The same options give the same bytes.
 func GenerateMixed(w io.Writer, o MixedOptions) (MixedStats, error) {
 	if o.Patients <= 0 {
@@ -390,10 +393,28 @@ func GenerateMixed(w io.Writer, o MixedOptions) (MixedStats, error) {
 			g.pools[t] = append(g.pools[t], g.uuid(t, int64(k)))
 		}
 	}
+	check, err := newInvariantCheck(reg)
+	if err != nil {
+		return MixedStats{}, err
+	}
 	bw := bufio.NewWriterSize(w, 256<<10)
 	var line []byte
 	emit := func(typ string, id []byte) error {
-		line = g.resource(line[:0], typ, id)
+		// The values are drawn at random within each element's definition; the
+		// invariants (pat-1, qty-3, per-1, …) tie elements together, so a resource that
+		// breaks one is drawn again.
+		refs := g.refs
+		for attempt := 1; ; attempt++ {
+			g.refs = refs
+			line = g.resource(line[:0], typ, id)
+			key, ok := check.holds(line)
+			if ok {
+				break
+			}
+			if attempt == maxDraws {
+				return fmt.Errorf("benchkit: no %s that satisfies the invariants in %d draws (%s)", typ, maxDraws, key)
+			}
+		}
 		st.Resources++
 		st.Bytes += int64(len(line))
 		st.PerType[typ]++
@@ -434,6 +455,38 @@ func GenerateMixed(w io.Writer, o MixedOptions) (MixedStats, error) {
 	}
 	st.References = g.refs
 	return st, bw.Flush()
+}
+
+// maxDraws bounds how often GenerateMixed draws a resource that breaks an invariant.
+const maxDraws = 200
+
+// invariantCheck evaluates the core invariants on a generated line.
+type invariantCheck struct {
+	set  *fhirpath.Set
+	ty   fhirpath.Typer
+	tree fhirpath.Tree
+	ev   fhirpath.Evaluator
+	viol []fhirpath.Violation
+}
+
+func newInvariantCheck(reg *registry.Registry) (*invariantCheck, error) {
+	set, err := reg.InvariantSet()
+	if err != nil {
+		return nil, err
+	}
+	return &invariantCheck{set: set, ty: reg.Typer()}, nil
+}
+
+// holds reports whether every invariant holds on line, else the key of one that does not.
+func (c *invariantCheck) holds(line []byte) (string, bool) {
+	if err := c.tree.Build(line, c.ty); err != nil {
+		return "json", false
+	}
+	c.viol = c.set.Check(&c.ev, &c.tree, c.viol[:0])
+	if len(c.viol) > 0 {
+		return c.viol[0].Invariant.Key, false
+	}
+	return "", true
 }
 
 type mixGen struct {
@@ -490,8 +543,20 @@ func (g *mixGen) resource(b []byte, typ string, id []byte) []byte {
 		b = append(b, `"]}]`...)
 	}
 	t := g.reg.Type(typ)
-	b = g.members(b, t, typ, 1, true) // after the id
+	b = g.membersExcept(b, t, typ, 1, true, handMade[typ].except) // after the id
+	b = append(b, handMade[typ].members...)
 	return append(b, "}\n"...)
+}
+
+// handMade are members written as they are, in place of random ones, for types whose
+// invariants random values almost never satisfy together.
+var handMade = map[string]struct {
+	except  map[string]bool
+	members string
+}{
+	// sdf-3, -6, -8, -14 … -17, -20, -23: one differential element, the root.
+	"StructureDefinition": {map[string]bool{"snapshot": true, "differential": true},
+		`,"differential":{"element":[{"id":"Basic","path":"Basic"}]}`},
 }
 
 // members appends the members of an object of path (a type or backbone element), each
@@ -574,6 +639,14 @@ func (g *mixGen) element(b []byte, t *registry.Type, e *registry.Element, depth 
 		return b[:start], false
 	}
 	if many {
+		// Now and then a second item: some invariants need two (lnk-1: item.count() > 1).
+		if depth == 1 && g.rnd.IntN(4) == 0 {
+			mark := len(b)
+			b = append(b, ',')
+			if b, ok = g.value(b, t, e, tr, depth); !ok {
+				b = b[:mark]
+			}
+		}
 		b = append(b, ']')
 	}
 	return b, true
@@ -627,6 +700,9 @@ func (g *mixGen) value(b []byte, t *registry.Type, e *registry.Element, tr regis
 			return strconv.AppendQuote(b, vs.Codes[g.rnd.IntN(len(vs.Codes))].Code), true
 		}
 		return append(b, `"code"`...), true
+	}
+	if alts, ok := primitiveChoices[tr.Code]; ok && g.rnd.IntN(3) == 0 {
+		return append(b, alts[g.rnd.IntN(len(alts))]...), true
 	}
 	if v, ok := primitiveValues[tr.Code]; ok {
 		return append(b, v...), true
@@ -687,6 +763,14 @@ var primitiveValues = map[string]string{
 	"oid": `"urn:oid:1.2.3.4"`, "uuid": `"urn:uuid:6f3c1e52-8a4d-4b0e-9d27-51c38e0a7f14"`, "date": `"2021-03-04"`,
 	"dateTime": `"2021-03-04T10:20:30-05:00"`, "instant": `"2021-03-04T10:20:30.123Z"`, "time": `"10:20:30"`,
 	"base64Binary": `"aGVsbG8gd29ybGQ="`,
+}
+
+// primitiveChoices are other values drawn now and then, for invariants that need them
+// (msq-3: coordinateSystem 0 or 1; per-1: a start before an end).
+var primitiveChoices = map[string][]string{
+	"boolean": {"false"}, "integer": {"0", "1", "2"}, "positiveInt": {"1", "2"}, "unsignedInt": {"1", "2"},
+	"decimal": {"0.5", "1", "100"}, "date": {"2020-12-31", "2022-01-01"},
+	"dateTime": {"2020-12-31T08:00:00Z", "2022-01-01T00:00:00Z"},
 }
 
 // externalCodes are codes of required value sets whose code systems are not in the package.

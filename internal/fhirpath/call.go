@@ -88,10 +88,19 @@ func (e *Evaluator) inputString(x *node, inLo, inHi int) (string, bool, error) {
 		return v.str, true, nil
 	}
 	if v.kind == KindNode {
+		if n := &e.t.nodes[v.n]; n.Kind == NoValue && isPrimitiveType(n.Type) {
+			// A primitive with only an id or extensions (a data-absent-reason) has no
+			// value: the function's input is empty, as for a missing element.
+			return "", false, nil
+		}
 		return "", false, evalErr(x, x.name+"() expects a string")
 	}
 	return v.String(), true, nil
 }
+
+// isPrimitiveType reports whether a FHIR type name is a primitive (lower case: string,
+// code, dateTime …).
+func isPrimitiveType(t string) bool { return t != "" && t[0] >= 'a' && t[0] <= 'z' }
 
 // lambda evaluates x.a[1] for item i of the input, with $this and $index, and returns
 // the start of its result.
@@ -214,16 +223,12 @@ func (e *Evaluator) fnMore(x *node, lo, hi int, it *iter, inLo, inHi int) error 
 		}
 		e.buf = append(e.buf, boolValue(res))
 	case fnDistinct:
-		for i := inLo; i < inHi; i++ {
-			if !e.containsValue(inHi, len(e.buf), e.buf[i]) {
-				e.buf = append(e.buf, e.buf[i])
-			}
-		}
+		e.buf = append(e.buf, e.buf[inLo:inHi]...)
+		e.buf = e.buf[:e.dedupe(inHi, len(e.buf))]
 	case fnIsDistinct:
-		d := true
-		for i := inLo; i < inHi && d; i++ {
-			d = !e.containsValue(i+1, inHi, e.buf[i])
-		}
+		e.buf = append(e.buf, e.buf[inLo:inHi]...)
+		d := e.dedupe(inHi, len(e.buf)) == len(e.buf)
+		e.buf = e.buf[:inHi]
 		e.buf = append(e.buf, boolValue(d))
 	case fnWhere:
 		for i := inLo; i < inHi; i++ {
@@ -248,7 +253,7 @@ func (e *Evaluator) fnMore(x *node, lo, hi int, it *iter, inLo, inHi int) error 
 		return e.repeat(x, inLo, inHi, it)
 	case fnOfType, fnAs:
 		for i := inLo; i < inHi; i++ {
-			if e.matches(e.buf[i], x.typ) {
+			if e.matches(e.buf[i], &x.typ) {
 				e.buf = append(e.buf, e.buf[i])
 			}
 		}
@@ -259,7 +264,7 @@ func (e *Evaluator) fnMore(x *node, lo, hi int, it *iter, inLo, inHi int) error 
 		if n > 1 {
 			return evalErr(x, "is() expects a single value, got a collection")
 		}
-		e.buf = append(e.buf, boolValue(e.matches(e.buf[inLo], x.typ)))
+		e.buf = append(e.buf, boolValue(e.matches(e.buf[inLo], &x.typ)))
 	case fnFirst:
 		if n > 0 {
 			e.buf = append(e.buf, e.buf[inLo])
@@ -416,6 +421,7 @@ func (e *Evaluator) truthOf(x *node, lo, hi int) (Truth, error) {
 
 func (e *Evaluator) descend(n NodeID) {
 	for c := e.t.nodes[n].first; c >= 0; c = e.t.nodes[c].next {
+		e.steps++
 		e.buf = append(e.buf, nodeValue(c))
 		e.descend(c)
 	}
@@ -675,7 +681,8 @@ func (e *Evaluator) conformsTo(x *node, lo, hi int, it *iter, inLo, inHi int) er
 	if !found || (fhirBase[typ] == "" && typ != "Resource" && typ != "Element" && typ != "Base") {
 		return &EvalError{Pos: x.pos, Msg: "conformsTo() with a profile", Err: ErrUnsupported}
 	}
-	e.buf = append(e.buf, boolValue(e.matches(v, newTypeSpec("FHIR."+typ))))
+	ts := newTypeSpec("FHIR." + typ)
+	e.buf = append(e.buf, boolValue(e.matches(v, &ts)))
 	return nil
 }
 

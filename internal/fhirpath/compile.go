@@ -62,7 +62,96 @@ func Compile(src string) (*Expr, error) {
 	}
 	x.class = classify(root)
 	x.root = fuse(root)
+	hoist(x.root, false)
 	return x, nil
+}
+
+// hoist marks (node.memo) the largest subexpressions of lambda arguments (the criteria
+// of where, select, all, exists, repeat …, evaluated once per item) that do not depend
+// on the item: the evaluator computes them once per evaluation instead of once per
+// item. dom-3 is the case in point: `contained.where('#'+id in (%resource.descendants()
+// .reference | …))` would otherwise walk the whole resource for every contained one.
+func hoist(n *node, inLambda bool) {
+	if n == nil {
+		return
+	}
+	if inLambda && focusFree(n) {
+		switch n.op {
+		case opLiteral, opEmpty, opVar:
+		default:
+			n.memo = true
+		}
+		return
+	}
+	for i, a := range n.a {
+		hoist(a, inLambda || n.op == opFunc && i > 0 && lambdaArg(n.fn.id, i))
+	}
+}
+
+// lambdaArg reports whether argument i of a function is evaluated once per input item.
+func lambdaArg(id fnID, i int) bool {
+	switch id {
+	case fnWhere, fnSelect, fnAll, fnExists, fnRepeat, fnAggregate:
+		return i == 1
+	case fnTrace:
+		return i == 2
+	}
+	return false
+}
+
+// focusFree reports whether n's value depends neither on the focus nor on $this,
+// $index or $total, only on the tree, the evaluation's context and constants.
+func focusFree(n *node) bool {
+	switch n.op {
+	case opLiteral, opEmpty, opVar:
+		return true
+	case opThis, opIndex, opTotal:
+		return false
+	case opMember, opPathAgg, opDescend:
+		return n.a[0] != nil && focusFree(n.a[0])
+	case opFunc:
+		if n.a[0] == nil || n.fn.id == fnTrace || !focusFree(n.a[0]) {
+			return false
+		}
+		if n.fn.args == argType {
+			return true // its argument is a type name (n.typ), not an expression
+		}
+		for i, a := range n.a[1:] {
+			if a == nil {
+				continue
+			}
+			if lambdaArg(n.fn.id, i+1) {
+				// Its $this and $index are its own items; only $total reaches out.
+				if usesTotal(a) {
+					return false
+				}
+			} else if !focusFree(a) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, a := range n.a {
+		if a != nil && !focusFree(a) {
+			return false
+		}
+	}
+	return true
+}
+
+func usesTotal(n *node) bool {
+	if n == nil {
+		return false
+	}
+	if n.op == opTotal {
+		return true
+	}
+	for _, a := range n.a {
+		if usesTotal(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // fuse rewrites X.name.count(), .exists() and .empty() (and the same on children()) into
@@ -74,6 +163,17 @@ func fuse(n *node) *node {
 	}
 	for i, a := range n.a {
 		n.a[i] = fuse(a)
+	}
+	// X.descendants().name and X.descendants().as(T) / ofType(T) walk X's subtree once,
+	// keeping what they need, instead of collecting every descendant first (dom-3 does
+	// it four times over the whole resource).
+	if d := n.a; len(d) > 0 && d[0] != nil && d[0].op == opFunc && d[0].fn.id == fnDescendants && len(d[0].a) == 1 {
+		switch {
+		case n.op == opMember:
+			return &node{op: opDescend, pos: n.pos, name: n.name, a: []*node{d[0].a[0]}}
+		case n.op == opFunc && (n.fn.id == fnAs || n.fn.id == fnOfType):
+			return &node{op: opDescend, pos: n.pos, typ: n.typ, a: []*node{d[0].a[0]}}
+		}
 	}
 	if n.op != opFunc || len(n.a) != 1 || n.a[0] == nil {
 		return n

@@ -41,6 +41,18 @@
 //     expressions that affects.
 //   - memberOf() fails with ErrNeedsTerminology; htmlChecks() calls Env.HTMLChecks.
 //   - A dateTime with a time and no zone is taken as UTC.
+//   - A primitive with only an id or extensions (no value) is an empty input to the
+//     string functions, not an error (ref-1 on a reference explained by a
+//     data-absent-reason holds).
+//
+// # Cost
+//
+// Evaluator.Limit bounds the work of the evaluations between two ResetSteps (Steps
+// counts expression steps, items compared and nodes walked); past it an evaluation fails
+// with ErrBudget. A caller sets it in proportion to a tree's size so that no tree costs
+// time quadratic in its size. Subexpressions of a lambda's argument that do not depend
+// on the item (where('#'+id in %resource.descendants().reference)) are evaluated once per
+// evaluation.
 //
 // Errors never carry values from the data: positions, type names and function names only.
 package fhirpath

@@ -14,6 +14,7 @@ var (
 	ErrNeedsResolution  = errors.New("needs the content of a referenced resource")
 	ErrNeedsNarrative   = errors.New("htmlChecks() needs Env.HTMLChecks")
 	ErrUnsupported      = errors.New("not supported")
+	ErrBudget           = errors.New("evaluation budget exceeded (Evaluator.Limit)")
 )
 
 // EvalError is an error raised by an expression: a collection where one value was
@@ -72,6 +73,11 @@ func (t Truth) String() string { return [...]string{"empty", "false", "true"}[t]
 // use: give each goroutine its own.
 type Evaluator struct {
 	Env Env
+	// Limit, when positive, bounds the work of the evaluations since the last
+	// ResetSteps (see Steps): one that goes past it fails with an error wrapping
+	// ErrBudget. It keeps a hostile tree (thousands of items each compared with
+	// thousands of others) from costing time quadratic in its size.
+	Limit int64
 
 	t     *Tree
 	buf   []Value
@@ -80,6 +86,24 @@ type Evaluator struct {
 	now   time.Time
 	deep  int
 	rules *ruleCache
+	seen  map[string]struct{} // dedupe's hash set, reused
+	memo  []memoEntry         // results of hoisted subexpressions in this evaluation
+	memoV []Value
+	steps int64
+}
+
+// Steps returns the work done since the Evaluator was made or ResetSteps was called:
+// expression steps evaluated, items compared and tree nodes walked.
+func (e *Evaluator) Steps() int64 { return e.steps }
+
+// ResetSteps sets Steps to zero (a caller does it per tree, with a Limit in
+// proportion to the tree's size).
+func (e *Evaluator) ResetSteps() { e.steps = 0 }
+
+// memoEntry is the result of a hoisted subexpression (node.memo): memoV[lo:hi].
+type memoEntry struct {
+	x      *node
+	lo, hi int
 }
 
 type iter struct {
@@ -106,6 +130,10 @@ func (e *Evaluator) Eval(x *Expr, t *Tree, focus NodeID) (Collection, error) {
 // Boolean (or, by FHIRPath's singleton rule, one other value: True), Empty when it is
 // empty, an error when it has more than one item or evaluation failed.
 func (e *Evaluator) Test(x *Expr, t *Tree, focus NodeID) (Truth, error) {
+	e.steps++
+	if e.Limit > 0 && e.steps > e.Limit {
+		return Empty, &EvalError{Pos: 0, Msg: "too much work", Err: ErrBudget}
+	}
 	e.start(t, focus)
 	e.buf = append(e.buf, nodeValue(focus))
 	it := iter{this: e.buf[0], index: 0}
@@ -118,6 +146,8 @@ func (e *Evaluator) start(t *Tree, focus NodeID) {
 	e.str = e.str[:0]
 	e.now = time.Time{}
 	e.deep = 0
+	e.memo = e.memo[:0]
+	e.memoV = e.memoV[:0]
 }
 
 // truth applies singleton evaluation to buf[s:] and truncates it to s.
@@ -168,14 +198,43 @@ func (e *Evaluator) collapse(to, from int) {
 
 // eval appends the result of x over the focus buf[lo:hi] to buf.
 func (e *Evaluator) eval(x *node, lo, hi int, it *iter) error {
+	e.steps++
+	if e.Limit > 0 && e.steps > e.Limit {
+		return &EvalError{Pos: x.pos, Msg: "too much work", Err: ErrBudget}
+	}
 	e.deep++
 	if e.deep > maxEvalDepth {
 		e.deep--
 		return evalErr(x, "evaluation nested too deeply")
 	}
-	err := e.eval1(x, lo, hi, it)
+	var err error
+	if x.memo {
+		err = e.memoized(x, lo, hi, it)
+	} else {
+		err = e.eval1(x, lo, hi, it)
+	}
 	e.deep--
 	return err
+}
+
+// memoized evaluates a hoisted subexpression once per evaluation and then appends the
+// remembered result.
+func (e *Evaluator) memoized(x *node, lo, hi int, it *iter) error {
+	for _, m := range e.memo {
+		if m.x == x {
+			e.buf = append(e.buf, e.memoV[m.lo:m.hi]...)
+			return nil
+		}
+	}
+	s := len(e.buf)
+	if err := e.eval1(x, lo, hi, it); err != nil {
+		return err
+	}
+	m := memoEntry{x: x, lo: len(e.memoV)}
+	e.memoV = append(e.memoV, e.buf[s:]...)
+	m.hi = len(e.memoV)
+	e.memo = append(e.memo, m)
+	return nil
 }
 
 func (e *Evaluator) eval1(x *node, lo, hi int, it *iter) error {
@@ -200,6 +259,8 @@ func (e *Evaluator) eval1(x *node, lo, hi int, it *iter) error {
 		return e.member(x, lo, hi, it)
 	case opPathAgg:
 		return e.pathAgg(x, lo, hi, it)
+	case opDescend:
+		return e.descendFused(x, lo, hi, it)
 	case opFunc:
 		return e.call(x, lo, hi, it)
 	case opIndexer:
@@ -286,6 +347,53 @@ func (e *Evaluator) variable(x *node) error {
 	return nil
 }
 
+// descendFused evaluates the fused X.descendants().name or X.descendants().as(T): the
+// same items in the same order as the unfused expression.
+func (e *Evaluator) descendFused(x *node, lo, hi int, it *iter) error {
+	s := len(e.buf)
+	if x.a[0] != nil {
+		if err := e.eval(x.a[0], lo, hi, it); err != nil {
+			return err
+		}
+		lo, hi = s, len(e.buf)
+	}
+	out := len(e.buf)
+	for i := lo; i < hi; i++ {
+		v := e.buf[i]
+		if v.kind == kindRef {
+			return &EvalError{Pos: x.pos, Msg: "descendants of a resolved reference", Err: ErrNeedsResolution}
+		}
+		if v.kind == KindNode {
+			e.descendKeep(x, NodeID(v.n), false)
+		}
+	}
+	if x.a[0] != nil {
+		e.collapse(s, out)
+	}
+	return nil
+}
+
+// descendKeep walks the subtree below n in document order. By name: every descendant
+// contributes its children of that name (so n's own children do not: inner is false
+// at n). By type: every descendant of the type.
+func (e *Evaluator) descendKeep(x *node, n NodeID, inner bool) {
+	nodes := e.t.nodes
+	if x.name != "" && inner {
+		for c := nodes[n].first; c >= 0; c = nodes[c].next {
+			if nodes[c].Name == x.name {
+				e.buf = append(e.buf, nodeValue(c))
+			}
+		}
+	}
+	for c := nodes[n].first; c >= 0; c = nodes[c].next {
+		e.steps++
+		if x.name == "" && e.matches(nodeValue(c), &x.typ) {
+			e.buf = append(e.buf, nodeValue(c))
+		}
+		e.descendKeep(x, c, true)
+	}
+}
+
 // member navigates to the children named x.name of every item of the target (or focus).
 func (e *Evaluator) member(x *node, lo, hi int, it *iter) error {
 	s := len(e.buf)
@@ -316,6 +424,7 @@ func (e *Evaluator) member(x *node, lo, hi int, it *iter) error {
 			continue
 		}
 		for c := nodes[v.n].first; c >= 0; c = nodes[c].next {
+			e.steps++
 			if nodes[c].Name == name {
 				e.buf = append(e.buf, nodeValue(c))
 			}
@@ -348,6 +457,7 @@ func (e *Evaluator) countPath(x *node, lo, hi int, it *iter) (int, error) {
 			continue
 		}
 		for c := nodes[v.n].first; c >= 0; c = nodes[c].next {
+			e.steps++
 			if x.name == "" || nodes[c].Name == x.name {
 				count++
 			}
@@ -562,13 +672,13 @@ func (e *Evaluator) typeOp(x *node, is bool, s int) error {
 			e.buf = e.buf[:s]
 			return err
 		}
-		e.buf[s] = boolValue(e.matches(v, x.typ))
+		e.buf[s] = boolValue(e.matches(v, &x.typ))
 		e.buf = e.buf[:s+1]
 		return nil
 	}
 	w := s
 	for i := s; i < len(e.buf); i++ {
-		if e.matches(e.buf[i], x.typ) {
+		if e.matches(e.buf[i], &x.typ) {
 			e.buf[w] = e.buf[i]
 			w++
 		}

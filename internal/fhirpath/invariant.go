@@ -67,10 +67,15 @@ func NewSet(invs []Invariant, opts ...SetOption) (*Set, error) {
 		o(&cfg)
 	}
 	s := &Set{byCtx: map[string][]int32{}, merged: map[string]map[string][]int32{}}
+	compiled := map[string]*Expr{} // snapshots repeat expressions under many contexts; an Expr is shared safely
 	for _, inv := range invs {
-		x, err := Compile(inv.Expression)
-		if err != nil {
-			return nil, &InvariantError{Key: inv.Key, Context: inv.Context, Err: err}
+		x, ok := compiled[inv.Expression]
+		if !ok {
+			var err error
+			if x, err = Compile(inv.Expression); err != nil {
+				return nil, &InvariantError{Key: inv.Key, Context: inv.Context, Err: err}
+			}
+			compiled[inv.Expression] = x
 		}
 		c := x.Class()
 		if c.Class != Evaluable && !(c.Class == NeedsNarrative && cfg.narrative) {

@@ -166,14 +166,7 @@ func (e *Evaluator) binary(x *node, lo, hi int, it *iter) error {
 	nl, nr := m-s, end-m
 	switch x.op {
 	case opUnion:
-		w := s
-		for i := s; i < end; i++ {
-			if !e.containsValue(s, w, e.buf[i]) {
-				e.buf[w] = e.buf[i]
-				w++
-			}
-		}
-		e.buf = e.buf[:w]
+		e.buf = e.buf[:e.dedupe(s, end)]
 		return nil
 	case opEq, opNe:
 		var r tri
@@ -294,7 +287,46 @@ func cmpInt(a, b int64) int {
 }
 
 // containsValue reports whether buf[lo:hi] holds an item equal to v.
+// dedupe removes the items of buf[lo:hi] equal to an earlier one, keeping the order,
+// and returns the new end. Past a few items, strings (most large collections hold
+// strings: descendants' references and URIs for dom-3) are matched through a hash set
+// instead of being compared with every kept item; a String equals only a String, so
+// the other items are still compared one by one.
+func (e *Evaluator) dedupe(lo, hi int) int {
+	w := lo
+	if hi-lo <= 16 {
+		for i := lo; i < hi; i++ {
+			if !e.containsValue(lo, w, e.buf[i]) {
+				e.buf[w] = e.buf[i]
+				w++
+			}
+		}
+		return w
+	}
+	e.steps += int64(hi - lo)
+	if e.seen == nil {
+		e.seen = map[string]struct{}{}
+	} else {
+		clear(e.seen)
+	}
+	for i := lo; i < hi; i++ {
+		v := e.buf[i]
+		if sv := e.sys(v); sv.kind == KindString {
+			if _, dup := e.seen[sv.str]; dup {
+				continue
+			}
+			e.seen[sv.str] = struct{}{}
+		} else if e.containsValue(lo, w, v) {
+			continue
+		}
+		e.buf[w] = v
+		w++
+	}
+	return w
+}
+
 func (e *Evaluator) containsValue(lo, hi int, v Value) bool {
+	e.steps += int64(hi - lo)
 	for i := lo; i < hi; i++ {
 		if e.eq(e.buf[i], v) == triTrue {
 			return true

@@ -32,6 +32,7 @@ const (
 	opNeg
 	opPos
 	opPathAgg // fused count()/exists()/empty() of a member or children() (see fuse)
+	opDescend // fused a[0].descendants().name, or .as(typ) / .ofType(typ) (see fuse)
 	opIs      // a[0] is typ
 	opAs      // a[0] as typ
 	// Binary operators, a[0] op a[1].
@@ -76,6 +77,7 @@ type node struct {
 	fn   *funcDef
 	typ  typeSpec       // opIs, opAs and type-argument functions
 	re   *regexp.Regexp // matches()/replaceMatches() with a literal pattern, compiled once
+	memo bool           // evaluated once per Test/Eval and then reused (see hoist)
 }
 
 // binding powers of infix operators (higher binds tighter), per the N1 grammar.

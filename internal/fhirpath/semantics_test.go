@@ -418,3 +418,45 @@ func TestErrorsAreSentinels(t *testing.T) {
 		}
 	}
 }
+
+// TestHoistedAndLargeCollections: subexpressions of a where() criterion that do not
+// depend on the item are evaluated once per evaluation (hoist), and collections past 16
+// items are de-duplicated through a hash set; the results are those of the plain
+// evaluation: strings equal only to strings, numbers by value, order kept.
+func TestHoistedAndLargeCollections(t *testing.T) {
+	many := "(1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h')"
+	runCases(t, patientJSON, fhirpath.Env{}, []evalCase{
+		// Per item, the criterion combines the item with a hoisted %resource union.
+		{"name.given.where($this in (%resource.name.given | %resource.name.family))", `["Peter", "James", "Jim"]`},
+		{"name.where(given.first() in (%resource.name.given.first() | 'Jim')).use", `["official", "usual"]`},
+		{"name.where(%resource.telecom.value.exists() and use = 'usual').given", `["Jim"]`},
+		{"name.select(%resource.gender & use)", `['maleofficial', 'maleusual']`},
+		{"name.where(given.count() = %resource.name.given.count() - 1).use", `["official"]`},
+		{"contained.where(('#' + id) in %resource.descendants().reference).id", `["org1"]`},
+		{"(" + many + " | " + many + ").count()", `[18]`},
+		{"(" + many + " | 1.0 | 'a' | 'z').count()", `[19]`},
+		{"(" + many + " | 'z' | 1.0).last()", `['z']`},
+		{many + ".combine(" + many + ").distinct().count()", `[18]`},
+		{many + ".isDistinct()", `[true]`},
+		{many + ".combine(2.0).isDistinct()", `[false]`},
+		{many + ".combine('h').isDistinct()", `[false]`},
+		{"(" + many + ".combine(" + many + ") | name.given | name.given).count()", `[21]`},
+	})
+}
+
+// TestValuelessPrimitive: a primitive that has only extensions (a data-absent-reason)
+// has no value: string functions see an empty input, not an error (ref-1 on a
+// Reference whose reference is absent but explained must hold); a complex element is
+// still not a string.
+func TestValuelessPrimitive(t *testing.T) {
+	src := `{"resourceType":"Observation","status":"final","code":{"text":"c"},
+	 "subject":{"_reference":{"extension":[{"url":"http://hl7.org/fhir/StructureDefinition/data-absent-reason","valueCode":"unknown"}]}}}`
+	runCases(t, src, fhirpath.Env{}, []evalCase{
+		{"subject.reference.startsWith('#')", `[]`},
+		{"subject.reference.startsWith('#').not() or (subject.reference.substring(1) in %rootResource.contained.id)", `[]`},
+		{"subject.reference.length()", `[]`},
+		{"subject.reference.exists()", `[true]`},
+		{"subject.reference.hasValue()", `[false]`},
+		{"subject.startsWith('#')", "error"},
+	})
+}

@@ -159,6 +159,15 @@ var mutations = []struct {
 	{"contained ok", `"status":"completed"`, `"status":"completed","contained":[{"resourceType":"Location","id":"c","name":"x"}]`},
 	{"wrong reference type", `"provider":{"reference":"urn:uuid:`, `"provider":{"reference":"Patient/p1","display":"urn:uuid:`},
 	{"empty array", `"identifier":[`, `"identifier":[],"x":[`},
+	// The specification's rules beyond structure: invariants, narrative, extensions,
+	// declared profiles (issue 20).
+	{"obs-6 value and absent reason", `"valueQuantity":{`, `"dataAbsentReason":{"text":"x"},"valueQuantity":{`},
+	{"qty-3 code without system", `"system":"http://unitsofmeasure.org",`, ``},
+	{"per-1 start after end", `"start":"2`, `"start":"3`},
+	{"ele-1 element with only an id", `"status":"final",`, `"status":"final","focus":[{"id":"f"}],`},
+	{"txt-1 script in the narrative", `<div xmlns=\"http://www.w3.org/1999/xhtml\">`, `<div xmlns=\"http://www.w3.org/1999/xhtml\"><script>x</script>`},
+	{"core extension of the wrong type", `patient-mothersMaidenName","valueString":"`, `patient-mothersMaidenName","valueCode":"`},
+	{"declared profile not met", `{"resourceType":"Observation",`, `{"resourceType":"Observation","meta":{"profile":["http://hl7.org/fhir/StructureDefinition/heartrate"]},`},
 }
 
 // explained lists the known disagreements (mutation name → why). Every other case —
@@ -175,6 +184,26 @@ var explained = map[string]string{
 		"contained Encounter without status and class); we validate a contained resource as a full resource.",
 	"bad clinical status": "google/fhir does not check required bindings on CodeableConcept elements " +
 		"(Condition.clinicalStatus, AllergyIntolerance.clinicalStatus); we require a coding from the value set.",
+	// google/fhir/go's jsonformat checks structure, cardinality and primitive formats; it
+	// evaluates no FHIRPath invariant, does not read narratives, extension definitions
+	// or declared profiles. We do (issue 20), so on these we are stricter.
+	"contained ok": "dom-3: the mutation adds a contained Location that nothing in the resource refers to; " +
+		"the specification requires a contained resource to be referenced (google/fhir evaluates no invariant).",
+	"obs-6 value and absent reason": "obs-6: an Observation with a value must not have a dataAbsentReason " +
+		"(google/fhir evaluates no invariant).",
+	"qty-3 code without system": "qty-3: a Quantity with a unit code must name its code system (google/fhir " +
+		"evaluates no invariant).",
+	"per-1 start after end": "per-1: a Period's start may not be after its end (year 3011 before 2011; google/fhir " +
+		"evaluates no invariant).",
+	"ele-1 element with only an id": "ele-1: every element must have a value or children other than its id; " +
+		"focus [{\"id\":\"f\"}] has neither (google/fhir evaluates no invariant).",
+	"txt-1 script in the narrative": "txt-1: a narrative may hold only basic XHTML formatting, no <script> " +
+		"(google/fhir does not parse the narrative's XHTML).",
+	"core extension of the wrong type": "the core extension patient-mothersMaidenName is defined with a string " +
+		"value; valueCode breaks its definition (google/fhir does not read extension definitions).",
+	"declared profile not met": "the Observation declares the core heartrate profile but is not a heart rate " +
+		"(its code lacks LOINC 8867-4; blood pressures also lack a value): we check declared profiles, " +
+		"google/fhir does not.",
 }
 
 func TestDifferential(t *testing.T) {
