@@ -53,12 +53,30 @@ type settlement struct {
 	failed          []failedLine // new dead letters, or replayed entries failing again
 	retire          []string     // replayed entries whose lines loaded
 	unsettled       int64        // lines left without an outcome (the object is not acknowledged)
+	// Lines per extension URL and per declared profile that transform does
+	// not know (accepted; reported).
+	unknownExtensions, unknownProfiles map[string]int64
 }
 
 type failedLine struct {
 	e        deadletter.Entry
 	location string // FHIRPath location of a transform failure, for the report
 	replace  bool   // e is a replayed entry's new version
+}
+
+func (s *settlement) unknown(extensions, profiles []string) {
+	for _, u := range extensions {
+		if s.unknownExtensions == nil {
+			s.unknownExtensions = map[string]int64{}
+		}
+		s.unknownExtensions[u]++
+	}
+	for _, u := range profiles {
+		if s.unknownProfiles == nil {
+			s.unknownProfiles = map[string]int64{}
+		}
+		s.unknownProfiles[u]++
+	}
 }
 
 func (s *settlement) load(created bool, prev *deadletter.Entry) {
@@ -96,6 +114,7 @@ func (o *objectRun) runBatch(ctx context.Context, b *batch) bool {
 		if res.IDDerived {
 			st.idsDerived++
 		}
+		st.unknown(res.UnknownExtensions, res.UnknownProfiles)
 		items = append(items, Item{Type: res.Type, ID: res.ID, Body: res.Body, Token: uint64(o.seq)<<32 | uint64(rec.ord),
 			Source: o.sourceOf(rec), Line: rec.no})
 		idx = append(idx, i)
@@ -211,7 +230,7 @@ func transformFailure(err error) failure {
 	f := failure{reason: deadletter.ReasonParse, stage: deadletter.StageTransform, msg: err.Error()}
 	var te *transform.Error
 	if errors.As(err, &te) {
-		f.reason, f.location = deadletter.Reason(te.Reason), te.Location
+		f.reason, f.location, f.rule = deadletter.Reason(te.Reason), te.Location, te.Rule
 	}
 	return f
 }
@@ -223,7 +242,7 @@ func (o *objectRun) failedLine(rec *record, f failure, out *Outcome) failedLine 
 	now := time.Now().UTC()
 	if rec.prev != nil {
 		e := *rec.prev
-		e.Reason, e.Stage, e.Message = f.reason, f.stage, f.msg
+		e.Reason, e.Stage, e.Message, e.Rule = f.reason, f.stage, f.msg, f.rule
 		e.Attempts++
 		e.LastFailed = now
 		e.Transform = r.info
@@ -234,7 +253,7 @@ func (o *objectRun) failedLine(rec *record, f failure, out *Outcome) failedLine 
 	}
 	line, b64 := deadletter.MakeLine(rec.b)
 	e := deadletter.Entry{
-		RunID: r.d.RunID, Reason: f.reason, Stage: f.stage, Message: f.msg,
+		RunID: r.d.RunID, Reason: f.reason, Stage: f.stage, Message: f.msg, Rule: f.rule,
 		Source: deadletter.Source{URI: o.obj.URI, ETag: o.obj.ETag, Line: rec.no, Offset: rec.offset,
 			Header: string(o.header), FullURL: rec.fullURL},
 		Line: line, LineBase64: b64, LineTruncated: f.truncated, Attempts: 1,
@@ -256,6 +275,7 @@ func (r *Runner) settle(ctx context.Context, o *objectRun, st *settlement) bool 
 	r.c.created.Add(st.created)
 	r.c.unresolved.Add(st.unresolved)
 	r.c.idsDerived.Add(st.idsDerived)
+	r.c.unknown(st.unknownExtensions, st.unknownProfiles)
 	r.c.updated.Add(st.loaded - st.created)
 	ok := st.unsettled == 0
 	if len(st.retire) > 0 && r.d.Replay != nil {
@@ -281,7 +301,7 @@ func (r *Runner) settle(ctx context.Context, o *objectRun, st *settlement) bool 
 				event = "not loaded (nothing stored)"
 			}
 			for _, f := range st.failed {
-				r.c.deadLettered(string(f.e.Reason), f.location)
+				r.c.deadLettered(string(f.e.Reason), f.location, f.e.Rule)
 				if stored {
 					r.d.Metrics.deadLettered(string(f.e.Reason))
 				}

@@ -54,6 +54,12 @@ type TransformConfig struct {
 	// "index" (a pre-pass over the sources records every id of the run) or
 	// "off" (the reference's type element, else the element's first target).
 	References string `yaml:"references"`
+	// Extensions: "lenient" accepts (and counts) extensions whose definition
+	// is unknown; "strict" dead-letters their lines.
+	Extensions string `yaml:"extensions"`
+	// Profiles are local FHIR package .tgz files (e.g. US Core) whose
+	// profiles, extensions and value sets are added to the core package's.
+	Profiles []string `yaml:"profiles"`
 }
 
 // TargetConfig is the FHIR server written to.
@@ -127,7 +133,7 @@ func Defaults() Config {
 			VisibilityTimeout:    5 * time.Minute,
 			WaitSeconds:          20,
 		},
-		Transform: TransformConfig{Profile: "seed", IDs: "keep", References: "index"},
+		Transform: TransformConfig{Profile: "seed", IDs: "keep", References: "index", Extensions: "lenient"},
 		Target: TargetConfig{
 			URL: EmbeddedTarget, Region: "us-east-1", Auth: "sigv4", Mode: "batch",
 			BatchSize: 100, BatchBytes: 4 << 20, Concurrency: 16, WriteUnitsPerSecond: 0,
@@ -286,6 +292,7 @@ func (c *Config) Validate() error {
 	checks := []error{
 		oneOf("source.format", c.Source.Format, "fhir", "bundle", "csv", "flat"),
 		oneOf("transform.references", c.Transform.References, "index", "off"),
+		oneOf("transform.extensions", c.Transform.Extensions, "lenient", "strict"),
 		oneOf("transform.profile", c.Transform.Profile, "seed", "base"),
 		oneOf("transform.ids", c.Transform.IDs, "keep", "derive"),
 		oneOf("target.auth", c.Target.Auth, "sigv4", "none"),

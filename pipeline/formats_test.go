@@ -147,3 +147,31 @@ func TestPrepassResolvesAcrossObjects(t *testing.T) {
 		}
 	}
 }
+
+// TestRunnerRulesAndUnknowns: a line that breaks one of the specification's
+// rules is dead-lettered naming it (entry.rule, the report's
+// dead_letter_rules); extensions and declared profiles transform does not
+// know are accepted and counted per URL.
+func TestRunnerRulesAndUnknowns(t *testing.T) {
+	obs := func(id, extra string) string {
+		return `{"resourceType":"Observation","id":"` + id + `","status":"final","code":{"text":"t"}` + extra + `}`
+	}
+	data := strings.Join([]string{
+		obs("o1", `,"valueString":"x","dataAbsentReason":{"text":"unknown"}`), // obs-6
+		obs("o2", `,"extension":[{"url":"http://example.org/fhir/ext/unknown","valueString":"x"}]`),
+		obs("o3", `,"meta":{"profile":["http://example.org/fhir/StructureDefinition/not-here"]}`),
+		obs("o4", `,"extension":[{"url":"http://example.org/fhir/ext/unknown","valueString":"y"}]`),
+	}, "\n") + "\n"
+	var a acks
+	dl := &memDeadLetters{}
+	r := pipeline.NewRunner(pipeline.Deps{Config: testConfig(), Sink: &memSink{}, DeadLetters: dl})
+	rep := r.Run(context.Background(), newSource(&a, memObject{uri: "file:///in/o.ndjson", data: []byte(data)}))
+	checkReconciles(t, rep)
+	if rep.Loaded != 3 || rep.DeadLettered != 1 || dl.entries[0].Rule != "obs-6" || rep.DeadLetterRules["obs-6"] != 1 {
+		t.Fatalf("report %+v, entries %+v", rep, dl.entries)
+	}
+	if rep.UnknownExtensions["http://example.org/fhir/ext/unknown"] != 2 ||
+		rep.UnknownProfiles["http://example.org/fhir/StructureDefinition/not-here"] != 1 {
+		t.Fatalf("unknown extensions %v, profiles %v", rep.UnknownExtensions, rep.UnknownProfiles)
+	}
+}

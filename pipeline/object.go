@@ -300,6 +300,7 @@ type failure struct {
 	stage     deadletter.Stage
 	msg       string
 	location  string
+	rule      string // the specification's rule broken (invariant key, ext:URL, profile URL)
 	truncated bool
 }
 

@@ -42,6 +42,9 @@ type Report struct {
 	IDsDerived          int64            `json:"ids_derived"`                     // resources without an id that got a stable derived one
 	UnresolvedRefs      int64            `json:"unresolved_references"`           // urn:uuid references whose target is not in the run (kept as written)
 	DeadLetterLocations map[string]int64 `json:"dead_letter_locations,omitempty"` // "reason location" -> count (transform failures)
+	DeadLetterRules     map[string]int64 `json:"dead_letter_rules,omitempty"`     // the specification's rule broken -> count (obs-6, txt-1, ext:URL, a profile URL)
+	UnknownExtensions   map[string]int64 `json:"unknown_extensions,omitempty"`    // extension URL not defined in the core package or transform.profiles -> lines
+	UnknownProfiles     map[string]int64 `json:"unknown_profiles,omitempty"`      // declared profile not known -> lines
 	Throttled           int64            `json:"throttled,omitempty"`             // 429 answers seen
 	Interrupted         bool             `json:"interrupted,omitempty"`           // stopped by a signal before the end
 	Fatal               string           `json:"fatal,omitempty"`                 // the one-line reason of a fatal stop
@@ -118,23 +121,48 @@ type counters struct {
 	lines, blank, loaded, created, updated, dls, unsettled        atomic.Int64
 	unresolved, idsDerived                                        atomic.Int64
 
-	mu        sync.Mutex
-	reasons   map[string]int64
-	locations map[string]int64
+	mu                   sync.Mutex
+	reasons              map[string]int64
+	locations            map[string]int64
+	rules                map[string]int64
+	extensions, profiles map[string]int64
 }
 
-func (c *counters) deadLettered(reason, location string) {
+func (c *counters) deadLettered(reason, location, rule string) {
 	c.dls.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.reasons == nil {
 		c.reasons = map[string]int64{}
 		c.locations = map[string]int64{}
+		c.rules = map[string]int64{}
 	}
 	c.reasons[reason]++
 	if location != "" {
 		c.locations[reason+" "+location]++
 	}
+	if rule != "" {
+		c.rules[rule]++
+	}
+}
+
+// unknown adds a batch's counts of unknown extensions and profiles.
+func (c *counters) unknown(extensions, profiles map[string]int64) {
+	if len(extensions) == 0 && len(profiles) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	add := func(dst *map[string]int64, src map[string]int64) {
+		for k, v := range src {
+			if *dst == nil {
+				*dst = map[string]int64{}
+			}
+			(*dst)[k] += v
+		}
+	}
+	add(&c.extensions, extensions)
+	add(&c.profiles, profiles)
 }
 
 func (c *counters) report(r *Report) {
@@ -158,10 +186,20 @@ func (c *counters) report(r *Report) {
 	for k, v := range c.reasons {
 		r.DeadLetterReasons[k] = v
 	}
-	if len(c.locations) > 0 {
-		r.DeadLetterLocations = map[string]int64{}
-		for k, v := range c.locations {
-			r.DeadLetterLocations[k] = v
-		}
+	r.DeadLetterLocations = copyCounts(c.locations)
+	r.DeadLetterRules = copyCounts(c.rules)
+	r.UnknownExtensions = copyCounts(c.extensions)
+	r.UnknownProfiles = copyCounts(c.profiles)
+}
+
+// copyCounts copies m, or returns nil for an empty one (omitted in JSON).
+func copyCounts(m map[string]int64) map[string]int64 {
+	if len(m) == 0 {
+		return nil
 	}
+	out := make(map[string]int64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }

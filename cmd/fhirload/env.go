@@ -162,6 +162,7 @@ func (e *env) transformer(refs *transform.Index) (*transform.Transformer, error)
 	opts := transform.Options{
 		Profile: e.cfg.Transform.Profile, IDs: e.cfg.Transform.IDs,
 		Format: e.cfg.Source.Format, Mapping: e.cfg.Transform.Mapping,
+		Extensions: e.cfg.Transform.Extensions, ProfilePackages: e.cfg.Transform.Profiles,
 	}
 	if refs != nil {
 		opts.Resolver = refs
