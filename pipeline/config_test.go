@@ -17,6 +17,7 @@ func TestRootPipelineYAMLIsTheDefaults(t *testing.T) {
 	want := Defaults()
 	want.Source.Paths = []string{"testdata/sample"}
 	want.Source.Suffixes = []string{}
+	want.Transform.Profiles = []string{}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("pipeline.yaml differs from Defaults():\n got %+v\nwant %+v", cfg, want)
 	}
