@@ -260,9 +260,10 @@ func splitUnion(expr string) []string {
 		c := expr[i]
 		switch {
 		case quote != 0:
-			if c == '\\' {
+			switch c {
+			case '\\':
 				i++
-			} else if c == quote {
+			case quote:
 				quote = 0
 			}
 		case c == '\'' || c == '`':

@@ -178,11 +178,11 @@ func (b *builder) colon() error {
 // skip skips any JSON value.
 func (b *builder) skip() error {
 	b.ws()
-	switch c := b.peek(); {
-	case c == '"':
+	switch c := b.peek(); c {
+	case '"':
 		_, _, _, err := b.str()
 		return err
-	case c == '{' || c == '[':
+	case '{', '[':
 		if !b.enter() {
 			return b.err("JSON nested too deeply")
 		}
@@ -451,15 +451,15 @@ func (b *builder) member(parent NodeID, el Element) error {
 }
 
 func (b *builder) value(parent NodeID, el Element, inArray bool) error {
-	switch c := b.peek(); {
-	case c == '{':
+	switch b.peek() {
+	case '{':
 		if el.Type == "Resource" {
 			_, err := b.resource(parent, el.Name)
 			return err
 		}
 		id := b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path, Choice: el.Choice})
 		return b.object(id, el, false)
-	case c == '"':
+	case '"':
 		s, e, esc, err := b.str()
 		if err != nil {
 			return err
@@ -470,7 +470,7 @@ func (b *builder) value(parent NodeID, el Element, inArray bool) error {
 		}
 		b.t.Add(parent, Node{Name: el.Name, Type: el.Type, Path: el.Path, Choice: el.Choice, Kind: k, Start: int32(s), End: int32(e)})
 		return nil
-	case c == '[':
+	case '[':
 		return b.err("nested array")
 	default:
 		k, s, err := b.scalar()
