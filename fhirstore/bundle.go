@@ -87,7 +87,7 @@ type entryState struct {
 // in response.outcome. A transaction is all-or-nothing: the first failing
 // entry fails the whole request with that entry's status. Either way, all
 // writes of one Bundle share one SQLite transaction.
-func (s *Server) bundle(ctx context.Context, body []byte, g grants, base string, representation bool) ([]byte, error) {
+func (s *Server) bundle(ctx context.Context, st *store, body []byte, g grants, base string, representation bool) ([]byte, error) {
 	in, ok := decodeBundle(body)
 	if !ok {
 		return nil, badRequest("Malformed JSON: the request body is not a valid Bundle.")
@@ -125,7 +125,7 @@ func (s *Server) bundle(ctx context.Context, body []byte, g grants, base string,
 			return nil, entryFailed(i, e.err)
 		}
 	}
-	err := s.st.write(ctx, func(t *wtx) error {
+	err := st.write(ctx, func(t *wtx) error {
 		for _, i := range order(entries, tx) {
 			e := &entries[i]
 			if e.err != nil {

@@ -34,6 +34,22 @@
 // A token bucket of write units (one per started KB of body) answers 429 with
 // Retry-After, and chaos options inject 429, 500 and latency for client tests.
 //
+// Request bodies are admitted before they are read, so that no client can
+// make the server hold memory or connections it did not grant (intake.go):
+// a body announced over MaxBodyBytes is refused (413); the signature is
+// checked from the headers — in full when the client sends the payload hash
+// in X-Amz-Content-Sha256 (AWS SDKs and fhirload do), else everything but
+// the hash — and an unsigned or wrongly signed request is refused (401)
+// without reading its body; the announced length is then reserved from a
+// budget of buffered bytes shared by all requests (MaxBufferedBytes, 64 MiB):
+// a request that cannot get it within a second gets 429 with Retry-After: 1.
+// The body must arrive within BodyReadTimeout (30 s; 408 beyond); it is
+// hashed as it arrives and the signature check finished with the hash. Each
+// refusal closes the connection without reading the rest of the body.
+// --auth none has the same budget and deadline. Serve's http.Server bounds
+// headers to 64 KiB arriving within 10 s and closes connections idle for
+// 2 minutes.
+//
 // Storage is SQLite in WAL mode with synchronous=NORMAL: committed writes
 // survive a crash of the process; a power loss or OS crash may lose the last
 // transactions. Concurrent writes are group-committed: one SQLite transaction
@@ -48,4 +64,111 @@
 // Batch-response entries carry the resource only with
 // "Prefer: return=representation"; single writes return it unless
 // "Prefer: return=minimal".
+//
+// # Control plane
+//
+// The HealthLake control plane is served on the same host (control.go):
+// AWS JSON 1.0, POST / with Content-Type application/x-amz-json-1.0 and
+// X-Amz-Target: HealthLake.{Operation}, signed like the data plane (SigV4,
+// service "healthlake"). CreateFHIRDatastore, DescribeFHIRDatastore,
+// ListFHIRDatastores, DeleteFHIRDatastore, StartFHIRImportJob,
+// DescribeFHIRImportJob and ListFHIRImportJobs take and return the
+// service's shapes (timestamps in epoch seconds), validate members with the
+// service model's constraints and answer with its error types:
+// ValidationException, ResourceNotFoundException, ConflictException,
+// AccessDeniedException (a key without the scope system/*.*: the control
+// plane needs every scope), InternalServerException; other operations
+// (export jobs, tags) are UnknownOperationException. The aws CLI and the AWS
+// SDKs work against it with only an endpoint URL. ClientToken makes
+// CreateFHIRDatastore and StartFHIRImportJob idempotent. ARNs use the
+// account 000000000000 and the server's region; NextToken is an offset;
+// lists are in creation order.
+//
+// Data stores. The default one (Options.DatastoreID, "local") is Dir's own
+// database, always ACTIVE, and cannot be deleted. A created data store has
+// a 32-hex-digit id, its database in Dir/datastores/{id}/fhirstore.db, and
+// is served under /datastore/{id}/r4/; its status goes CREATING → ACTIVE
+// (CREATE_FAILED if its database cannot be created) and, on delete,
+// DELETING → DELETED, when its folder is removed; a DELETED data store stays
+// listed, and its data plane answers 404 like an unknown one. Deleting a
+// data store with an unfinished import job is a ConflictException.
+// DatastoreEndpoint is the FHIR base URL on the host the caller used.
+// PreloadDataConfig and authorization strategies other than AWS_AUTH are
+// refused; SseConfiguration is kept and echoed (the files are not
+// encrypted by the server). The control plane's state is Dir/control.db
+// (0600). Data stores created by another process on the same folder are
+// seen after a restart.
+//
+// # Import jobs
+//
+// StartFHIRImportJob queues a job (SUBMITTED); jobs run one at a time, in
+// the order they were submitted (IN_PROGRESS), and end COMPLETED,
+// COMPLETED_WITH_ERRORS (some lines or files failed) or FAILED (the job
+// could not run: its Message says why — the input cannot be listed or is
+// empty, the output bucket cannot be written, the data store is gone).
+// Only the process holding Dir/jobs.lock runs jobs.
+//
+// S3 is reached with Options.S3 or, by default, a client built from the
+// standard AWS SDK configuration: region, the credential chain, and an
+// endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (with one, objects
+// are addressed path-style, as emulators need). DataAccessRoleArn is
+// validated and recorded, not assumed: the server's own credentials read
+// and write. Outputs are written with SSE-KMS under the job's KmsKeyId.
+//
+// Input: every object under the input URI's prefix except folder markers
+// (keys ending in "/"), in key order, each read as NDJSON — gzip when it
+// starts with the gzip magic bytes, a UTF-8 byte-order mark dropped, lines
+// ending in \n or \r\n. Lines are numbered from 1 in the file; blank lines
+// are skipped and not counted. Each line is checked as the data plane
+// checks a PUT of it — JSON, a known resourceType, a valid id, the indexed
+// elements' shapes, no other resource of the type with one of its
+// identifiers (422) — and written with PUT semantics (an existing id gets a
+// new version). A line without an id gets one derived from the job, file
+// and line, so that a resumed job writes the same resource. A line longer
+// than 8 MiB is refused. A refused line is a failure record; it never fails
+// the job. A file that cannot be read to its end (GetObject refused, corrupt
+// gzip; a stream broken off is retried twice) keeps the lines read before
+// and gets one failure record without a line; it counts in
+// TotalNumberOfFilesReadWithCustomerError.
+//
+// Output, under {output URI}/{datastoreId}-FHIR_IMPORT-{jobId}/ as
+// HealthLake names it: SUCCESS/{name} and FAILURE/{name} per input file,
+// where {name} is the file's key below the input prefix with ".ndjson"
+// appended unless it ends so (only when there are such records), and
+// manifest.json. A success record:
+//
+//	{"inputFile":"s3://in/batch/Patient.ndjson","lineNumber":1,"resourceType":"Patient","id":"p1","versionId":"1","status":"201 Created"}
+//
+// A failure record carries the line as sent ("line", or "lineBase64" when
+// it is not UTF-8; "lineTruncated" with the first 64 KiB of an over-long
+// line), the HTTP status the data plane would have answered, and the
+// OperationOutcome:
+//
+//	{"inputFile":"s3://in/batch/Patient.ndjson","lineNumber":8,"resourceType":"Patient","id":"p4","line":"{\"resourceType\":…}",
+//	 "status":"422 Unprocessable Entity","operationOutcome":{"resourceType":"OperationOutcome","issue":[{"severity":"error",
+//	 "code":"duplicate","details":{"text":"Duplicate identifier: another Patient already has an identifier with system urn:mrn and the same value."}}]}}
+//
+// manifest.json has HealthLake's documented fields (inputDataConfig,
+// outputDataConfig, successOutput, failureOutput, numberOfScannedFiles,
+// numberOfFilesImported, sizeOfScannedFilesInMB,
+// sizeOfDataImportedSuccessfullyInMB, numberOfResourcesScanned,
+// numberOfResourcesImportedSuccessfully, numberOfResourcesWithCustomerError,
+// numberOfResourcesWithServerError) and two of fhirload's:
+// numberOfFilesReadWithCustomerError and files, one entry per input file
+// with its output URIs and counts. DescribeFHIRImportJob's
+// JobProgressReport counts the same while the job runs (Throughput is
+// resources imported per second).
+//
+// Restart: a job interrupted by Close, a crash or SIGKILL is resumed when
+// the folder is next opened. Lines are written in chunks (5,000 lines or
+// 8 MiB); each chunk's resources, its output records and the line to read
+// next commit in one transaction of the data store's database, and a
+// file's records go to S3 once the file is read, before the file is marked
+// done in control.db. So a resumed job reads on from the line after its
+// last chunk, and every line is written once and reported once.
+//
+// Options.ChaosImportReject (serve --chaos-import-reject) rejects that
+// fraction of lines with a failure record (status 503, issue code
+// "transient") instead of importing them; which lines is decided by
+// ChaosSeed, the file and the line number, fixed when the job is submitted.
 package fhirstore

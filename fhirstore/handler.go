@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -82,6 +81,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection (read
+// deadlines, see intake).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
@@ -106,79 +109,119 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 		s.log.Debug("request", zap.String("method", r.Method), zap.String("route", route),
 			zap.Int("status", w.status), zap.Duration("duration", time.Since(start)))
 	}()
+	in, g, ok := s.admit(w, r)
+	if !ok {
+		return
+	}
+	defer in.release()
+	if r.URL.Path == "/" && r.Header.Get("X-Amz-Target") != "" {
+		route = "control"
+		s.serveControl(w, r, in.b, g)
+		return
+	}
+	route = s.serveData(w, r, in.b, g)
+}
+
+// admit runs the chaos latency and the admission of the request and its
+// body (see intake.go); on refusal it has answered and returns false.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (*body, grants, bool) {
 	if d := s.latency(); d > 0 {
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
-			return
+			return nil, nil, false
 		}
 	}
-	var body []byte
-	if r.Body != nil {
-		var err error
-		body, err = readBody(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes), r.ContentLength, s.opts.MaxBodyBytes)
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				writeError(w, errf(http.StatusRequestEntityTooLarge, "too-long", "Request body exceeds %d bytes.", s.opts.MaxBodyBytes))
-				return
-			}
-			writeError(w, badRequest("Could not read the request body."))
-			return
-		}
+	if r.ContentLength > s.opts.MaxBodyBytes {
+		closeAfter(w)
+		writeError(w, tooLarge(s.opts.MaxBodyBytes))
+		return nil, nil, false
 	}
-	g := grants{{typ: "*", perms: permAll}}
+	var chk *sigCheck
 	if s.ver != nil {
 		var e *fhirError
-		if g, e = s.ver.verify(r, body); e != nil {
+		if chk, e = s.ver.begin(r); e != nil {
+			closeAfter(w)
 			writeError(w, e)
-			return
+			return nil, nil, false
 		}
 	}
-	c, e := s.route(r, body)
+	in, e := s.in.read(w, r, chk != nil)
+	if e != nil {
+		closeAfter(w)
+		writeError(w, e)
+		return nil, nil, false
+	}
+	g := grants{{typ: "*", perms: permAll}}
+	if chk != nil {
+		if g, e = chk.finish(in.sum); e != nil {
+			in.release()
+			writeError(w, e)
+			return nil, nil, false
+		}
+	}
+	return in, g, true
+}
+
+// serveData serves the FHIR data plane, /datastore/{id}/r4/…, and returns
+// the route's name for the access log.
+func (s *Server) serveData(w http.ResponseWriter, r *http.Request, body []byte, g grants) string {
+	dsID, rest, e := s.splitBase(r.URL.Path)
+	if e != nil {
+		writeError(w, e)
+		return "-"
+	}
+	st, done, ok := s.reg.acquire(dsID)
+	if !ok {
+		writeError(w, errf(http.StatusNotFound, "not-found", "Datastore not found."))
+		return "-"
+	}
+	defer done()
+	c, e := s.route(r, rest, body)
+	route := "-"
 	if c != nil {
 		route = routeName(c)
 	}
 	if e != nil {
 		writeError(w, e)
-		return
+		return route
 	}
 	if c.op != opMetadata && c.op != opBundle && !g.allows(c.typ, c.perm()) {
 		writeError(w, forbidden(c))
-		return
+		return route
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && c.op != opSearch && s.bucket != nil {
 		if ok, wait := s.bucket.take(writeUnits(len(body))); !ok {
 			writeError(w, &fhirError{status: http.StatusTooManyRequests, code: "throttled", text: "Rate exceeded: write units per second limit reached.", retryAfter: wait})
-			return
+			return route
 		}
 	}
 	if e := s.chaos(); e != nil {
 		writeError(w, e)
-		return
+		return route
 	}
-	base := baseURL(r, s.BasePath())
+	base := baseURL(r, basePath(dsID))
 	switch c.op {
 	case opMetadata:
 		w.Header().Set("Content-Type", contentTypeFHIR)
 		_, _ = w.Write(s.capability)
-		return
+		return route
 	case opBundle:
-		out, e := s.bundle(r.Context(), body, g, base, preferRepresentation(r))
+		out, e := s.bundle(r.Context(), st, body, g, base, preferRepresentation(r))
 		if e != nil {
 			s.writeFailure(w, r, e)
-			return
+			return route
 		}
 		w.Header().Set("Content-Type", contentTypeFHIR)
 		_, _ = w.Write(out)
-		return
+		return route
 	}
-	res, err := s.execOne(r.Context(), c, base)
+	res, err := s.execOne(r.Context(), st, c, base)
 	if err != nil {
 		s.writeFailure(w, r, err)
-		return
+		return route
 	}
 	h := w.Header()
 	if res.v != nil && !res.v.deleted {
@@ -190,11 +233,12 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	if res.body == nil || (c.writes() && c.minimal) {
 		w.WriteHeader(res.status)
-		return
+		return route
 	}
 	h.Set("Content-Type", contentTypeFHIR)
 	w.WriteHeader(res.status)
 	_, _ = w.Write(res.body)
+	return route
 }
 
 // writeFailure writes a *fhirError as is and anything else as a PHI-free 500.
@@ -267,20 +311,30 @@ func methodNotAllowed(allow ...string) *fhirError {
 	return errf(http.StatusMethodNotAllowed, "not-supported", "Method not allowed here; allowed: %s.", strings.Join(allow, ", "))
 }
 
-// route maps a request to a call, checking method and content type.
-func (s *Server) route(r *http.Request, body []byte) (*call, *fhirError) {
-	rest, ok := strings.CutPrefix(r.URL.Path, "/datastore/")
+// basePath is the path of data store id's FHIR base URL.
+func basePath(id string) string { return "/datastore/" + id + "/r4/" }
+
+// splitBase splits a data-plane path into the data store id and the path
+// below the FHIR base (/datastore/{id}/r4/{rest}).
+func (s *Server) splitBase(path string) (id, rest string, e *fhirError) {
+	rest, ok := strings.CutPrefix(path, "/datastore/")
 	if !ok {
-		return nil, errf(http.StatusNotFound, "not-found", "Not found: the FHIR base URL is %s.", s.BasePath())
+		return "", "", errf(http.StatusNotFound, "not-found", "Not found: the FHIR base URL is %s.", s.BasePath())
 	}
-	ds, rest, _ := strings.Cut(rest, "/")
-	if ds != s.opts.DatastoreID {
-		return nil, errf(http.StatusNotFound, "not-found", "Datastore not found.")
-	}
+	id, rest, _ = strings.Cut(rest, "/")
 	ver, rest, _ := strings.Cut(rest, "/")
 	if ver != "r4" {
-		return nil, errf(http.StatusNotFound, "not-found", "Not found: only FHIR R4 is served, under %s.", s.BasePath())
+		if s.reg.get(id) == nil {
+			return "", "", errf(http.StatusNotFound, "not-found", "Datastore not found.")
+		}
+		return "", "", errf(http.StatusNotFound, "not-found", "Not found: only FHIR R4 is served, under %s.", basePath(id))
 	}
+	return id, rest, nil
+}
+
+// route maps a request below a FHIR base (rest) to a call, checking method
+// and content type.
+func (s *Server) route(r *http.Request, rest string, body []byte) (*call, *fhirError) {
 	minimal := strings.Contains(r.Header.Get("Prefer"), "return=minimal")
 	needsBody := func() *fhirError {
 		if !isJSONType(r.Header.Get("Content-Type")) {
@@ -411,12 +465,12 @@ func parseTarget(method, rest, rawQuery string) (*call, *fhirError) {
 }
 
 // execOne runs a single (non-Bundle) interaction.
-func (s *Server) execOne(ctx context.Context, c *call, base string) (*result, error) {
+func (s *Server) execOne(ctx context.Context, st *store, c *call, base string) (*result, error) {
 	if !c.writes() {
-		return s.execRead(ctx, s.st.r, c, base)
+		return s.execRead(ctx, st.r, c, base)
 	}
 	var res *result
-	err := s.st.write(ctx, func(t *wtx) error {
+	err := st.write(ctx, func(t *wtx) error {
 		var err error
 		res, err = s.execWrite(t, c, s.now(), nil)
 		return err
@@ -572,18 +626,4 @@ func relativeTarget(u string) (path, rawQuery string) {
 		path = p
 	}
 	return path, rawQuery
-}
-
-// readBody reads a request body, into one buffer of the announced length
-// when there is one (no regrowing a large Bundle as it arrives). net/http
-// ends a body at its Content-Length, and a shorter one is an error.
-func readBody(r io.Reader, length, max int64) ([]byte, error) {
-	if length <= 0 || length > max {
-		return io.ReadAll(r)
-	}
-	buf := make([]byte, length)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, err
-	}
-	return buf, nil
 }

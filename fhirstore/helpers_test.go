@@ -213,3 +213,14 @@ func sha256Hex(b []byte) string {
 }
 
 func nopCloser(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
+
+// verify checks r, whose body is body, the way the server does in two steps
+// (begin from the headers, finish with the body's hash).
+func (v *verifier) verify(r *http.Request, body []byte) (grants, *fhirError) {
+	c, e := v.begin(r)
+	if e != nil {
+		return nil, e
+	}
+	sum := sha256.Sum256(body)
+	return c.finish(sum[:])
+}

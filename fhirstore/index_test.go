@@ -125,7 +125,7 @@ INSERT INTO idx VALUES ('Patient', 'family', 'stale', 'Stale', 1);`
 		t.Errorf("after update: family=lemke total %d, want 2", got)
 	}
 	var v int
-	if err := e.srv.st.r.QueryRowContext(context.Background(), `PRAGMA user_version`).Scan(&v); err != nil || v != schemaVersion {
+	if err := e.srv.reg.get(DefaultDatastoreID).st.r.QueryRowContext(context.Background(), `PRAGMA user_version`).Scan(&v); err != nil || v != schemaVersion {
 		t.Errorf("user_version %d (%v), want %d", v, err, schemaVersion)
 	}
 }

@@ -50,25 +50,52 @@ type Options struct {
 	Chaos429, Chaos500 float64
 	// ChaosLatency delays every request by a random duration in [0, ChaosLatency).
 	ChaosLatency time.Duration
+	// ChaosImportReject is the probability (0..1) that an import job
+	// rejects a line with an OperationOutcome instead of importing it. The
+	// choice is fixed by ChaosSeed, the file and the line number, and by
+	// the value when the job was submitted.
+	ChaosImportReject float64
 	// ChaosSeed seeds the chaos random source; 0 picks a random seed.
 	ChaosSeed uint64
 	// MaxBodyBytes is the largest request body accepted (413 beyond).
 	// Default 32 MiB.
 	MaxBodyBytes int64
+	// MaxBufferedBytes bounds the request-body bytes held in memory by all
+	// requests together (raised to MaxBodyBytes if smaller). A request whose
+	// body does not fit waits up to a second, then gets 429 with
+	// Retry-After. Default 64 MiB.
+	MaxBufferedBytes int64
+	// BodyReadTimeout is how long a request body may take to arrive after
+	// its headers (408 beyond). Default 30 s.
+	BodyReadTimeout time.Duration
+	// S3 is the client import jobs read their input and write their output
+	// with. Nil means one built from the standard AWS SDK configuration
+	// when the first job runs (see the package documentation).
+	S3 S3API
 	// Logger receives one line per request (method, route, status, duration;
 	// never bodies). Nil means no logs.
 	Logger *zap.Logger
 
 	// now replaces the clock in tests.
 	now func() time.Time
+	// importChunkLines replaces importChunkLines in tests.
+	importChunkLines int
+	// afterChunk, in tests, is called after each chunk an import job
+	// commits; when it returns true the job stops there as if the server
+	// had crashed (it stays IN_PROGRESS).
+	afterChunk func(job string, file int, nextLine int64) (crash bool)
 }
 
 // Server is a local HealthLake-compatible FHIR R4 server on SQLite.
 type Server struct {
 	opts       Options
-	st         *store
+	ctl        *controlDB
+	reg        *registry
+	jobs       *jobRunner
+	s3         *s3Conn
 	ver        *verifier
 	bucket     *bucket
+	in         *intake
 	log        *zap.Logger
 	now        func() time.Time
 	capability []byte
@@ -98,7 +125,14 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	if opts.Chaos429 < 0 || opts.Chaos429 > 1 || opts.Chaos500 < 0 || opts.Chaos500 > 1 || opts.ChaosLatency < 0 {
+	if opts.MaxBufferedBytes <= 0 {
+		opts.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	if opts.BodyReadTimeout <= 0 {
+		opts.BodyReadTimeout = DefaultBodyReadTimeout
+	}
+	if opts.Chaos429 < 0 || opts.Chaos429 > 1 || opts.Chaos500 < 0 || opts.Chaos500 > 1 || opts.ChaosLatency < 0 ||
+		opts.ChaosImportReject < 0 || opts.ChaosImportReject > 1 {
 		return nil, errors.New("fhirstore: chaos probabilities must be within 0..1 and latency not negative")
 	}
 	if opts.WriteUnitsPerSecond < 0 {
@@ -108,7 +142,8 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Server{opts: opts, log: opts.Logger, now: now}
+	s := &Server{opts: opts, log: opts.Logger, now: now,
+		in: newIntake(opts.MaxBodyBytes, opts.MaxBufferedBytes, opts.BodyReadTimeout)}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -144,13 +179,24 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	if seed == 0 {
 		seed = mrand.Uint64()
 	}
+	s.opts.ChaosSeed = seed
 	s.rng = mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	s.s3 = &s3Conn{region: opts.Region, c: opts.S3}
 	s.capability = capabilityStatement(now())
-	st, err := openStore(ctx, opts.Dir)
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("fhirstore: create data directory: %w", err)
+	}
+	ctl, err := openControl(ctx, opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("fhirstore: %w", err)
 	}
-	s.st = st
+	reg, err := openRegistry(ctx, opts.Dir, opts.DatastoreID, ctl, now())
+	if err != nil {
+		_ = ctl.close()
+		return nil, fmt.Errorf("fhirstore: %w", err)
+	}
+	s.ctl, s.reg = ctl, reg
+	s.jobs = startRunner(s)
 	return s, nil
 }
 
@@ -165,8 +211,13 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 // store; call Close after Serve returns.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{
-		Handler:           s.Handler(),
+		Handler: s.Handler(),
+		// Headers must arrive within ReadHeaderTimeout and stay under
+		// MaxHeaderBytes (AWS's own front doors take less), bodies within
+		// Options.BodyReadTimeout (set per request, see intake); an idle
+		// keep-alive connection is closed after IdleTimeout.
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ErrorLog:          zap.NewStdLog(s.log),
@@ -193,7 +244,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 // Close closes the store. It is safe to call more than once.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		if err := s.st.close(); err != nil {
+		s.jobs.stop()
+		if err := errors.Join(s.reg.close(), s.ctl.close()); err != nil {
 			s.closeErr = fmt.Errorf("fhirstore: close: %w", err)
 		}
 	})

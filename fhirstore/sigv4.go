@@ -1,6 +1,7 @@
 package fhirstore
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -86,9 +87,30 @@ func parseAuthorization(h string) (sigv4Auth, bool) {
 	return a, true
 }
 
-// verify checks r, whose body has already been read into body, and returns the
-// scopes of the key that signed it.
-func (v *verifier) verify(r *http.Request, body []byte) (grants, *fhirError) {
+// sigCheck is a signature check begun from a request's headers and
+// finished with the SHA-256 of its body, which the server computes while the
+// body streams in. When the client declared the payload hash
+// (X-Amz-Content-Sha256), the signature was already verified against it in
+// begin, and finish only compares the body with the declared hash: a request
+// whose signature is wrong is refused before a byte of its body is read.
+type sigCheck struct {
+	grants grants
+	// declared is the payload hash the client sent and signed, or nil.
+	declared []byte
+	// Without a declared hash, the signature is checked in finish: the
+	// candidate canonical requests up to (not including) the payload hash.
+	prefixes   []string
+	amzDate    string
+	scope      string
+	signingKey []byte
+	signature  []byte
+}
+
+// begin checks everything of r's signature that its headers carry: the
+// Authorization header's form, the key, the credential scope, the date and
+// clock skew, the signed headers, and — when X-Amz-Content-Sha256 is sent —
+// the signature itself. It never reads the body.
+func (v *verifier) begin(r *http.Request) (*sigCheck, *fhirError) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		return nil, unauthorized("Missing Authentication Token: the request must be signed with AWS Signature Version 4.")
@@ -121,17 +143,12 @@ func (v *verifier) verify(r *http.Request, body []byte) (grants, *fhirError) {
 	if r.Header.Get("X-Amz-Security-Token") != "" && !slices.Contains(a.signedHeaders, "x-amz-security-token") {
 		return nil, unauthorized("X-Amz-Security-Token must be a signed header.")
 	}
-	sum := sha256.Sum256(body)
-	payloadHash := hex.EncodeToString(sum[:])
-	if ph := r.Header.Get("X-Amz-Content-Sha256"); ph != "" && ph != payloadHash {
-		return nil, unauthorized("The provided x-amz-content-sha256 header does not match the request body.")
-	}
 
-	scope := a.date + "/" + a.region + "/" + a.service + "/aws4_request"
+	c := &sigCheck{grants: key.grants, amzDate: amzDate, signature: a.signature,
+		scope:      a.date + "/" + a.region + "/" + a.service + "/aws4_request",
+		signingKey: deriveSigningKey(key.secret, a.date, a.region, a.service)}
 	headers := canonicalHeaders(r, a.signedHeaders)
-	signingKey := deriveSigningKey(key.secret, a.date, a.region, a.service)
 	signedList := strings.Join(a.signedHeaders, ";")
-
 	// Clients disagree on how to canonicalise paths and queries: AWS SDKs
 	// escape the path a second time and re-encode the query, botocore signs
 	// the query as sent. Each candidate is a full, valid SigV4 form.
@@ -144,21 +161,51 @@ func (v *verifier) verify(r *http.Request, body []byte) (grants, *fhirError) {
 	if raw := canonicalQueryRaw(r.URL.RawQuery); raw != queries[0] {
 		queries = append(queries, raw)
 	}
-	match := false
 	for _, p := range paths {
 		for _, q := range queries {
-			creq := r.Method + "\n" + p + "\n" + q + "\n" + headers + "\n" + signedList + "\n" + payloadHash
-			crSum := sha256.Sum256([]byte(creq))
-			sts := sigv4Algorithm + "\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(crSum[:])
-			if hmac.Equal(hmacSHA256(signingKey, sts), a.signature) {
-				match = true
-			}
+			c.prefixes = append(c.prefixes, r.Method+"\n"+p+"\n"+q+"\n"+headers+"\n"+signedList+"\n")
 		}
 	}
-	if !match {
+	if ph := r.Header.Get("X-Amz-Content-Sha256"); ph != "" {
+		d, err := hex.DecodeString(ph)
+		if err != nil || len(d) != sha256.Size || strings.ToLower(ph) != ph {
+			return nil, unauthorized("x-amz-content-sha256 must be the hex SHA-256 of the request body.")
+		}
+		if !c.matches(ph) {
+			return nil, unauthorized("The request signature we calculated does not match the signature you provided, for the payload hash in x-amz-content-sha256.")
+		}
+		c.declared = d
+	}
+	return c, nil
+}
+
+// matches reports whether the signature is right for the payload hash ph
+// (lowercase hex) in one of the candidate canonical forms.
+func (c *sigCheck) matches(ph string) bool {
+	match := false
+	for _, p := range c.prefixes {
+		crSum := sha256.Sum256([]byte(p + ph))
+		sts := sigv4Algorithm + "\n" + c.amzDate + "\n" + c.scope + "\n" + hex.EncodeToString(crSum[:])
+		if hmac.Equal(hmacSHA256(c.signingKey, sts), c.signature) {
+			match = true
+		}
+	}
+	return match
+}
+
+// finish completes the check with the SHA-256 of the body as received and
+// returns the scopes of the key that signed the request.
+func (c *sigCheck) finish(bodySum []byte) (grants, *fhirError) {
+	if c.declared != nil {
+		if !bytes.Equal(c.declared, bodySum) {
+			return nil, unauthorized("The provided x-amz-content-sha256 header does not match the request body.")
+		}
+		return c.grants, nil
+	}
+	if !c.matches(hex.EncodeToString(bodySum)) {
 		return nil, unauthorized("The request signature we calculated does not match the signature you provided.")
 	}
-	return key.grants, nil
+	return c.grants, nil
 }
 
 func canonicalHeaders(r *http.Request, names []string) string {

@@ -2,6 +2,7 @@ package fhirstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -66,6 +67,10 @@ type store struct {
 	path string
 	w    *sql.DB
 	r    *sql.DB
+	// ck is the checkpointer's connection; ckStop stops it, ckDone tells
+	// it stopped.
+	ck             *sql.DB
+	ckStop, ckDone chan struct{}
 	// wmu is held by the caller of write that runs a group of queued
 	// writes (the leader); qmu guards queue.
 	wmu   sync.Mutex
@@ -95,8 +100,10 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		return nil, fmt.Errorf("restrict database file: %w", err)
 	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
-		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(10000)&_pragma=journal_size_limit(67108864)"
-	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(67108864)"
+	// The writer does not checkpoint (wal_autocheckpoint 0): the
+	// checkpointer does, on a connection of its own, beside the writes.
+	w, err := sql.Open("sqlite", dsn+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
@@ -108,6 +115,10 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		_ = w.Close()
 		return nil, err
 	}
+	if _, err := w.ExecContext(ctx, chunkSchema); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("create schema: %w", err)
+	}
 	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
 	if err != nil {
 		_ = w.Close()
@@ -116,6 +127,14 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	st.r = r
+	ck, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		_ = st.close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	ck.SetMaxOpenConns(1)
+	st.ck, st.ckStop, st.ckDone = ck, make(chan struct{}), make(chan struct{})
+	go st.checkpointer()
 	for _, s := range []struct {
 		dst **sql.Stmt
 		q   string
@@ -254,8 +273,39 @@ func reindex(ctx context.Context, tx *sql.Tx) error {
 	}
 }
 
+// checkpointInterval is how often the checkpointer copies the committed
+// WAL frames into the database file.
+const checkpointInterval = 500 * time.Millisecond
+
+// checkpointer runs PASSIVE checkpoints every checkpointInterval until
+// close: they copy committed frames from the WAL into the database file
+// without waiting for readers or the writer, so that commits (a group of
+// REST writes, an import chunk) never pay for one. The writer starts the
+// WAL over once a checkpoint has copied all of it, and SQLite truncates it
+// to journal_size_limit then.
+func (st *store) checkpointer() {
+	defer close(st.ckDone)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-st.ckStop:
+			return
+		case <-t.C:
+		}
+		var busy, log, done int
+		_ = st.ck.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &log, &done)
+	}
+}
+
 func (st *store) close() error {
 	var errs []error
+	if st.ck != nil {
+		close(st.ckStop)
+		<-st.ckDone
+		errs = append(errs, st.ck.Close())
+		st.ck = nil
+	}
 	if st.w != nil {
 		// Let SQLite refresh its planner statistics for the next start.
 		_, _ = st.w.Exec(`PRAGMA optimize`)
@@ -278,6 +328,7 @@ type wtx struct {
 	// than one per row. pendIdent lets the duplicate check see pending
 	// identifiers.
 	pend      []pendRow
+	bulk      bool // an import chunk: index rows are flushed at its end
 	pendIdent map[identKey]int64
 
 	lookup, archive, update, insertNew, drop, unindexStmt, dupCheck *sql.Stmt
@@ -438,8 +489,10 @@ func multiSizes() []int { return []int{64, 16, 4, 1} }
 
 const multiRows = 64
 
-// flush inserts the pending index rows.
+// flush inserts the pending index rows, in key order: consecutive inserts
+// then land on the same B-tree pages.
 func (t *wtx) flush() error {
+	slices.SortFunc(t.pend, comparePend)
 	for len(t.pend) > 0 {
 		n := 1
 		for _, size := range multiSizes() {
@@ -526,6 +579,10 @@ func (t *wtx) current(typ, id string) (current, error) {
 type putOptions struct {
 	ifMatch  string // expected current version ("" = any)
 	dupCheck bool   // refuse a create whose identifier another resource has
+	// stamped is the body of version 1 with meta stamped for the put's
+	// time, when the caller made it already (import chunks do, outside the
+	// write lock).
+	stamped []byte
 }
 
 // put writes p as the new current version of p.typ/id. It reports whether
@@ -583,7 +640,10 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 // that key yet; it returns nil, nil when one does.
 func (t *wtx) create(p *parsed, id string, opt putOptions, now time.Time, buf []byte) (*version, error) {
 	v := &version{typ: p.typ, id: id, version: 1, updated: now}
-	v.body = stampResource(buf, p.body, p.ms, id, "1", lastUpdated(now))
+	v.body = opt.stamped
+	if v.body == nil {
+		v.body = stampResource(buf, p.body, p.ms, id, "1", lastUpdated(now))
+	}
 	res, err := t.insertNew.ExecContext(t.ctx, p.typ, id, now.UnixMilli(), v.body, p.keys)
 	if err != nil {
 		return nil, fmt.Errorf("insert resource: %w", err)
@@ -651,9 +711,39 @@ func (t *wtx) addRows(p *parsed, rid int64) {
 	}
 }
 
-// maybeFlush inserts the pending index rows once there are enough of them.
+// comparePend orders index rows as the idx primary key does. Within a k,
+// a and b are both strings or both dates (int64).
+func comparePend(x, y pendRow) int {
+	if c := cmp.Compare(x.k, y.k); c != 0 {
+		return c
+	}
+	if c := compareValue(x.a, y.a); c != 0 {
+		return c
+	}
+	if c := compareValue(x.b, y.b); c != 0 {
+		return c
+	}
+	return cmp.Compare(x.rid, y.rid)
+}
+
+func compareValue(x, y any) int {
+	switch xv := x.(type) {
+	case string:
+		if yv, ok := y.(string); ok {
+			return strings.Compare(xv, yv)
+		}
+	case int64:
+		if yv, ok := y.(int64); ok {
+			return cmp.Compare(xv, yv)
+		}
+	}
+	return 0
+}
+
+// maybeFlush inserts the pending index rows once there are enough of them
+// (a bulk transaction keeps them all, to insert them in order).
 func (t *wtx) maybeFlush() error {
-	if len(t.pend) >= 4*multiRows {
+	if !t.bulk && len(t.pend) >= 4*multiRows {
 		return t.flush()
 	}
 	return nil
