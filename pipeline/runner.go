@@ -86,7 +86,7 @@ type Runner struct {
 	inflight chan struct{}       // batches between reader and settle
 	bytes    *semaphore.Weighted // input bytes those batches hold (memory stays flat whatever the line sizes)
 	budget   int64
-	bufs     sync.Pool     // *batch: line buffers reused across batches
+	bufs     sync.Pool // *batch: line buffers reused across batches
 
 	seq      atomic.Uint32
 	waitMu   sync.Mutex

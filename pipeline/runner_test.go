@@ -403,7 +403,8 @@ func TestRunnerDeferred(t *testing.T) {
 		decide: func(pipeline.Item) (pipeline.Outcome, error) { return pipeline.Outcome{Status: pipeline.Deferred}, nil },
 		settle: func(it pipeline.Item) pipeline.Outcome {
 			if it.ID == "p4" || it.ID == "p11" {
-				return pipeline.Outcome{Status: pipeline.Failed, Reason: deadletter.ReasonImportRejected, Message: "rejected by the import job"}
+				return pipeline.Outcome{Status: pipeline.Failed, Reason: deadletter.ReasonImportRejected, Message: "rejected by the import job",
+					ResourceType: it.Type, ResourceID: it.ID}
 			}
 			return pipeline.Outcome{Status: pipeline.Loaded, Created: true}
 		},
@@ -422,6 +423,10 @@ func TestRunnerDeferred(t *testing.T) {
 		got[fmt.Sprintf("%s:%d", e.Source.URI, e.Source.Line)] = string(e.Reason)
 		if e.Reason == deadletter.ReasonImportRejected && e.Line != patient(fmt.Sprintf("p%d", e.Source.Line)) {
 			t.Errorf("line %d kept as %q", e.Source.Line, e.Line)
+		}
+		// The sink named the resource: the entry says which it is.
+		if id := fmt.Sprintf("p%d", e.Source.Line); e.Reason == deadletter.ReasonImportRejected && (e.ResourceType != "Patient" || e.ResourceID != id) {
+			t.Errorf("line %d: entry names %s/%s, want Patient/%s", e.Source.Line, e.ResourceType, e.ResourceID, id)
 		}
 	}
 	want := map[string]string{"a:4": "import-rejected", "b:4": "import-rejected", "b:11": "import-rejected", "b:2": "invalid"}
