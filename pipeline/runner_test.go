@@ -440,6 +440,31 @@ func TestRunnerDeferred(t *testing.T) {
 	}
 }
 
+// TestRunnerStopWithDeferredItems: a run stopped while a DeferredSink holds
+// items of an object it had not finished reading counts those items
+// unsettled (the sink is not flushed, the object not acknowledged as done):
+// the report reconciles.
+func TestRunnerStopWithDeferredItems(t *testing.T) {
+	var r *pipeline.Runner
+	var once sync.Once
+	sink := &memSink{decide: func(it pipeline.Item) (pipeline.Outcome, error) {
+		once.Do(func() { r.Stop() })
+		return pipeline.Outcome{Status: pipeline.Deferred}, nil
+	}}
+	var a acks
+	cfg := testConfig()
+	cfg.Target.Concurrency = 1
+	r = pipeline.NewRunner(pipeline.Deps{Config: cfg, Sink: deferredSink{sink}, DeadLetters: &memDeadLetters{}})
+	rep := r.Run(context.Background(), newSource(&a, memObject{uri: "a", data: ndjson(3000)}))
+	checkReconciles(t, rep)
+	if !rep.Interrupted || rep.Lines == 0 || rep.Lines >= 3000 || rep.Loaded != 0 || rep.Unsettled != rep.Lines || sink.flushed {
+		t.Fatalf("interrupted %v lines %d loaded %d unsettled %d flushed %v", rep.Interrupted, rep.Lines, rep.Loaded, rep.Unsettled, sink.flushed)
+	}
+	if calls := a.of("a"); len(calls) != 1 || calls[0] == nil {
+		t.Fatalf("acks %v: want one, with an error", calls)
+	}
+}
+
 // TestRunnerStopDrains: Stop finishes the lines already read and leaves the
 // rest unread: nothing is unsettled, the object is not acknowledged as done.
 func TestRunnerStopDrains(t *testing.T) {
