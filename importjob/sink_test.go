@@ -1,0 +1,329 @@
+package importjob
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/healthlake"
+	hltypes "github.com/aws/aws-sdk-go-v2/service/healthlake/types"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/fhirload/fhirload/pipeline"
+)
+
+// TestSinkImportsAndSettlesEveryItem: the items are staged in several
+// objects, one import job loads them, and every item is settled once: the
+// lines the job rejected (its FAILURE records) as import-rejected with the
+// job's OperationOutcome and status, the rest loaded and in the store. The
+// job's progress is logged; the staged objects are deleted afterwards.
+func TestSinkImportsAndSettlesEveryItem(t *testing.T) {
+	w := newWorld(t, 0.05)
+	core, logs := observer.New(zap.InfoLevel)
+	s, err := Open(context.Background(), w.options("run-1", zap.New(core)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	items := observations(t, 300)
+	write(t, s, items, false)
+	if n := len(w.keys("stage/run-1/")); n < 3 {
+		t.Errorf("%d objects staged while writing, want several (objects of 32 KiB)", n)
+	}
+	st, err := flush(t, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := w.jobs()
+	if len(jobs) != 1 || jobs[0].JobStatus != hltypes.JobStatusCompletedWithErrors {
+		t.Fatalf("jobs %+v, want one COMPLETED_WITH_ERRORS", jobs)
+	}
+	loaded := w.check(st, items, aws.ToString(jobs[0].JobId))
+	if loaded == len(items) || loaded == 0 {
+		t.Fatalf("%d of %d loaded: the chaos rejected nothing or everything", loaded, len(items))
+	}
+	if n := w.count("Observation"); n != loaded {
+		t.Errorf("the store holds %d Observations, want the %d loaded", n, loaded)
+	}
+	if keys := w.keys("stage/"); len(keys) != 0 {
+		t.Errorf("staged objects left after the job: %v", keys)
+	}
+	for _, msg := range []string{"import job started", "import job ended", "import: settled"} {
+		if logs.FilterMessage(msg).Len() == 0 {
+			t.Errorf("no %q log line", msg)
+		}
+	}
+	for _, e := range logs.All() {
+		for _, f := range e.Context {
+			if strings.Contains(f.String, "valueQuantity") || strings.Contains(f.String, "\"subject\"") {
+				t.Errorf("log line %q carries resource content: %s", e.Message, f.String)
+			}
+		}
+	}
+}
+
+// TestSinkConcurrentWrites: batches written from many goroutines at once
+// are each staged once and settled once.
+func TestSinkConcurrentWrites(t *testing.T) {
+	w := newWorld(t, 0)
+	s := w.open("run-1")
+	items := observations(t, 400)
+	write(t, s, items, true)
+	st, err := flush(t, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := w.jobs()
+	if len(jobs) != 1 || jobs[0].JobStatus != hltypes.JobStatusCompleted {
+		t.Fatalf("jobs %+v, want one COMPLETED", jobs)
+	}
+	if loaded := w.check(st, items, aws.ToString(jobs[0].JobId)); loaded != len(items) {
+		t.Errorf("%d loaded, want %d", loaded, len(items))
+	}
+	if n := w.count("Observation"); n != len(items) {
+		t.Errorf("the store holds %d Observations, want %d", n, len(items))
+	}
+}
+
+// killer is the HealthLake control plane with a kill point: when hit, the
+// process "dies" there (the Flush's context is canceled, as SIGKILL would
+// end it) before or after the call goes through.
+type killer struct {
+	HealthLake
+	at     string // "before-start", "after-start", "poll", ""
+	cancel context.CancelFunc
+}
+
+func (k *killer) StartFHIRImportJob(ctx context.Context, in *healthlake.StartFHIRImportJobInput, opts ...func(*healthlake.Options)) (*healthlake.StartFHIRImportJobOutput, error) {
+	if k.at == "before-start" {
+		k.cancel()
+		return nil, context.Canceled
+	}
+	out, err := k.HealthLake.StartFHIRImportJob(ctx, in, opts...)
+	if k.at == "after-start" { // the answer is lost
+		k.cancel()
+		return nil, context.Canceled
+	}
+	return out, err
+}
+
+func (k *killer) DescribeFHIRImportJob(ctx context.Context, in *healthlake.DescribeFHIRImportJobInput, opts ...func(*healthlake.Options)) (*healthlake.DescribeFHIRImportJobOutput, error) {
+	if k.at == "poll" {
+		k.cancel()
+		return nil, context.Canceled
+	}
+	return k.HealthLake.DescribeFHIRImportJob(ctx, in, opts...)
+}
+
+// kill ends s as SIGKILL would: no cleanup, only the lock released.
+func kill(s *Sink) {
+	s.stage.cancel()
+	s.state.close()
+}
+
+// TestSinkRerunResumesTheSameJob: a run killed anywhere after its batch is
+// staged (before StartFHIRImportJob, with its answer lost, while polling,
+// after settling but before the objects were acknowledged) is followed by
+// a run over the same lines — arriving in another order, with other
+// tokens: it finds the batch, uses the job the first run started (or
+// starts it, with the same client token), and settles every item. One
+// job is ever listed, the store holds each loaded resource at version 1,
+// and the rerun's own copy of the staging is deleted.
+func TestSinkRerunResumesTheSameJob(t *testing.T) {
+	if testing.Short() {
+		t.Skip("five import jobs; run without -short")
+	}
+	for _, at := range []string{"before-start", "after-start", "poll", "settled"} {
+		t.Run(at, func(t *testing.T) {
+			w := newWorld(t, 0.05)
+			items := observations(t, 200)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			opts := w.options("run-1", nil)
+			k := &killer{HealthLake: w.hl, at: at, cancel: cancel}
+			opts.HealthLake = k
+			s1, err := Open(ctx, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(t, s1, items, false)
+			st := &settled{}
+			err = s1.Flush(ctx, st.settle)
+			if at == "settled" {
+				if err != nil {
+					t.Fatal(err)
+				}
+			} else if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Flush at the kill point: %v", err)
+			}
+			kill(s1)
+
+			// The rerun: the same lines in reverse order, other tokens.
+			again := slices.Clone(items)
+			slices.Reverse(again)
+			for i := range again {
+				again[i].Token += 1 << 32
+			}
+			s2 := w.open("run-2")
+			write(t, s2, again, false)
+			st2, err := flush(t, s2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			jobs := w.jobs()
+			if len(jobs) != 1 {
+				t.Fatalf("%d import jobs, want the one of the first run", len(jobs))
+			}
+			loaded := w.check(st2, again, aws.ToString(jobs[0].JobId))
+			if n := w.count("Observation"); n != loaded {
+				t.Errorf("the store holds %d Observations, want %d", n, loaded)
+			}
+			if keys := w.keys("stage/"); len(keys) != 0 {
+				t.Errorf("staged objects left: %v", keys)
+			}
+		})
+	}
+}
+
+// TestSinkChangedContentIsANewBatch: a rerun whose lines differ (one
+// resource changed) is a batch of its own: a second job.
+func TestSinkChangedContentIsANewBatch(t *testing.T) {
+	w := newWorld(t, 0)
+	items := observations(t, 100)
+	s1 := w.open("run-1")
+	write(t, s1, items, false)
+	if _, err := flush(t, s1); err != nil {
+		t.Fatal(err)
+	}
+	_ = s1.Close()
+	changed := slices.Clone(items)
+	changed[42].Body = []byte(strings.Replace(string(changed[42].Body), `"status":"final"`, `"status":"amended"`, 1))
+	if string(changed[42].Body) == string(items[42].Body) {
+		t.Fatal("the test did not change the resource")
+	}
+	s2 := w.open("run-2")
+	write(t, s2, changed, false)
+	st, err := flush(t, s2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jobs := w.jobs(); len(jobs) != 2 {
+		t.Fatalf("%d import jobs, want 2", len(jobs))
+	}
+	if len(st.out) != len(items) {
+		t.Fatalf("settled %d, want %d", len(st.out), len(items))
+	}
+}
+
+// TestSinkJobFailed: a job that ends FAILED (its output bucket does not
+// exist) makes Flush fail with a *JobFailedError and settles nothing; the
+// rerun, once the bucket exists, starts a new job and settles every item.
+func TestSinkJobFailed(t *testing.T) {
+	w := newWorld(t, 0)
+	items := observations(t, 50)
+	opts := w.options("run-1", nil)
+	opts.OutputURL = "s3://no-such-bucket-" + w.bucket + "/out/"
+	s1, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, s1, items, false)
+	st := &settled{}
+	err = s1.Flush(context.Background(), st.settle)
+	var jf *JobFailedError
+	if !errors.As(err, &jf) || jf.Status != "FAILED" || len(st.out) != 0 {
+		t.Fatalf("Flush: %v, %d settled; want a JobFailedError and nothing settled", err, len(st.out))
+	}
+	_ = s1.Close()
+
+	s2 := w.open("run-2")
+	write(t, s2, items, false)
+	st2, err := flush(t, s2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := w.jobs()
+	if len(jobs) != 2 || jobs[0].JobStatus != hltypes.JobStatusFailed || jobs[1].JobStatus != hltypes.JobStatusCompleted {
+		t.Fatalf("jobs %+v, want FAILED then COMPLETED", jobs)
+	}
+	if loaded := w.check(st2, items, aws.ToString(jobs[1].JobId)); loaded != len(items) {
+		t.Errorf("%d loaded, want %d", loaded, len(items))
+	}
+	if keys := w.keys("stage/"); len(keys) != 0 {
+		t.Errorf("staged objects left: %v", keys)
+	}
+}
+
+// TestSinkStoppedBeforeFlush: a run that stops before its batch is staged
+// to the end (SIGTERM: Close without Flush) deletes what it staged, in S3
+// and in the state folder; a run killed there (no Close) leaves it to the
+// next Open, which deletes it. Nothing is imported.
+func TestSinkStoppedBeforeFlush(t *testing.T) {
+	w := newWorld(t, 0)
+	items := observations(t, 150)
+	s1 := w.open("run-1")
+	write(t, s1, items, false)
+	if len(w.keys("stage/run-1/")) == 0 {
+		t.Fatal("nothing staged while writing")
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if keys := w.keys("stage/"); len(keys) != 0 {
+		t.Errorf("Close left staged objects: %v", keys)
+	}
+
+	s2 := w.open("run-2")
+	write(t, s2, items, false)
+	kill(s2)
+	if len(w.keys("stage/run-2/")) == 0 {
+		t.Fatal("nothing staged while writing")
+	}
+	s3 := w.open("run-3")
+	if keys := w.keys("stage/run-2/"); len(keys) != 0 {
+		t.Errorf("the next Open left the killed run's staging: %v", keys)
+	}
+	if _, err := os.Stat(filepath.Join(w.state, "staging-run-2")); !os.IsNotExist(err) {
+		t.Errorf("the killed run's staging folder is still there (%v)", err)
+	}
+	_ = s3.Close()
+	if jobs := w.jobs(); len(jobs) != 0 {
+		t.Errorf("%d import jobs, want none", len(jobs))
+	}
+}
+
+// TestSinkStateLocked: a second sink on the same state folder is refused
+// with a clear error while the first is open.
+func TestSinkStateLocked(t *testing.T) {
+	w := newWorld(t, 0)
+	s1 := w.open("run-1")
+	_, err := Open(context.Background(), w.options("run-2", nil))
+	if err == nil || !strings.Contains(err.Error(), "another fhirload run in import mode") {
+		t.Fatalf("second Open: %v", err)
+	}
+	_ = s1.Close()
+	s2 := w.open("run-3")
+	_ = s2.Close()
+}
+
+// TestSinkNothingStaged: a run whose lines all failed transform starts
+// no job.
+func TestSinkNothingStaged(t *testing.T) {
+	w := newWorld(t, 0)
+	s := w.open("run-1")
+	st, err := flush(t, s)
+	if err != nil || len(st.out) != 0 {
+		t.Fatalf("Flush: %v, %d settled", err, len(st.out))
+	}
+	if jobs := w.jobs(); len(jobs) != 0 {
+		t.Errorf("%d import jobs, want none", len(jobs))
+	}
+}
+
+var _ pipeline.DeferredSink = (*Sink)(nil)
