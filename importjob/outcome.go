@@ -146,7 +146,10 @@ func (s *Sink) readOutcomes(ctx context.Context, b *batchRecord, j *jobAttempt, 
 
 	folder := outputFolder(b.OutputURL, b.Datastore, j.JobID)
 	bucket, prefix, _ := strings.Cut(strings.TrimPrefix(folder, "s3://"), "/")
-	if _, err := s.opts.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(prefix + "manifest.json")}); err != nil {
+	m, err := s.opts.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(prefix + "manifest.json")})
+	if err == nil {
+		m.Body.Close()
+	} else {
 		o.close()
 		var nk *s3types.NoSuchKey
 		if errors.As(err, &nk) {

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/healthlake"
 	hltypes "github.com/aws/aws-sdk-go-v2/service/healthlake/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -327,3 +328,31 @@ func TestSinkNothingStaged(t *testing.T) {
 }
 
 var _ pipeline.DeferredSink = (*Sink)(nil)
+
+// TestSinkOutputGone: a rerun of a batch whose job's output was deleted
+// cannot know which lines the job rejected: Flush fails and names the
+// folder, and nothing is settled (or imported again).
+func TestSinkOutputGone(t *testing.T) {
+	w := newWorld(t, 0)
+	items := observations(t, 30)
+	s1 := w.open("run-1")
+	write(t, s1, items, false)
+	if _, err := flush(t, s1); err != nil {
+		t.Fatal(err)
+	}
+	_ = s1.Close()
+	for _, k := range w.keys("out/") {
+		if _, err := w.s3.DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: aws.String(w.bucket), Key: aws.String(k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2 := w.open("run-2")
+	write(t, s2, items, false)
+	st, err := flush(t, s2)
+	if err == nil || !strings.Contains(err.Error(), "no manifest.json") || len(st.out) != 0 {
+		t.Fatalf("Flush: %v, %d settled; want the missing output named, nothing settled", err, len(st.out))
+	}
+	if n := len(w.jobs()); n != 1 {
+		t.Errorf("%d import jobs, want 1", n)
+	}
+}

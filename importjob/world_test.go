@@ -171,7 +171,7 @@ func (w *world) count(typ string) int {
 
 // observations returns n Observations of the sample as items of source
 // "file:///obs.ndjson", line i+1, token 1000+i.
-func observations(t *testing.T, n int) []pipeline.Item {
+func observations(t testing.TB, n int) []pipeline.Item {
 	t.Helper()
 	f, err := os.Open(filepath.Join("..", "testdata", "sample", "Observation.ndjson.gz"))
 	if err != nil {

@@ -426,12 +426,19 @@ func TestImportModeEmbedded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for run := 1; run <= 2; run++ {
-		code, rep, stderr := w.run(t, "run", p)
+		args := []string{"run", p}
+		if run == 2 {
+			args = []string{"run", "--verify", p} // verify reads back through REST batch Bundles
+		}
+		code, rep, stderr := w.run(t, args...)
 		if code != 2 || rep == nil || rep.Loaded != 20 || rep.DeadLetterReasons["invalid"] != 1 {
 			t.Fatalf("run %d: exit %d, report %+v\n%s", run, code, rep, stderr)
 		}
 		if run == 2 && !strings.Contains(stderr, "this batch was staged before") {
 			t.Errorf("run 2 imported again\n%s", stderr)
+		}
+		if run == 2 && !strings.Contains(stderr, "20 verified (20 matched, 0 missing, 0 different)") {
+			t.Errorf("run --verify did not verify the import\n%s", tail(stderr))
 		}
 	}
 	if n := w.store(t).count("Patient"); n != 20 {

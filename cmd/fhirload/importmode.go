@@ -124,7 +124,7 @@ func importPreflight(ctx context.Context, hl *healthlake.Client, s3c *s3.Client,
 		if errors.As(err, &ae) {
 			return fmt.Errorf("target.mode import: data store %s: %s: %s", ds, ae.ErrorCode(), ae.ErrorMessage())
 		}
-		return fmt.Errorf("target.mode import: data store %s: the HealthLake control plane is unreachable: %w", ds, err)
+		return fmt.Errorf("target.mode import: data store %s: %w", ds, err)
 	}
 	if p := d.DatastoreProperties; p == nil || p.DatastoreStatus != hltypes.DatastoreStatusActive {
 		status := "unknown"
