@@ -91,7 +91,16 @@
 //   - A job that ended FAILED: the rerun's staging replaces the batch's,
 //     and a new job (a new client token) imports it.
 //   - Lines that differ (an edited file, another transform) are another
-//     batch, and another job.
+//     batch, and another job; so are the same lines for another data store
+//     (fhirload's Target names the data store with its creation time: one
+//     deleted and created again under the same id is another).
+//
+// A recognised batch is trusted: resources deleted from the data store
+// after its job are not loaded again by a rerun of the same lines (`verify`
+// shows them missing; a run in target.mode batch, or after the batch's
+// retention, loads them). Open removes batches older than Options.Retention
+// (7 days by default) and their staged objects; the state holds 16 bytes per
+// staged line of each batch kept.
 //
 // The state folder is what makes a rerun resume rather than import again:
 // keep it on persistent storage. A lost state folder costs a second import

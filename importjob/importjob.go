@@ -74,6 +74,10 @@ type Options struct {
 	// KeepStaged keeps the staged objects once the job's outcome is known
 	// (by default they are deleted: they are a copy of the data).
 	KeepStaged bool
+	// Retention is how long a batch stays in the state folder (Open removes
+	// older ones, and their staged objects): a rerun of the same lines
+	// after it imports them again. Default 7 days.
+	Retention time.Duration
 	// RunID names the run's staging folder (default: random).
 	RunID  string
 	Logger *zap.Logger
@@ -94,6 +98,9 @@ func (o *Options) defaults() error {
 	}
 	if o.FailureBudget <= 0 {
 		o.FailureBudget = 10 * time.Minute
+	}
+	if o.Retention <= 0 {
+		o.Retention = 7 * 24 * time.Hour
 	}
 	if o.JobNamePrefix == "" {
 		o.JobNamePrefix = "fhirload"
@@ -175,6 +182,7 @@ func Open(ctx context.Context, opts Options) (*Sink, error) {
 	}
 	s := &Sink{opts: opts, log: opts.Logger, state: st}
 	s.cleanLeftovers(ctx)
+	s.prune(ctx, time.Now().Add(-opts.Retention))
 	dir := filepath.Join(st.dir, stagingPfx+opts.RunID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		st.close()
@@ -229,6 +237,37 @@ func (s *Sink) cleanLeftovers(ctx context.Context) {
 			continue
 		}
 		s.log.Info("import: removed an abandoned staging", zap.String("folder", filepath.Base(dir)), zap.String("staging", prefix))
+	}
+}
+
+// prune removes the batches recorded before cutoff, with their staged
+// objects if they are still there.
+func (s *Sink) prune(ctx context.Context, cutoff time.Time) {
+	ents, err := os.ReadDir(filepath.Join(s.state.dir, batchesDir))
+	if err != nil {
+		s.log.Warn("import state: list batches", zap.Error(err))
+		return
+	}
+	for _, e := range ents {
+		if !e.IsDir() || strings.Contains(e.Name(), oldSuffix) {
+			continue
+		}
+		b, ok, err := s.state.loadBatch(e.Name())
+		if err != nil || !ok || !b.Created.Before(cutoff) {
+			continue
+		}
+		if bucket, key := splitS3(b.Prefix); bucket != "" && !b.StagedDeleted {
+			if err := deletePrefix(ctx, s.opts.S3, bucket, key); err != nil {
+				s.log.Warn("import: delete the staged objects of an expired batch; kept it for the next run", zap.String("staging", b.Prefix), zap.Error(err))
+				continue
+			}
+		}
+		if err := os.RemoveAll(s.state.batchDir(e.Name())); err != nil {
+			s.log.Warn("import state: remove an expired batch", zap.String("batch", e.Name()), zap.Error(err))
+			continue
+		}
+		s.log.Info("import: removed a batch past target.import.state_retention (the same lines would be imported again)",
+			zap.String("batch", e.Name()), zap.Time("created", b.Created))
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/healthlake"
@@ -193,32 +194,51 @@ func TestSinkRerunResumesTheSameJob(t *testing.T) {
 }
 
 // TestSinkChangedContentIsANewBatch: a rerun whose lines differ (one
-// resource changed) is a batch of its own: a second job.
+// resource changed), or that goes to another data store (one deleted and
+// created again under the same id has another creation time in Target), is
+// a batch of its own: a second job.
 func TestSinkChangedContentIsANewBatch(t *testing.T) {
-	w := newWorld(t, 0)
-	items := observations(t, 100)
-	s1 := w.open("run-1")
-	write(t, s1, items, false)
-	if _, err := flush(t, s1); err != nil {
-		t.Fatal(err)
-	}
-	_ = s1.Close()
-	changed := slices.Clone(items)
-	changed[42].Body = []byte(strings.Replace(string(changed[42].Body), `"status":"final"`, `"status":"amended"`, 1))
-	if string(changed[42].Body) == string(items[42].Body) {
-		t.Fatal("the test did not change the resource")
-	}
-	s2 := w.open("run-2")
-	write(t, s2, changed, false)
-	st, err := flush(t, s2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if jobs := w.jobs(); len(jobs) != 2 {
-		t.Fatalf("%d import jobs, want 2", len(jobs))
-	}
-	if len(st.out) != len(items) {
-		t.Fatalf("settled %d, want %d", len(st.out), len(items))
+	for _, c := range []struct {
+		name   string
+		change func(items []pipeline.Item, o *Options)
+	}{
+		{"a resource changed", func(items []pipeline.Item, _ *Options) {
+			items[42].Body = []byte(strings.Replace(string(items[42].Body), `"status":"final"`, `"status":"amended"`, 1))
+		}},
+		{"another data store", func(_ []pipeline.Item, o *Options) { o.Target += "@2026-12-01T00:00:00Z" }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, 0)
+			items := observations(t, 100)
+			s1 := w.open("run-1")
+			write(t, s1, items, false)
+			if _, err := flush(t, s1); err != nil {
+				t.Fatal(err)
+			}
+			_ = s1.Close()
+			again := slices.Clone(items)
+			opts := w.options("run-2", nil)
+			c.change(again, &opts)
+			if string(again[42].Body) == string(items[42].Body) && opts.Target == w.options("", nil).Target {
+				t.Fatal("the test changed nothing")
+			}
+			s2, err := Open(context.Background(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s2.Close()
+			write(t, s2, again, false)
+			st, err := flush(t, s2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if jobs := w.jobs(); len(jobs) != 2 {
+				t.Fatalf("%d import jobs, want 2", len(jobs))
+			}
+			if len(st.out) != len(items) {
+				t.Fatalf("settled %d, want %d", len(st.out), len(items))
+			}
+		})
 	}
 }
 
@@ -354,5 +374,55 @@ func TestSinkOutputGone(t *testing.T) {
 	}
 	if n := len(w.jobs()); n != 1 {
 		t.Errorf("%d import jobs, want 1", n)
+	}
+}
+
+// TestSinkRetention: a batch recorded longer ago than Options.Retention is
+// removed when a sink opens, with its staged objects (kept here by
+// KeepStaged); the same lines are then imported again, by a new job.
+func TestSinkRetention(t *testing.T) {
+	w := newWorld(t, 0)
+	items := observations(t, 40)
+	opts := w.options("run-1", nil)
+	opts.KeepStaged = true
+	s1, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, s1, items, false)
+	if _, err := flush(t, s1); err != nil {
+		t.Fatal(err)
+	}
+	_ = s1.Close()
+	if len(w.keys("stage/run-1/")) == 0 {
+		t.Fatal("KeepStaged did not keep the staged objects")
+	}
+	dirs, _ := filepath.Glob(filepath.Join(w.state, batchesDir, "*"))
+	if len(dirs) != 1 {
+		t.Fatalf("batches %v, want one", dirs)
+	}
+	var b batchRecord
+	if err := readJSON(filepath.Join(dirs[0], batchFile), &b); err != nil {
+		t.Fatal(err)
+	}
+	b.Created = b.Created.Add(-8 * 24 * time.Hour)
+	if err := writeJSON(filepath.Join(dirs[0], batchFile), &b); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := w.open("run-2") // default retention: 7 days
+	if _, err := os.Stat(dirs[0]); !os.IsNotExist(err) {
+		t.Errorf("the expired batch is still there (%v)", err)
+	}
+	if keys := w.keys("stage/run-1/"); len(keys) != 0 {
+		t.Errorf("the expired batch's staged objects are still there: %v", keys)
+	}
+	write(t, s2, items, false)
+	st, err := flush(t, s2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jobs := w.jobs(); len(jobs) != 2 || len(st.out) != len(items) {
+		t.Fatalf("%d jobs, %d settled; want a second job settling all %d", len(jobs), len(st.out), len(items))
 	}
 }

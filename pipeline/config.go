@@ -113,6 +113,10 @@ type ImportConfig struct {
 	StateDir string `yaml:"state_dir"`
 	// KeepStaged keeps the staged objects after the job's outcome is known.
 	KeepStaged bool `yaml:"keep_staged"`
+	// StateRetention is how long a batch stays in StateDir: a rerun of the
+	// same lines within it resumes or reuses the batch's job, later it
+	// imports them again.
+	StateRetention time.Duration `yaml:"state_retention"`
 }
 
 // RetryConfig is the loader's exponential backoff.
@@ -173,7 +177,7 @@ func Defaults() Config {
 			BatchSize: 100, BatchBytes: 4 << 20, Concurrency: 16, WriteUnitsPerSecond: 0,
 			ReadUnitsPerSecond: 0, ReadMethod: "batch", Data: ".fhirload",
 			Import: ImportConfig{ObjectBytes: 128 << 20, PollInterval: 5 * time.Second, PollMax: time.Minute,
-				JobNamePrefix: "fhirload"},
+				JobNamePrefix: "fhirload", StateRetention: 7 * 24 * time.Hour},
 		},
 		Retry:      RetryConfig{Initial: 200 * time.Millisecond, Max: 30 * time.Second, MaxElapsed: 10 * time.Minute},
 		AWS:        AWSConfig{Region: "us-east-1"},
@@ -402,6 +406,9 @@ func (c *Config) validateImport() error {
 	}
 	if im.PollInterval <= 0 || im.PollMax < im.PollInterval {
 		errs = append(errs, fmt.Errorf("target.import.poll_interval, target.import.poll_max: need 0 < poll_interval <= poll_max"))
+	}
+	if im.StateRetention < time.Hour {
+		errs = append(errs, fmt.Errorf("target.import.state_retention: %v is under 1h", im.StateRetention))
 	}
 	if !jobNamePattern.MatchString(im.JobNamePrefix) {
 		errs = append(errs, fmt.Errorf("target.import.job_name_prefix: %q: 1 to 30 letters, digits, spaces or _.:/=+-%%@", im.JobNamePrefix))

@@ -107,6 +107,7 @@ func TestImportConfig(t *testing.T) {
 		{"tiny objects", importYAML("embedded", "    object_bytes: 1000\n"), "target.import.object_bytes", ""},
 		{"poll max below interval", importYAML("embedded", "    poll_interval: 10s\n    poll_max: 1s\n"), "target.import.poll_interval", ""},
 		{"job name prefix", importYAML("embedded", "    job_name_prefix: \"a*b\"\n"), "target.import.job_name_prefix", ""},
+		{"retention too short", importYAML("embedded", "    state_retention: 10m\n"), "target.import.state_retention", ""},
 		{"import keys are ignored in batch mode", "target:\n  mode: batch\n  import: {staging_url: nope}\n", "", "local"},
 	}
 	for _, c := range cases {

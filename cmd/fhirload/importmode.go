@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/healthlake"
@@ -41,14 +42,18 @@ func (e *env) importStages(ctx context.Context, m *pipeline.Metrics) (deadletter
 	}
 	im := e.cfg.Target.Import
 	ds := e.cfg.ImportDatastoreID()
-	if err := importPreflight(ctx, hl, s3c, ds, im.StagingURL, im.OutputURL); err != nil {
+	created, err := importPreflight(ctx, hl, s3c, ds, im.StagingURL, im.OutputURL)
+	if err != nil {
 		return nil, nil, err
 	}
+	// A data store deleted and created again under the same id is another
+	// target: what was imported into the old one is imported again.
+	target += "@" + created
 	sink, err := importjob.Open(ctx, importjob.Options{
 		HealthLake: hl, S3: s3c, DatastoreID: ds, Target: target,
 		StagingURL: im.StagingURL, OutputURL: im.OutputURL, RoleARN: im.RoleARN, KMSKeyID: im.KMSKeyID,
 		StateDir: e.cfg.ImportStateDir(), ObjectBytes: im.ObjectBytes, PollInterval: im.PollInterval, PollMax: im.PollMax,
-		FailureBudget: e.cfg.Retry.MaxElapsed, JobNamePrefix: im.JobNamePrefix, KeepStaged: im.KeepStaged,
+		FailureBudget: e.cfg.Retry.MaxElapsed, JobNamePrefix: im.JobNamePrefix, KeepStaged: im.KeepStaged, Retention: im.StateRetention,
 		RunID: e.runID, Logger: e.log,
 	})
 	if err != nil {
@@ -116,30 +121,35 @@ func (e *env) healthLake(ctx context.Context, m *pipeline.Metrics) (*healthlake.
 // importPreflight checks, before anything is read, what would otherwise
 // fail only after the whole batch is staged: the data store is ACTIVE (and
 // the credentials may use the control plane), and the staging and output
-// buckets exist.
-func importPreflight(ctx context.Context, hl *healthlake.Client, s3c *s3.Client, ds, staging, output string) error {
+// buckets exist. It returns the data store's creation time.
+func importPreflight(ctx context.Context, hl *healthlake.Client, s3c *s3.Client, ds, staging, output string) (string, error) {
 	d, err := hl.DescribeFHIRDatastore(ctx, &healthlake.DescribeFHIRDatastoreInput{DatastoreId: aws.String(ds)})
 	if err != nil {
 		var ae smithy.APIError
 		if errors.As(err, &ae) {
-			return fmt.Errorf("target.mode import: data store %s: %s: %s", ds, ae.ErrorCode(), ae.ErrorMessage())
+			return "", fmt.Errorf("target.mode import: data store %s: %s: %s", ds, ae.ErrorCode(), ae.ErrorMessage())
 		}
-		return fmt.Errorf("target.mode import: data store %s: %w", ds, err)
+		return "", fmt.Errorf("target.mode import: data store %s: %w", ds, err)
 	}
-	if p := d.DatastoreProperties; p == nil || p.DatastoreStatus != hltypes.DatastoreStatusActive {
+	p := d.DatastoreProperties
+	if p == nil || p.DatastoreStatus != hltypes.DatastoreStatusActive {
 		status := "unknown"
 		if p != nil {
 			status = string(p.DatastoreStatus)
 		}
-		return fmt.Errorf("target.mode import: data store %s is %s, not ACTIVE", ds, status)
+		return "", fmt.Errorf("target.mode import: data store %s is %s, not ACTIVE", ds, status)
 	}
 	for _, u := range []struct{ key, uri string }{{"target.import.staging_url", staging}, {"target.import.output_url", output}} {
 		bucket, _, _ := strings.Cut(strings.TrimPrefix(u.uri, "s3://"), "/")
 		if _, err := s3c.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}); err != nil {
-			return fmt.Errorf("%s: bucket %s: %w", u.key, bucket, err)
+			return "", fmt.Errorf("%s: bucket %s: %w", u.key, bucket, err)
 		}
 	}
-	return nil
+	var created string
+	if p.CreatedAt != nil {
+		created = p.CreatedAt.UTC().Format(time.RFC3339Nano)
+	}
+	return created, nil
 }
 
 // importProgress is the progress line of run in target.mode import: the
