@@ -33,7 +33,7 @@ func TestSinkImportsAndSettlesEveryItem(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	items := observations(t, 300)
+	items := observations(t, 200)
 	write(t, s, items, false)
 	if n := len(w.keys("stage/run-1/")); n < 3 {
 		t.Errorf("%d objects staged while writing, want several (objects of 32 KiB)", n)
@@ -209,7 +209,7 @@ func TestSinkChangedContentIsANewBatch(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			w := newWorld(t, 0)
-			items := observations(t, 100)
+			items := observations(t, 50)
 			s1 := w.open("run-1")
 			write(t, s1, items, false)
 			if _, err := flush(t, s1); err != nil {
