@@ -273,7 +273,7 @@ func (s *Sink) prune(ctx context.Context, cutoff time.Time) {
 
 // Write implements pipeline.Sink: it stages the items and answers
 // Deferred for each. An error (a staged object that cannot be written or
-// uploaded) wraps pipeline.ErrFatal.
+// uploaded) wraps pipeline.ErrFatal, unless ctx ended.
 func (s *Sink) Write(ctx context.Context, items []pipeline.Item) ([]pipeline.Outcome, error) {
 	bodies := make([][]byte, len(items))
 	var fp fingerprint
@@ -287,6 +287,9 @@ func (s *Sink) Write(ctx context.Context, items []pipeline.Item) ([]pipeline.Out
 		fp.addDigest(lineDigest(scratch[:], it.Source, it.Line, b))
 	}
 	if err := s.stage.write(ctx, items, bodies, fp); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return nil, err // the run is being abandoned, not failing
+		}
 		return nil, errors.Join(pipeline.ErrFatal, err)
 	}
 	s.progress.staged.Add(int64(len(items)))

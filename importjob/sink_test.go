@@ -426,3 +426,52 @@ func TestSinkRetention(t *testing.T) {
 		t.Fatalf("%d jobs, %d settled; want a second job settling all %d", len(jobs), len(st.out), len(items))
 	}
 }
+
+// slowS3 holds every PutObject until release is closed.
+type slowS3 struct {
+	S3
+	release chan struct{}
+}
+
+func (s slowS3) PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.S3.PutObject(ctx, in, opts...)
+}
+
+// TestSinkWriteCanceled: a Write waiting for an upload slot when the run
+// abandons its work (ctx canceled) returns the context's error, not a fatal
+// one: the run reports interrupted, not failed. The staging can no longer
+// be whole, and Close deletes it.
+func TestSinkWriteCanceled(t *testing.T) {
+	w := newWorld(t, 0)
+	opts := w.options("run-1", nil)
+	release := make(chan struct{})
+	opts.S3, opts.Uploads, opts.ObjectBytes = slowS3{S3: w.s3, release: release}, 1, 1 // every Write seals an object
+	s, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := observations(t, 2)
+	if _, err := s.Write(context.Background(), items[:1]); err != nil { // its upload takes the one slot
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := s.Write(ctx, items[1:]); done <- err }()
+	cancel()
+	err = <-done
+	if !errors.Is(err, context.Canceled) || errors.Is(err, pipeline.ErrFatal) {
+		t.Fatalf("Write: %v; want context.Canceled, not fatal", err)
+	}
+	close(release)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if keys := w.keys("stage/"); len(keys) != 0 {
+		t.Errorf("staged objects left: %v", keys)
+	}
+}
