@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/healthlake"
 	hltypes "github.com/aws/aws-sdk-go-v2/service/healthlake/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -55,6 +56,23 @@ func TestSinkImportsAndSettlesEveryItem(t *testing.T) {
 	}
 	if keys := w.keys("stage/"); len(keys) != 0 {
 		t.Errorf("staged objects left after the job: %v", keys)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Collectors()...)
+	got := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+	}
+	if got["fhirload_import_staged_lines"] != float64(len(items)) || got["fhirload_import_job_imported"] != float64(loaded) ||
+		got["fhirload_import_job_rejected"] != float64(len(items)-loaded) || got["fhirload_import_staged_objects"] < 3 {
+		t.Errorf("metrics %v", got)
+	}
+	if p := s.Progress(); p.Staged != int64(len(items)) || p.Status != "COMPLETED_WITH_ERRORS" || p.Imported != int64(loaded) {
+		t.Errorf("progress %+v", p)
 	}
 	for _, msg := range []string{"import job started", "import job ended", "import: settled"} {
 		if logs.FilterMessage(msg).Len() == 0 {
