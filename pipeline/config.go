@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -79,6 +80,49 @@ type TargetConfig struct {
 	// (_id searches).
 	ReadMethod string `yaml:"read_method"`
 	Data       string `yaml:"data"`
+	// Import configures mode "import": a HealthLake import job per run.
+	Import ImportConfig `yaml:"import"`
+}
+
+// ImportConfig configures target.mode: import. The lines that pass
+// transform are staged to S3 as NDJSON objects, one HealthLake import job
+// (StartFHIRImportJob) loads them, and its output settles every line
+// (package importjob).
+type ImportConfig struct {
+	// StagingURL is the s3://bucket/prefix the staged objects go under
+	// (each run in a folder of its own). Required.
+	StagingURL string `yaml:"staging_url"`
+	// OutputURL is the s3://bucket/prefix the job writes its output to.
+	// Required.
+	OutputURL string `yaml:"output_url"`
+	// RoleARN is the job's DataAccessRoleArn. Required.
+	RoleARN string `yaml:"role_arn"`
+	// KMSKeyID encrypts the job's output (HealthLake requires one). Required.
+	KMSKeyID string `yaml:"kms_key_id"`
+	// DatastoreID is the data store; empty means the {id} of target.url's
+	// /datastore/{id}/r4/ ("local" for the embedded target).
+	DatastoreID string `yaml:"datastore_id"`
+	// EndpointURL is the HealthLake control plane; empty means target.url's
+	// scheme and host, or the SDK's regional endpoint when that host is
+	// AWS's (*.amazonaws.com).
+	EndpointURL string `yaml:"endpoint_url"`
+	// ObjectBytes is the size a staged object is cut at.
+	ObjectBytes int64 `yaml:"object_bytes"`
+	// PollInterval is the first wait between DescribeFHIRImportJob calls; it
+	// doubles up to PollMax.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	PollMax      time.Duration `yaml:"poll_max"`
+	// JobNamePrefix starts the job's name.
+	JobNamePrefix string `yaml:"job_name_prefix"`
+	// StateDir holds the staging index and the job checkpoint; empty means
+	// ImportStateDir's default.
+	StateDir string `yaml:"state_dir"`
+	// KeepStaged keeps the staged objects after the job's outcome is known.
+	KeepStaged bool `yaml:"keep_staged"`
+	// StateRetention is how long a batch stays in StateDir: a rerun of the
+	// same lines within it resumes or reuses the batch's job, later it
+	// imports them again.
+	StateRetention time.Duration `yaml:"state_retention"`
 }
 
 // RetryConfig is the loader's exponential backoff.
@@ -138,6 +182,8 @@ func Defaults() Config {
 			URL: EmbeddedTarget, Region: "us-east-1", Auth: "sigv4", Mode: "batch",
 			BatchSize: 100, BatchBytes: 4 << 20, Concurrency: 16, WriteUnitsPerSecond: 0,
 			ReadUnitsPerSecond: 0, ReadMethod: "batch", Data: ".fhirload",
+			Import: ImportConfig{ObjectBytes: 128 << 20, PollInterval: 5 * time.Second, PollMax: time.Minute,
+				JobNamePrefix: "fhirload", StateRetention: 7 * 24 * time.Hour},
 		},
 		Retry:      RetryConfig{Initial: 200 * time.Millisecond, Max: 30 * time.Second, MaxElapsed: 10 * time.Minute},
 		AWS:        AWSConfig{Region: "us-east-1"},
@@ -296,7 +342,7 @@ func (c *Config) Validate() error {
 		oneOf("transform.profile", c.Transform.Profile, "seed", "base"),
 		oneOf("transform.ids", c.Transform.IDs, "keep", "derive"),
 		oneOf("target.auth", c.Target.Auth, "sigv4", "none"),
-		oneOf("target.mode", c.Target.Mode, "batch", "single"),
+		oneOf("target.mode", c.Target.Mode, "batch", "single", "import"),
 		oneOf("target.read_method", c.Target.ReadMethod, "batch", "search"),
 		oneOf("log.format", c.Log.Format, "console", "json"),
 		oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error"),
@@ -327,7 +373,85 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("target.url: %q is not %q or an http(s) URL", c.Target.URL, EmbeddedTarget)
 		}
 	}
+	if c.Target.Mode == "import" {
+		return c.validateImport()
+	}
 	return nil
+}
+
+var (
+	roleARNPattern   = regexp.MustCompile(`^arn:aws(-[^:]+)?:iam::[0-9]{12}:role/.+$`)
+	jobNamePattern   = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-%@]{1,30}$`)
+	datastorePattern = regexp.MustCompile(`/datastore/([^/]+)/r4/?$`)
+)
+
+// validateImport checks the keys of target.import (mode import).
+func (c *Config) validateImport() error {
+	im := c.Target.Import
+	var errs []error
+	for _, u := range []struct{ key, v string }{{"target.import.staging_url", im.StagingURL}, {"target.import.output_url", im.OutputURL}} {
+		if _, _, err := ingest.ParseS3URI(u.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: required in target.mode import: an s3://bucket/prefix (got %q)", u.key, u.v))
+		}
+	}
+	if !roleARNPattern.MatchString(im.RoleARN) {
+		errs = append(errs, fmt.Errorf("target.import.role_arn: required in target.mode import: the job's data access role, arn:aws:iam::ACCOUNT:role/NAME (got %q)", im.RoleARN))
+	}
+	if im.KMSKeyID == "" {
+		errs = append(errs, fmt.Errorf("target.import.kms_key_id: required in target.mode import: HealthLake encrypts the job's output with it"))
+	}
+	if c.ImportDatastoreID() == "" {
+		errs = append(errs, fmt.Errorf("target.import.datastore_id: target.url %q has no /datastore/{id}/r4/: name the data store", c.Target.URL))
+	}
+	if im.EndpointURL != "" {
+		if u, err := url.Parse(im.EndpointURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("target.import.endpoint_url: %q is not an http(s) URL", im.EndpointURL))
+		}
+	}
+	if im.ObjectBytes < 64<<10 || im.ObjectBytes > 5<<30 {
+		errs = append(errs, fmt.Errorf("target.import.object_bytes: %d is outside 65536..5368709120 (S3's single PUT)", im.ObjectBytes))
+	}
+	if im.PollInterval <= 0 || im.PollMax < im.PollInterval {
+		errs = append(errs, fmt.Errorf("target.import.poll_interval, target.import.poll_max: need 0 < poll_interval <= poll_max"))
+	}
+	if im.StateRetention < time.Hour {
+		errs = append(errs, fmt.Errorf("target.import.state_retention: %v is under 1h", im.StateRetention))
+	}
+	if !jobNamePattern.MatchString(im.JobNamePrefix) {
+		errs = append(errs, fmt.Errorf("target.import.job_name_prefix: %q: 1 to 30 letters, digits, spaces or _.:/=+-%%@", im.JobNamePrefix))
+	}
+	return errors.Join(errs...)
+}
+
+// ImportDatastoreID is the data store of target.mode import:
+// target.import.datastore_id, else the {id} of target.url's
+// /datastore/{id}/r4/ ("local" for the embedded target), else "".
+func (c *Config) ImportDatastoreID() string {
+	if c.Target.Import.DatastoreID != "" {
+		return c.Target.Import.DatastoreID
+	}
+	if c.Target.URL == EmbeddedTarget {
+		return "local"
+	}
+	if u, err := url.Parse(c.Target.URL); err == nil {
+		if m := datastorePattern.FindStringSubmatch(u.Path); m != nil {
+			return m[1]
+		}
+	}
+	return ""
+}
+
+// ImportStateDir is the folder of target.mode import's checkpoints (the
+// staging index and the job of each batch): target.import.state_dir, else
+// "import" next to a local dead-letter folder, else .fhirload/import.
+func (c *Config) ImportStateDir() string {
+	if c.Target.Import.StateDir != "" {
+		return c.Target.Import.StateDir
+	}
+	if dl, ok := strings.CutPrefix(c.DeadLetter.URL, "file://"); ok {
+		return filepath.Join(filepath.Dir(filepath.Clean(dl)), "import")
+	}
+	return filepath.Join(".fhirload", "import")
 }
 
 // CheckpointURL is where checkpoints live: checkpoint.url, else next to the

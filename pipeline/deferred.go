@@ -75,6 +75,7 @@ func (o *objectRun) settleFailures(ctx context.Context, failed map[uint32]Outcom
 		}
 		rec.b = line
 		st.failed = append(st.failed, o.failedLine(&rec, failure{reason: out.Reason, stage: deadletter.StageImport, msg: out.Message}, &out))
+		named(&st.failed[len(st.failed)-1].e, &out)
 		have[rec.ord] = true
 		return len(have) < len(failed)
 	})
@@ -96,7 +97,15 @@ func (o *objectRun) settleFailures(ctx context.Context, failed map[uint32]Outcom
 			rec := record{no: int64(ord), offset: -1, ord: ord}
 			msg := fmt.Sprintf("%s (the line could not be read again: %v)", out.Message, err)
 			st.failed = append(st.failed, o.failedLine(&rec, failure{reason: out.Reason, stage: deadletter.StageImport, msg: msg}, &out))
+			named(&st.failed[len(st.failed)-1].e, &out)
 		}
 	}
 	o.r.settle(ctx, o, &st)
+}
+
+// named gives a deferred failure's entry the resource the sink named.
+func named(e *deadletter.Entry, out *Outcome) {
+	if out.ResourceType != "" {
+		e.ResourceType, e.ResourceID = out.ResourceType, out.ResourceID
+	}
 }

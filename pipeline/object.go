@@ -116,11 +116,17 @@ func (r *Runner) object(ctx context.Context, obj Object, read func()) {
 	o.read(ctx)
 	read()
 	o.batches.Wait()
-	if o.deferred.Load() > 0 && o.failed() == nil {
+	switch {
+	case o.deferred.Load() > 0 && o.failed() == nil:
 		r.waitMu.Lock()
 		r.awaiting[o.seq] = o
 		r.waitMu.Unlock()
 		o.log.Info("object read; waiting for the sink to settle it", zap.Int64("deferred", o.deferred.Load()))
+		return
+	case o.deferred.Load() > 0:
+		// Unfinished (interrupted, a fatal error): it is not acknowledged
+		// as done, so what the sink holds of it will not be settled here.
+		o.abandonDeferred()
 		return
 	}
 	o.finish(ctx)

@@ -403,7 +403,8 @@ func TestRunnerDeferred(t *testing.T) {
 		decide: func(pipeline.Item) (pipeline.Outcome, error) { return pipeline.Outcome{Status: pipeline.Deferred}, nil },
 		settle: func(it pipeline.Item) pipeline.Outcome {
 			if it.ID == "p4" || it.ID == "p11" {
-				return pipeline.Outcome{Status: pipeline.Failed, Reason: deadletter.ReasonImportRejected, Message: "rejected by the import job"}
+				return pipeline.Outcome{Status: pipeline.Failed, Reason: deadletter.ReasonImportRejected, Message: "rejected by the import job",
+					ResourceType: it.Type, ResourceID: it.ID}
 			}
 			return pipeline.Outcome{Status: pipeline.Loaded, Created: true}
 		},
@@ -423,6 +424,10 @@ func TestRunnerDeferred(t *testing.T) {
 		if e.Reason == deadletter.ReasonImportRejected && e.Line != patient(fmt.Sprintf("p%d", e.Source.Line)) {
 			t.Errorf("line %d kept as %q", e.Source.Line, e.Line)
 		}
+		// The sink named the resource: the entry says which it is.
+		if id := fmt.Sprintf("p%d", e.Source.Line); e.Reason == deadletter.ReasonImportRejected && (e.ResourceType != "Patient" || e.ResourceID != id) {
+			t.Errorf("line %d: entry names %s/%s, want Patient/%s", e.Source.Line, e.ResourceType, e.ResourceID, id)
+		}
 	}
 	want := map[string]string{"a:4": "import-rejected", "b:4": "import-rejected", "b:11": "import-rejected", "b:2": "invalid"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -432,6 +437,31 @@ func TestRunnerDeferred(t *testing.T) {
 		if calls := a.of(u); len(calls) != 1 || calls[0] != nil {
 			t.Errorf("%s acked %v", u, calls)
 		}
+	}
+}
+
+// TestRunnerStopWithDeferredItems: a run stopped while a DeferredSink holds
+// items of an object it had not finished reading counts those items
+// unsettled (the sink is not flushed, the object not acknowledged as done):
+// the report reconciles.
+func TestRunnerStopWithDeferredItems(t *testing.T) {
+	var r *pipeline.Runner
+	var once sync.Once
+	sink := &memSink{decide: func(it pipeline.Item) (pipeline.Outcome, error) {
+		once.Do(func() { r.Stop() })
+		return pipeline.Outcome{Status: pipeline.Deferred}, nil
+	}}
+	var a acks
+	cfg := testConfig()
+	cfg.Target.Concurrency = 1
+	r = pipeline.NewRunner(pipeline.Deps{Config: cfg, Sink: deferredSink{sink}, DeadLetters: &memDeadLetters{}})
+	rep := r.Run(context.Background(), newSource(&a, memObject{uri: "a", data: ndjson(3000)}))
+	checkReconciles(t, rep)
+	if !rep.Interrupted || rep.Lines == 0 || rep.Lines >= 3000 || rep.Loaded != 0 || rep.Unsettled != rep.Lines || sink.flushed {
+		t.Fatalf("interrupted %v lines %d loaded %d unsettled %d flushed %v", rep.Interrupted, rep.Lines, rep.Loaded, rep.Unsettled, sink.flushed)
+	}
+	if calls := a.of("a"); len(calls) != 1 || calls[0] == nil {
+		t.Fatalf("acks %v: want one, with an error", calls)
 	}
 }
 

@@ -49,6 +49,10 @@ type Outcome struct {
 	OperationOutcome json.RawMessage // the server's OperationOutcome, as returned
 	Message          string          // short, PHI-free
 	Attempts         int
+	// ResourceType and ResourceID name the resource of a failed item in
+	// its dead letter when the sink knows them; a deferred outcome needs
+	// them (the runner no longer holds the item when it is settled).
+	ResourceType, ResourceID string
 }
 
 // Sink takes batches of resources and says what became of each. REST

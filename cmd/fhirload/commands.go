@@ -35,6 +35,9 @@ func watchCmd(ctx context.Context, sig *signals, args []string, stderr io.Writer
 	if *queue != "" {
 		cfg.Source.QueueURL = *queue
 	}
+	if cfg.Target.Mode == modeImport {
+		return fail(stderr, "%v", errWatchImport)
+	}
 	if cfg.Source.QueueURL == "" {
 		return fail(stderr, "watch needs a queue: --queue URL or source.queue_url")
 	}

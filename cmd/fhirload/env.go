@@ -218,8 +218,14 @@ func (e *env) deadLetters(ctx context.Context) (deadletter.Store, error) {
 // loopback (once), with an ephemeral SigV4 key.
 func (e *env) targetOptions(ctx context.Context, m *pipeline.Metrics) (loader.Options, error) {
 	t := e.cfg.Target
+	mode := t.Mode
+	if mode == modeImport {
+		// The data plane of an import-mode target: replay, verify and
+		// the preflight go through REST batch Bundles.
+		mode = loader.ModeBatch
+	}
 	opts := loader.Options{
-		BaseURL: t.URL, Auth: t.Auth, Region: t.Region, Mode: t.Mode, BatchSize: t.BatchSize,
+		BaseURL: t.URL, Auth: t.Auth, Region: t.Region, Mode: mode, BatchSize: t.BatchSize,
 		Concurrency: t.Concurrency, WriteUnitsPerSecond: t.WriteUnitsPerSecond,
 		Retry:  loader.RetryOptions{Initial: e.cfg.Retry.Initial, Max: e.cfg.Retry.Max, MaxElapsed: e.cfg.Retry.MaxElapsed},
 		Logger: e.log, ObserveLatency: m.ObserveLatency,
@@ -290,8 +296,16 @@ func (e *env) startEmbedded(ctx context.Context) (string, aws.CredentialsProvide
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", nil, fmt.Errorf("embedded store: %w", err)
 	}
-	srv, err := fhirstore.Open(ctx, fhirstore.Options{Dir: dir, DatastoreID: "local", Auth: "sigv4",
-		Region: e.cfg.Target.Region, Keys: []fhirstore.Key{key}})
+	sopts := fhirstore.Options{Dir: dir, DatastoreID: "local", Auth: "sigv4", Region: e.cfg.Target.Region, Keys: []fhirstore.Key{key}}
+	if e.cfg.Target.Mode == modeImport {
+		// Its import jobs read and write S3 as fhirload does (aws.*).
+		s3c, err := e.s3(ctx)
+		if err != nil {
+			return "", nil, err
+		}
+		sopts.S3 = s3c
+	}
+	srv, err := fhirstore.Open(ctx, sopts)
 	if err != nil {
 		return "", nil, fmt.Errorf("embedded store in %s: %w", dir, err)
 	}

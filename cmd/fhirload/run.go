@@ -75,7 +75,16 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 		metrics = pipeline.NewMetrics()
 	}
 	deps := pipeline.Deps{Config: cfg, Command: command, RunID: e.runID, Transformer: tr, Logger: e.log, Metrics: metrics}
-	if command == "run" {
+	progress := loadProgress
+	switch {
+	case command == "run" && cfg.Target.Mode == modeImport:
+		dl, sink, err := e.importStages(ctx, metrics)
+		if err != nil {
+			_ = src.Close()
+			return fail(stderr, "%v", err)
+		}
+		deps.DeadLetters, deps.Sink, progress = dl, sink, importProgress(sink)
+	case command == "run":
 		dl, w, err := e.loadStages(ctx, metrics)
 		if err != nil {
 			_ = src.Close()
@@ -103,7 +112,7 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 	}
 	runner := pipeline.NewRunner(deps)
 	total, _ := pipeline.SourceSize(src)
-	stopProgress := startProgress(runner, total, stderr, e.log)
+	stopProgress := startProgressWith(runner, total, stderr, e.log, progress)
 	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, src) }, e.log)
 	stopProgress()
 	if v == nil {
