@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"go.uber.org/zap"
 
@@ -319,7 +320,7 @@ func (o *objectRun) each(ctx context.Context, fn func(rec record, line []byte) b
 			e := &o.obj.Replay[i]
 			rec := record{no: e.Source.Line, offset: e.Source.Offset, ord: uint32(i), prev: e,
 				entry: e.Source.FullURL != "", fullURL: e.Source.FullURL}
-			b := e.Bytes()
+			b := lineBytes(e)
 			if len(b) == 0 || e.LineTruncated {
 				// Nothing to replay (a line too long to keep, or an object
 				// that could not be read): it stays for an operator to purge.
@@ -440,6 +441,15 @@ func (o *objectRun) entries(st *ingest.Stream, fn func(rec record, line []byte) 
 			return nil
 		}
 	}
+}
+
+// lineBytes is the entry's line without a copy when it is kept as text (the
+// batch copies it into its arena; nothing writes through it), else decoded.
+func lineBytes(e *deadletter.Entry) []byte {
+	if e.LineBase64 == "" {
+		return unsafe.Slice(unsafe.StringData(e.Line), len(e.Line))
+	}
+	return e.Bytes()
 }
 
 // lineTracker finds the last line before which every batch of an object has

@@ -36,11 +36,20 @@ type ReplaySource struct {
 // the object to read again; nil means such entries fail as they were.
 func NewReplaySource(entries []deadletter.Entry, chunk int, open func(e deadletter.Entry) (ingest.Object, error)) *ReplaySource {
 	s := &ReplaySource{chunk: max(chunk, 1), open: open}
-	for _, e := range entries {
-		if objectEntry(e) {
-			s.objects = append(s.objects, e)
+	n := 0
+	for i := range entries {
+		if objectEntry(&entries[i]) {
+			n++
+		}
+	}
+	// Sized once: an entry is a large struct, and replays list many.
+	s.objects = make([]deadletter.Entry, 0, n)
+	s.lines = make([]deadletter.Entry, 0, len(entries)-n)
+	for i := range entries {
+		if objectEntry(&entries[i]) {
+			s.objects = append(s.objects, entries[i])
 		} else {
-			s.lines = append(s.lines, e)
+			s.lines = append(s.lines, entries[i])
 		}
 	}
 	return s
@@ -48,7 +57,7 @@ func NewReplaySource(entries []deadletter.Entry, chunk int, open func(e deadlett
 
 // objectEntry reports whether e stands for a whole object (or its unread
 // rest) rather than for one line.
-func objectEntry(e deadletter.Entry) bool {
+func objectEntry(e *deadletter.Entry) bool {
 	return (e.Reason == deadletter.ReasonUnreadableObject || e.Reason == deadletter.ReasonMissingObject) &&
 		e.Stage == deadletter.StageRead && len(e.Line) == 0 && e.LineBase64 == ""
 }
