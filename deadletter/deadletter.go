@@ -47,15 +47,15 @@ import (
 
 // Entry is one dead-lettered line (DESIGN.md "Dead-letter entry").
 type Entry struct {
-	ID               string          `json:"id"`
-	RunID            string          `json:"run_id"`
-	Reason           Reason          `json:"reason"`
-	Stage            Stage           `json:"stage"`
-	Message          string          `json:"message,omitempty"`
+	ID      string `json:"id"`
+	RunID   string `json:"run_id"`
+	Reason  Reason `json:"reason"`
+	Stage   Stage  `json:"stage"`
+	Message string `json:"message,omitempty"`
 	// Rule is the specification's rule the line breaks, when it is a named
 	// one: an invariant key (obs-6, txt-1), "ext:" and an extension URL, or a
 	// declared profile's URL.
-	Rule string `json:"rule,omitempty"`
+	Rule             string          `json:"rule,omitempty"`
 	Source           Source          `json:"source"`
 	Line             string          `json:"line"`                  // verbatim when valid UTF-8
 	LineBase64       string          `json:"line_base64,omitempty"` // verbatim bytes when the line is not valid UTF-8
