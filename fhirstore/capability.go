@@ -25,17 +25,18 @@ func capabilityStatement(now time.Time) []byte {
 		ConditionalDel  string           `json:"conditionalDelete"`
 		SearchParam     []searchParamDef `json:"searchParam"`
 	}
-	kinds := map[paramKind]string{kindToken: "token", kindString: "string", kindDate: "date", kindRef: "reference", kindID: "token", kindLastUpdated: "date"}
 	var inter []interaction
 	for _, c := range []string{"read", "vread", "update", "delete", "history-instance", "create", "search-type"} {
 		inter = append(inter, interaction{c})
 	}
 	var resources []resource
-	for _, t := range []string{"Observation", "Patient"} {
-		defs := searchParams(t)
+	for _, t := range resourceTypes {
+		tp := searchCatalog().types[t]
 		var sps []searchParamDef
-		for n, d := range defs {
-			sps = append(sps, searchParamDef{n, kinds[d.kind]})
+		for _, n := range tp.codes {
+			if d := tp.byCode[n]; d.supported() {
+				sps = append(sps, searchParamDef{n, d.kind.String()})
+			}
 		}
 		slices.SortFunc(sps, func(a, b searchParamDef) int {
 			if a.Name < b.Name {
