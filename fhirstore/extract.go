@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -255,7 +256,7 @@ func (ex *extraction) node(n fhirpath.NodeID) *fhirError {
 		if e != nil || !ok {
 			return e
 		}
-		if f, err := strconv.ParseFloat(s, 64); err == nil && node.Kind == fhirpath.JSONNumber {
+		if f, ok := indexNumber(s); ok && node.Kind == fhirpath.JSONNumber {
 			ex.addNumber(f, "")
 		}
 	case kindURI:
@@ -564,8 +565,8 @@ func (ex *extraction) quantity(n fhirpath.NodeID) *fhirError {
 		}
 		return ex.invalid(vn)
 	}
-	f, err := strconv.ParseFloat(string(t.Raw(vn)), 64)
-	if err != nil {
+	f, ok := indexNumber(bytesString(t.Raw(vn)))
+	if !ok {
 		return ex.invalid(vn)
 	}
 	if typ == "Money" {
@@ -593,6 +594,18 @@ func (ex *extraction) quantity(n fhirpath.NodeID) *fhirError {
 		ex.addNumber(f, "|"+unit)
 	}
 	return nil
+}
+
+// indexNumber is the float64 a JSON number is indexed as. FHIR decimals
+// have no limit of digits or range: a number beyond float64's range is
+// indexed as the largest (or smallest) float64, one too small as 0.
+func indexNumber(s string) (float64, bool) {
+	f, err := strconv.ParseFloat(s, 64)
+	var ne *strconv.NumError
+	if errors.As(err, &ne) && ne.Err == strconv.ErrRange {
+		return max(min(f, math.MaxFloat64), -math.MaxFloat64), true
+	}
+	return f, err == nil
 }
 
 func isQuantity(t string) bool {

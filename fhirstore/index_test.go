@@ -319,3 +319,19 @@ func TestUnsupportedParametersAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexHugeNumbers: FHIR decimals have no limit of digits or range;
+// a quantity of 10,000 digits or 1e999999 is stored as sent and indexed
+// as the largest float64 (a regression: it was refused with 400).
+func TestIndexHugeNumbers(t *testing.T) {
+	e := newEnv(t, Options{})
+	for id, v := range map[string]string{"g1": strings.Repeat("9", 10000), "g2": "1e999999", "g3": "1e-999999", "g4": "-" + strings.Repeat("9", 400)} {
+		body := `{"resourceType":"Observation","id":"` + id + `","status":"final","code":{"text":"x"},"valueQuantity":{"value":` + v + `}}`
+		mustStatus(t, e.do("PUT", "Observation/"+id, []byte(body)), http.StatusCreated, id)
+	}
+	for q, want := range map[string]int{"Observation?value-quantity=gt1e300": 2, "Observation?value-quantity=lt-1e300": 1, "Observation?value-quantity=0": 1} {
+		if got := countOf(t, e, q); got != want {
+			t.Errorf("%s: %d, want %d", q, got, want)
+		}
+	}
+}
