@@ -213,7 +213,7 @@ func (s *Server) serveCall(w http.ResponseWriter, r *http.Request, st *store, c 
 	switch c.op {
 	case opMetadata:
 		w.Header().Set("Content-Type", contentTypeFHIR)
-		_, _ = w.Write(s.capability)
+		_, _ = w.Write(s.metadata(base))
 		return
 	case opBundle:
 		out, e := s.bundle(r.Context(), st, body, g, base, preferRepresentation(r))

@@ -102,6 +102,9 @@ type Options struct {
 	// readers). Default 64 MiB; an embedded store loading in the
 	// pipeline's process does well with 4–8 MiB.
 	CacheBytes int64
+	// Version is the software version the CapabilityStatement reports.
+	// Default "dev".
+	Version string
 	// S3 is the client import jobs read their input and write their output
 	// with. Nil means one built from the standard AWS SDK configuration
 	// when the first job runs (see the package documentation).
@@ -242,7 +245,7 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	s.opts.ChaosSeed = seed
 	s.rng = mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	s.s3 = &s3Conn{region: opts.Region, c: opts.S3}
-	s.capability = capabilityStatement(now())
+	s.capability = capabilityJSON(now(), s.opts)
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("fhirstore: create data directory: %w", err)
 	}

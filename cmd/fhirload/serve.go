@@ -65,7 +65,7 @@ Flags:
 		Dir: *dir, DatastoreID: *dsID, Auth: *auth, Region: *region, WriteUnitsPerSecond: *wups,
 		Chaos429: *c429, Chaos500: *c500, ChaosLatency: *clat, ChaosImportReject: *cReject, ChaosSeed: *cSeed,
 		MaxBodyBytes: *maxBody, MaxBufferedBytes: *buffered, BodyReadTimeout: *bodyTimeout,
-		Profile: *profile, UniqueIdentifiers: splitList(*unique), CacheBytes: *cacheBytes,
+		Profile: *profile, UniqueIdentifiers: splitList(*unique), CacheBytes: *cacheBytes, Version: version,
 	}, fs.NArg()); err != nil {
 		fmt.Fprintf(stderr, "fhirload serve: %v\n", err)
 		return 1
