@@ -51,8 +51,22 @@ func BenchmarkBatchPut(b *testing.B) { benchBatchPut(b, b.N*100) }
 // resource with the same content (a rerun of the same input).
 func BenchmarkBatchPutAgain(b *testing.B) { benchBatchPut(b, 10000) }
 
-func benchBatchPut(b *testing.B, n int) {
+// BenchmarkBatchPutIndexed is BenchmarkBatchPut into a store where the
+// search parameters the first release indexed for Observations are active
+// (searched once before the load): identifier, code, category, patient
+// (subject) and date, as HealthLake's document searches them. This is the
+// write cost to compare with the first release's BenchmarkBatchPut.
+func BenchmarkBatchPutIndexed(b *testing.B) {
+	benchBatchPut(b, b.N*100, "Observation?identifier=x&code=x&category=x&patient=x&date=2020")
+}
+
+func benchBatchPut(b *testing.B, n int, searches ...string) {
 	e := newEnv(b, Options{})
+	for _, q := range searches {
+		if r := e.do("GET", q, nil); r.status != http.StatusOK {
+			b.Fatalf("%s: %d %s", q, r.status, r.body)
+		}
+	}
 	obs := benchObservations(b, n)
 	var bundles [][]byte
 	for chunk := range slices.Chunk(obs, 100) {
@@ -270,4 +284,40 @@ func BenchmarkAdmission(b *testing.B) {
 	close(work)
 	wg.Wait()
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/request")
+}
+
+// syntheaLines returns the lines of a type of the shared Synthea population
+// (testdata/shared/fhir-all), as in the files (urn:uuid: references).
+func syntheaLines(tb testing.TB, typ string) [][]byte {
+	tb.Helper()
+	return readNDJSONFile(tb, "../testdata/shared/fhir-all/"+typ+".ndjson.gz")
+}
+
+// BenchmarkIndex measures what indexing costs per resource: parsing a
+// resource of the shared Synthea population into a FHIRPath tree and
+// evaluating every search parameter of its type on it (parseResource on a
+// compact body, as Bundle entries arrive). It reports the index rows
+// computed per resource.
+func BenchmarkIndex(b *testing.B) {
+	for _, typ := range []string{"Patient", "Observation", "Encounter", "Claim", "ExplanationOfBenefit", "Immunization", "Condition", "MedicationRequest"} {
+		b.Run(typ, func(b *testing.B) {
+			lines := syntheaLines(b, typ)
+			for i, l := range lines {
+				lines[i] = compactValid(l)
+			}
+			var bytes, rows int
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				l := lines[i%len(lines)]
+				p, e := parseResource(l, true)
+				if e != nil {
+					b.Fatal(e)
+				}
+				bytes += len(l)
+				rows += len(p.rows)
+			}
+			b.ReportMetric(float64(rows)/float64(b.N), "rows/resource")
+			b.SetBytes(int64(bytes / b.N))
+		})
+	}
 }

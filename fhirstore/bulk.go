@@ -353,7 +353,6 @@ func (im *importer) commit(ctx context.Context, f *jobFile, chunk []importLine, 
 	quri, _ := json.Marshal("s3://" + mustBucket(im.spec.Input) + "/" + f.key)
 	var c fileCounts
 	err := im.st.write(ctx, func(t *wtx) error {
-		t.bulk = true
 		c = fileCounts{}
 		var ok, bad bytes.Buffer
 		for i := range chunk {

@@ -114,9 +114,19 @@ func (s *Server) bundle(ctx context.Context, st *store, body []byte, g grants, b
 		if e.err == nil && !g.allows(e.c.typ, e.c.perm()) {
 			e.err = forbidden(e.c)
 		}
-		// Parse outside the write lock, so requests parse in parallel.
+		// Parse and compile outside the write lock, so requests parse in
+		// parallel and searches activate the index keys they need.
 		if e.err == nil && (e.c.op == opCreate || e.c.op == opUpdate) {
 			e.c.parsed, e.err = parseResource(e.c.body, true)
+		}
+		if e.err == nil && e.c.op == opSearch {
+			if err := s.prepareRead(ctx, st, e.c); err != nil {
+				var fe *fhirError
+				if !errors.As(err, &fe) {
+					return nil, err
+				}
+				e.err = fe
+			}
 		}
 		if e.err == nil && !tx {
 			e.err = s.chaos()
@@ -284,7 +294,7 @@ func renderResponse(entries []entryState, tx, representation bool) []byte {
 		out.WriteByte('{')
 		if e.err != nil {
 			out.WriteString(`"response":{"status":"` + statusLine(e.err.status) + `","outcome":`)
-			out.Write(outcome("error", e.err.code, e.err.text))
+			out.Write(e.err.outcome())
 			out.WriteString("}}")
 			continue
 		}

@@ -189,3 +189,45 @@ func TestRestartPersistsAndFileIsPrivate(t *testing.T) {
 		t.Errorf("total after restart = %v", s.json(t)["total"])
 	}
 }
+
+// TestSeedProfile: with Profile seed (serve's default), a Patient created
+// or updated without name.family or name.given is refused with 400 and an
+// OperationOutcome naming the element (as text and as its expression), in
+// single requests and in Bundle entries; base accepts it; other types are
+// not concerned.
+func TestSeedProfile(t *testing.T) {
+	seed := newEnv(t, Options{Profile: ProfileSeed})
+	base := newEnv(t, Options{})
+	cases := map[string]string{
+		`{"resourceType":"Patient","id":"p1"}`:                                                    "Patient.name",
+		`{"resourceType":"Patient","id":"p1","name":[]}`:                                          "Patient.name",
+		`{"resourceType":"Patient","id":"p1","name":[{"given":["Abram"]}]}`:                       "Patient.name[0].family",
+		`{"resourceType":"Patient","id":"p1","name":[{"family":"Lemke"}]}`:                        "Patient.name[0].given",
+		`{"resourceType":"Patient","id":"p1","name":[{"family":"Lemke","given":[" "]}]}`:          "Patient.name[0].given",
+		`{"resourceType":"Patient","id":"p1","name":[{"family":"A","given":["B"]},{"text":"x"}]}`: "Patient.name[1].family",
+	}
+	for body, elem := range cases {
+		for _, method := range []string{"POST", "PUT"} {
+			path := "Patient"
+			if method == "PUT" {
+				path = "Patient/p1"
+			}
+			r := seed.do(method, path, []byte(body))
+			if r.status != http.StatusBadRequest || r.issueCode(t) != "required" || !strings.Contains(string(r.body), `"expression":["`+elem+`"]`) {
+				t.Errorf("seed %s %s: %d %s, want 400 required at %s", method, body, r.status, r.body, elem)
+			}
+			if r := base.do(method, path, []byte(body)); r.status >= 300 {
+				t.Errorf("base %s %s: %d %s", method, body, r.status, r.body)
+			}
+		}
+	}
+	bundle := `{"resourceType":"Bundle","type":"batch","entry":[` +
+		`{"resource":{"resourceType":"Patient","id":"p2"},"request":{"method":"PUT","url":"Patient/p2"}},` +
+		`{"resource":` + patientJSON + `,"request":{"method":"PUT","url":"Patient/p1"}},` +
+		`{"resource":{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"}},"request":{"method":"PUT","url":"Observation/o1"}}]}`
+	r := seed.do("POST", "", []byte(bundle))
+	mustStatus(t, r, http.StatusOK, "batch")
+	if got := strings.Join(entryStatuses(t, r), ","); got != "400 Bad Request,201 Created,201 Created" {
+		t.Errorf("batch entries: %s", got)
+	}
+}

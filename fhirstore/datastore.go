@@ -54,6 +54,7 @@ func (d *datastore) snapshot() (status, props string) {
 type registry struct {
 	ctl *controlDB
 	dir string
+	cfg storeConfig
 
 	mu     sync.Mutex
 	byID   map[string]*datastore
@@ -64,13 +65,13 @@ type registry struct {
 // openRegistry opens the default data store and the created ones that are
 // ACTIVE (or were being created or deleted when the server stopped: those
 // are finished now).
-func openRegistry(ctx context.Context, dir, defaultID string, ctl *controlDB, now time.Time) (*registry, error) {
-	reg := &registry{ctl: ctl, dir: dir, byID: map[string]*datastore{}}
+func openRegistry(ctx context.Context, dir, defaultID string, ctl *controlDB, now time.Time, cfg storeConfig) (*registry, error) {
+	reg := &registry{ctl: ctl, dir: dir, cfg: cfg, byID: map[string]*datastore{}}
 	created, err := ctl.defaultCreated(ctx, now)
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(ctx, dir)
+	st, err := openStore(ctx, dir, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +174,7 @@ func (d *datastore) record() dsRecord {
 
 // activate opens d's database and makes it ACTIVE, or CREATE_FAILED.
 func (reg *registry) activate(ctx context.Context, d *datastore) {
-	st, err := openStore(ctx, d.dir)
+	st, err := openStore(ctx, d.dir, reg.cfg)
 	reg.mu.Lock()
 	if reg.closed { // the server closed meanwhile: the next start activates it
 		reg.mu.Unlock()

@@ -11,20 +11,54 @@
 // other byte of the resource is kept as sent (whitespace aside), so number
 // literals survive unchanged.
 //
-// Search parameters: every type supports _id, _lastUpdated and identifier;
-// Patient adds name, family, given, gender and birthdate; Observation adds
-// patient, subject, category, code and date. Tokens take code, system|code,
-// system| and |code; strings match case-insensitively by prefix (:exact and
-// :contains too; accents are not folded); dates take the prefixes eq ne gt lt
-// ge le sa eb ap and partial dates, a repeated parameter is ANDed and
-// comma-separated values are ORed. Results are ordered by insertion, 100 per
-// page at most (_count), with next links that page by cursor; _summary=count
-// returns the total only. An unknown parameter is 400 naming it.
+// Every R4 resource type is stored and searched. A resource is checked on
+// write as a FHIR R4 resource of its type (registry): JSON, known elements
+// only (an unknown element is a 400 naming it), no null values, the
+// required top-level elements, codes of complete required value sets, and
+// the shape of every element a search parameter reads (a 400 names the
+// element: Observation.effectivePeriod.start). Options.Profile "seed" (the
+// default of fhirload serve) also requires every Patient.name to have a
+// family and a given name, as HealthLake's API document does (section
+// 1.3): 400, issue code "required", the element in its expression.
+//
+// Search parameters are the R4 core package's SearchParameters (the
+// registry), for every type: token, reference, date, string, quantity,
+// number and uri parameters, _id, _lastUpdated, _tag, _profile, _security
+// and _source, evaluated with their FHIRPath expressions (unions,
+// where(resolve() is T), as/ofType, extension('…')). Composite and special
+// parameters, phonetic and geographic ones, and those without an
+// expression (_text, _content, _filter, _query) are not supported: a
+// search using one is refused with 400 naming it and why (see
+// catalog.go and extract.go for what each kind indexes). Tokens take code,
+// system|code, system| and |code, and the modifiers :not, :text
+// (CodeableConcept.text and Coding.display, by prefix of a word), :of-type
+// (identifiers) and :missing; :above, :below, :in and :not-in need a
+// terminology service and are refused. Strings match case-insensitively
+// by prefix (:exact and :contains too; accents are not folded). References
+// take Type/id, id, an absolute URL or urn:uuid:, a :Type modifier and
+// :identifier. Dates take the prefixes eq ne gt lt ge le sa eb ap and
+// partial dates; ap is ±10% of the time between the value and now (at
+// least a day). Numbers and quantities take the same prefixes; eq matches
+// the range the value's precision implies (5.4 is [5.35, 5.45)) and ap
+// ±10%; quantity units are system|code or ||code (code or unit), compared
+// as written (no UCUM conversion). uri takes :below and :above. Every
+// kind takes :missing. A repeated parameter is ANDed and comma-separated
+// values are ORed. Results are ordered by insertion, 100 per page at most
+// (_count), with next links that page by cursor; _summary=count returns
+// the total only. An unknown parameter is 400 naming it.
+//
+// The index holds the values of every parameter in resources.keys, and,
+// in idx, those of the parameters a search has used (active.go): a
+// parameter's index rows are built from resources.keys the first time a
+// search needs them, and kept by every write after. The types whose
+// identifiers must be unique (Options.UniqueIdentifiers; Patient and
+// Observation by default) keep their identifier rows from the start.
 //
 // Errors follow section 1.5 of the reference: OperationOutcome bodies for
 // 400, 404, 405, 410, 412, 413, 415 and 422 (issue code "duplicate" when a
-// create carries an identifier system and value another resource of the type
-// has), AWS-style JSON ({"__type", "message"}) for 401, 403, 429 and 500.
+// create or update gives a resource of a type in Options.UniqueIdentifiers
+// an identifier system and value another resource of the type has),
+// AWS-style JSON ({"__type", "message"}) for 401, 403, 429 and 500.
 // Error texts name resource types, ids and parameters, never resource content.
 //
 // Authentication is AWS Signature Version 4 for service "healthlake" in the
@@ -54,12 +88,15 @@
 // survive a crash of the process; a power loss or OS crash may lose the last
 // transactions. Concurrent writes are group-committed: one SQLite transaction
 // holds several requests, each in its own savepoint, so each request is still
-// all-or-nothing on its own. The search index keys its rows by a small
-// integer per (type, parameter) and keeps values as sent (an identifier
-// "00123" is not the number 123); each resource row lists its index rows, so
-// an update that leaves them unchanged (a rerun) does not touch the index.
-// The layout's version is PRAGMA user_version: a data folder written by an
-// older version is migrated when opened (its index rebuilt).
+// all-or-nothing on its own; their index rows are inserted once, in key
+// order, after the last savepoint. The search index keys its rows by a
+// small integer per (type, parameter part, sub-key) and keeps values as
+// sent (an identifier "00123" is not the number 123); each resource row
+// lists its index rows, so an update that leaves them unchanged (a rerun)
+// does not touch the index. The layout's version is PRAGMA user_version: a
+// data folder written by an older version is migrated when opened (its
+// index rebuilt), and so is one indexed with another search catalog.
+// Options.CacheBytes sets the SQLite page cache of each connection.
 //
 // Batch-response entries carry the resource only with
 // "Prefer: return=representation"; single writes return it unless

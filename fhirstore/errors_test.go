@@ -90,7 +90,7 @@ func TestErrorStatuses(t *testing.T) {
 func TestThrottle(t *testing.T) {
 	clock := &fakeClock{t: time.Now()}
 	e := newEnv(t, Options{WriteUnitsPerSecond: 2, now: clock.now})
-	big := `{"resourceType":"Patient","id":"p1","x":"` + strings.Repeat("a", 1500) + `"}` // 2 units
+	big := `{"resourceType":"Patient","id":"p1","language":"` + strings.Repeat("a", 1500) + `"}` // 2 units
 	mustStatus(t, e.do("PUT", "Patient/p1", []byte(big)), http.StatusCreated, "first write")
 	r := e.do("PUT", "Patient/p1", []byte(big))
 	mustStatus(t, r, http.StatusTooManyRequests, "second write")
@@ -107,7 +107,7 @@ func TestThrottle(t *testing.T) {
 	// A request larger than a second's worth passes once the bucket is full,
 	// then waits for the debt to be repaid.
 	clock.advance(5 * time.Second)
-	huge := `{"resourceType":"Patient","id":"p1","x":"` + strings.Repeat("a", 5000) + `"}` // 5 units
+	huge := `{"resourceType":"Patient","id":"p1","language":"` + strings.Repeat("a", 5000) + `"}` // 5 units
 	mustStatus(t, e.do("PUT", "Patient/p1", []byte(huge)), http.StatusOK, "huge write on a full bucket")
 	r = e.do("PUT", "Patient/p1", []byte(big))
 	mustStatus(t, r, http.StatusTooManyRequests, "after huge write")

@@ -46,7 +46,7 @@ func TestCompactValidMatchesCompact(t *testing.T) {
 // all-or-nothing on its own, and a failing one does not undo the others.
 func TestGroupCommitIsolatesFailures(t *testing.T) {
 	ctx := context.Background()
-	st, err := openStore(ctx, t.TempDir())
+	st, err := openStore(ctx, t.TempDir(), storeConfig{unique: map[string]bool{"Patient": true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,8 @@ type call struct {
 	body    []byte
 	parsed  *parsed // body, when already parsed
 	ifMatch string
-	minimal bool // Prefer: return=minimal
+	minimal bool    // Prefer: return=minimal
+	search  *search // opSearch, compiled by prepareRead
 }
 
 // perm is the scope permission the call needs.
@@ -212,7 +213,7 @@ func (s *Server) serveCall(w http.ResponseWriter, r *http.Request, st *store, c 
 	switch c.op {
 	case opMetadata:
 		w.Header().Set("Content-Type", contentTypeFHIR)
-		_, _ = w.Write(s.capability)
+		_, _ = w.Write(s.metadata(base))
 		return
 	case opBundle:
 		out, e := s.bundle(r.Context(), st, body, g, base, preferRepresentation(r))
@@ -472,6 +473,9 @@ func parseTarget(method, rest, rawQuery string) (*call, *fhirError) {
 // execOne runs a single (non-Bundle) interaction.
 func (s *Server) execOne(ctx context.Context, st *store, c *call, base string) (*result, error) {
 	if !c.writes() {
+		if err := s.prepareRead(ctx, st, c); err != nil {
+			return nil, err
+		}
 		return s.execRead(ctx, st.r, c, base)
 	}
 	var res *result
@@ -483,7 +487,26 @@ func (s *Server) execOne(ctx context.Context, st *store, c *call, base string) (
 	return res, err
 }
 
-// execRead runs a read, vread, history or search through q.
+// prepareRead compiles a search call and activates the index keys it
+// needs. It must not run inside a write transaction (activation takes
+// the writer).
+func (s *Server) prepareRead(ctx context.Context, st *store, c *call) error {
+	if c.op != opSearch || c.search != nil {
+		return nil
+	}
+	srch, e := compileSearch([]string{c.typ}, c.query, searchOptions{now: s.now()})
+	if e != nil {
+		return e
+	}
+	srch.path = c.typ
+	if err := st.activate(ctx, srch.needs); err != nil {
+		return err
+	}
+	c.search = srch
+	return nil
+}
+
+// execRead runs a prepared read, vread, history or search through q.
 func (s *Server) execRead(ctx context.Context, q querier, c *call, base string) (*result, error) {
 	switch c.op {
 	case opRead, opVRead:
@@ -508,15 +531,14 @@ func (s *Server) execRead(ctx context.Context, q querier, c *call, base string) 
 		}
 		return &result{status: http.StatusOK, v: v, body: v.body}, nil
 	case opSearch:
-		srch, e := compileSearch(c.typ, c.query)
-		if e != nil {
-			return nil, e
+		if c.search == nil {
+			return nil, errors.New("search not prepared")
 		}
-		var out bytes.Buffer
-		if err := srch.run(ctx, q, base, &out, lastUpdated(s.now())); err != nil {
+		out, err := c.search.run(ctx, q, base)
+		if err != nil {
 			return nil, err
 		}
-		return &result{status: http.StatusOK, body: out.Bytes()}, nil
+		return &result{status: http.StatusOK, body: out}, nil
 	case opHistory:
 		out, err := history(ctx, q, c.typ, c.id, base, lastUpdated(s.now()))
 		if err != nil {
@@ -550,9 +572,15 @@ func (s *Server) execWrite(t *wtx, c *call, now time.Time, buf []byte) (*result,
 	if p.typ != c.typ {
 		return nil, badRequest("The resourceType %s does not match the URL's resource type %s.", p.typ, c.typ)
 	}
+	if s.opts.Profile == ProfileSeed {
+		if e := checkSeed(p); e != nil {
+			return nil, e
+		}
+	}
 	id := c.id
-	opt := putOptions{ifMatch: c.ifMatch, dupCheck: true}
+	opt := putOptions{ifMatch: c.ifMatch, dupCheck: true, method: methodPUT}
 	if c.op == opCreate {
+		opt.method = methodPOST
 		if id == "" { // a transaction may have assigned it to resolve urn:uuid references
 			id = newID()
 		}

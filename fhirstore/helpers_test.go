@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -223,4 +224,31 @@ func (v *verifier) verify(r *http.Request, body []byte) (grants, *fhirError) {
 	}
 	sum := sha256.Sum256(body)
 	return c.finish(sum[:])
+}
+
+// indexKey is the idx.k of the main rows of a search parameter of one
+// part.
+func indexKey(typ, code string) int64 {
+	tp := searchCatalog().types[typ]
+	p := tp.byCode[code]
+	if p == nil || len(p.parts) != 1 {
+		panic("not a parameter of one part: " + typ + "." + code)
+	}
+	return tp.key(p.parts[0].atom, subMain)
+}
+
+// rowString shows an index row of a resource of type typ as
+// code[:sub]=a|b.
+func rowString(typ string, r indexRow) string {
+	tp := searchCatalog().types[typ]
+	slot, sub := int(r.k&0xffff)/subsPerSP, int(r.k&0xffff)%subsPerSP
+	name := tp.atoms[slot].name
+	switch sub {
+	case subText:
+		name += ":text"
+	case subExtra:
+		name += ":extra"
+	}
+	a, b := r.values()
+	return fmt.Sprintf("%s=%v|%v", name, a, b)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // fhirError is a failure to report to the client: an HTTP status and an
@@ -18,6 +19,13 @@ type fhirError struct {
 	retryAfter int
 	// etag is sent as ETag, for 410 Gone (the deletion's version).
 	etag string
+	// allow is sent as Allow, for 405 Method Not Allowed.
+	allow []string
+	// unknownParam marks an unknown or unsupported search parameter, which
+	// Prefer: handling=lenient ignores (and reports).
+	unknownParam bool
+	// expression is the FHIRPath location of the issue, when there is one.
+	expression string
 }
 
 func (e *fhirError) Error() string { return strconv.Itoa(e.status) + " " + e.code + ": " + e.text }
@@ -26,21 +34,30 @@ func errf(status int, code, format string, args ...any) *fhirError {
 	return &fhirError{status: status, code: code, text: fmt.Sprintf(format, args...)}
 }
 
+type details struct {
+	Text string `json:"text"`
+}
+
+// issue is one OperationOutcome issue.
+type issue struct {
+	Severity    string   `json:"severity"`
+	Code        string   `json:"code"`
+	Details     details  `json:"details"`
+	Diagnostics string   `json:"diagnostics,omitempty"`
+	Expression  []string `json:"expression,omitempty"`
+}
+
 // outcome renders an OperationOutcome with one issue.
 func outcome(severity, code, text string) []byte {
-	type details struct {
-		Text string `json:"text"`
-	}
-	type issue struct {
-		Severity    string  `json:"severity"`
-		Code        string  `json:"code"`
-		Details     details `json:"details"`
-		Diagnostics string  `json:"diagnostics,omitempty"`
-	}
+	return outcomeOf([]issue{{Severity: severity, Code: code, Details: details{Text: text}}})
+}
+
+// outcomeOf renders an OperationOutcome.
+func outcomeOf(issues []issue) []byte {
 	b, _ := json.Marshal(struct {
 		ResourceType string  `json:"resourceType"`
 		Issue        []issue `json:"issue"`
-	}{"OperationOutcome", []issue{{Severity: severity, Code: code, Details: details{Text: text}}}})
+	}{"OperationOutcome", issues})
 	return b
 }
 
@@ -75,6 +92,9 @@ func writeError(w http.ResponseWriter, e *fhirError) {
 	if e.etag != "" {
 		h.Set("ETag", e.etag)
 	}
+	if len(e.allow) > 0 {
+		h.Set("Allow", strings.Join(e.allow, ", "))
+	}
 	if e.status == http.StatusTooManyRequests {
 		ra := e.retryAfter
 		if ra < 1 {
@@ -95,7 +115,16 @@ func writeError(w http.ResponseWriter, e *fhirError) {
 	}
 	h.Set("Content-Type", contentTypeFHIR)
 	w.WriteHeader(e.status)
-	_, _ = w.Write(outcome("error", e.code, e.text))
+	_, _ = w.Write(e.outcome())
+}
+
+// outcome renders e as an OperationOutcome.
+func (e *fhirError) outcome() []byte {
+	is := issue{Severity: "error", Code: e.code, Details: details{Text: e.text}}
+	if e.expression != "" {
+		is.Expression = []string{e.expression}
+	}
+	return outcomeOf([]issue{is})
 }
 
 // statusLine is the Bundle response.status text for code, e.g. "201 Created".

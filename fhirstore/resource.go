@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"math"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -16,25 +19,6 @@ type parsed struct {
 	ms   []member // top-level members of body
 	rows []indexRow
 	keys []byte // rows as stored in resources.keys (encodeRows)
-}
-
-// indexRow is one search-index entry. Tokens store (code, system), strings
-// (normalised value, value as sent), references (id, type), dates (lo, hi) in
-// Unix milliseconds with hi exclusive.
-type indexRow struct {
-	param  string
-	k      int64 // indexKey(type, param), set by parseResource
-	a, b   string
-	lo, hi int64
-	isDate bool
-}
-
-// values are the row's idx.a and idx.b: the strings, or the date range.
-func (r indexRow) values() (any, any) {
-	if r.isDate {
-		return r.lo, r.hi
-	}
-	return r.a, r.b
 }
 
 func badRequest(format string, args ...any) *fhirError {
@@ -78,16 +62,14 @@ func parseResource(body []byte, compact bool) (*parsed, *fhirError) {
 	if e := p.index(); e != nil {
 		return nil, e
 	}
-	for i := range p.rows {
-		p.rows[i].k = indexKey(p.typ, p.rows[i].param)
-	}
 	p.keys = encodeRows(p.rows)
 	return p, nil
 }
 
 // encodeRows encodes index rows for resources.keys: per row, uvarint k,
-// then 's' and two length-prefixed strings or 'd' and two varints. nil when
-// there are none.
+// then 's' and two length-prefixed strings, 'd' and two varints, or 'n',
+// the 8 bytes of a float64 and a length-prefixed string. nil when there
+// are none.
 func encodeRows(rows []indexRow) []byte {
 	if len(rows) == 0 {
 		return nil
@@ -95,17 +77,21 @@ func encodeRows(rows []indexRow) []byte {
 	b := make([]byte, 0, 64*len(rows))
 	for _, r := range rows {
 		b = binary.AppendUvarint(b, uint64(r.k))
-		if r.isDate {
-			b = append(b, 'd')
+		b = append(b, r.tag)
+		switch r.tag {
+		case 'd':
 			b = binary.AppendVarint(b, r.lo)
 			b = binary.AppendVarint(b, r.hi)
-			continue
+		case 'n':
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(r.f))
+			b = binary.AppendUvarint(b, uint64(len(r.s2)))
+			b = append(b, r.s2...)
+		default:
+			b = binary.AppendUvarint(b, uint64(len(r.s1)))
+			b = append(b, r.s1...)
+			b = binary.AppendUvarint(b, uint64(len(r.s2)))
+			b = append(b, r.s2...)
 		}
-		b = append(b, 's')
-		b = binary.AppendUvarint(b, uint64(len(r.a)))
-		b = append(b, r.a...)
-		b = binary.AppendUvarint(b, uint64(len(r.b)))
-		b = append(b, r.b...)
 	}
 	return b
 }
@@ -113,7 +99,7 @@ func encodeRows(rows []indexRow) []byte {
 // keyRow is one decoded row of resources.keys: the idx columns but rid.
 type keyRow struct {
 	k    int64
-	a, b any // string, or int64 for dates
+	a, b any // strings; int64s for dates; float64 and string for numbers
 }
 
 // decodeRows decodes what encodeRows wrote. It stops at the first malformed
@@ -157,6 +143,14 @@ func decodeRows(b []byte) []keyRow {
 			x, ok1 = num()
 			y, ok2 = num()
 			r.a, r.b = x, y
+		case 'n':
+			var y string
+			if len(b) >= 8 {
+				r.a, ok1 = math.Float64frombits(binary.LittleEndian.Uint64(b)), true
+				b = b[8:]
+			}
+			y, ok2 = str()
+			r.b = y
 		}
 		if !ok1 || !ok2 {
 			break
@@ -195,185 +189,17 @@ func validID(id string) bool {
 	return true
 }
 
-// index fills p.rows from the elements behind the supported search
-// parameters, rejecting values of the wrong shape.
-func (p *parsed) index() *fhirError {
-	invalid := func(name string) *fhirError { return badRequest("%s.%s has an invalid value.", p.typ, name) }
-	str := func(name string) (string, *fhirError) {
-		s, ok := jstr(find(p.body, p.ms, name))
-		if !ok {
-			return "", invalid(name)
-		}
-		return s, nil
-	}
-	if raw := find(p.body, p.ms, "identifier"); raw != nil {
-		one := func(el []byte) bool {
-			var system, value string
-			if !jfields(el, []string{"system", "value"}, []*string{&system, &value}) {
-				return false
-			}
-			if value != "" {
-				p.rows = append(p.rows, indexRow{param: "identifier", a: value, b: system})
-			}
-			return true
-		}
-		ok := false
-		if raw[0] == '{' {
-			ok = one(raw)
-		} else {
-			ok = jarr(raw, one)
-		}
-		if !ok {
-			return invalid("identifier")
-		}
-	}
-	switch p.typ {
-	case "Patient":
-		ok := jarr(find(p.body, p.ms, "name"), func(el []byte) bool {
-			var text, family string
-			var given, prefix, suffix []string
-			if !jobj(el, func(k string, v []byte) bool {
-				ok := true
-				switch k {
-				case "text":
-					text, ok = jstr(v)
-				case "family":
-					family, ok = jstr(v)
-				case "given":
-					given, ok = jstrs(v)
-				case "prefix":
-					prefix, ok = jstrs(v)
-				case "suffix":
-					suffix, ok = jstrs(v)
-				}
-				return ok
-			}) {
-				return false
-			}
-			p.addString("family", family)
-			p.addString("name", family)
-			p.addString("name", text)
-			for _, g := range given {
-				p.addString("given", g)
-				p.addString("name", g)
-			}
-			for _, s := range prefix {
-				p.addString("name", s)
-			}
-			for _, s := range suffix {
-				p.addString("name", s)
-			}
-			return true
-		})
-		if !ok {
-			return invalid("name")
-		}
-		gender, e := str("gender")
-		if e != nil {
-			return e
-		}
-		switch gender {
-		case "":
-		case "male", "female", "other", "unknown":
-			p.rows = append(p.rows, indexRow{param: "gender", a: gender, b: "http://hl7.org/fhir/administrative-gender"})
-		default:
-			return badRequest("Patient.gender must be one of male, female, other, unknown.")
-		}
-		birth, e := str("birthDate")
-		if e != nil {
-			return e
-		}
-		if birth != "" {
-			lo, hi, ok := parseDateRange(birth)
-			if !ok || strings.Contains(birth, "T") {
-				return badRequest("Patient.birthDate must be a date (YYYY, YYYY-MM or YYYY-MM-DD).")
-			}
-			p.rows = append(p.rows, indexRow{param: "birthdate", lo: lo, hi: hi, isDate: true})
-		}
-	case "Observation":
-		if find(p.body, p.ms, "status") == nil || find(p.body, p.ms, "code") == nil {
-			return badRequest("Observation.status and Observation.code are required.")
-		}
-		if !p.addConcept("code", find(p.body, p.ms, "code")) {
-			return invalid("code")
-		}
-		if !jarr(find(p.body, p.ms, "category"), func(el []byte) bool { return p.addConcept("category", el) }) {
-			return invalid("category")
-		}
-		var ref string
-		if !jfields(find(p.body, p.ms, "subject"), []string{"reference"}, []*string{&ref}) {
-			return invalid("subject")
-		}
-		if ref != "" {
-			typ, id := splitReference(ref)
-			p.rows = append(p.rows, indexRow{param: "subject", a: id, b: typ})
-		}
-		for _, name := range []string{"effectiveDateTime", "effectiveInstant"} {
-			when, e := str(name)
-			if e != nil {
-				return e
-			}
-			if when != "" {
-				lo, hi, ok := parseDateRange(when)
-				if !ok {
-					return badRequest("Observation.%s is not a valid dateTime.", name)
-				}
-				p.rows = append(p.rows, indexRow{param: "date", lo: lo, hi: hi, isDate: true})
-				break
-			}
-		}
-		var start, end string
-		if !jfields(find(p.body, p.ms, "effectivePeriod"), []string{"start", "end"}, []*string{&start, &end}) {
-			return invalid("effectivePeriod")
-		}
-		if start != "" || end != "" {
-			lo, hi := int64(minDate), int64(maxDate)
-			var ok bool
-			if start != "" {
-				if lo, _, ok = parseDateRange(start); !ok {
-					return badRequest("Observation.effectivePeriod.start is not a valid dateTime.")
-				}
-			}
-			if end != "" {
-				if _, hi, ok = parseDateRange(end); !ok {
-					return badRequest("Observation.effectivePeriod.end is not a valid dateTime.")
-				}
-			}
-			p.rows = append(p.rows, indexRow{param: "date", lo: lo, hi: hi, isDate: true})
-		}
-	}
-	return nil
-}
-
-// addConcept indexes the codings of the CodeableConcept raw under param.
-func (p *parsed) addConcept(param string, raw []byte) bool {
-	return jobj(raw, func(k string, v []byte) bool {
-		if k != "coding" {
-			return true
-		}
-		return jarr(v, func(el []byte) bool {
-			var system, code string
-			if !jfields(el, []string{"system", "code"}, []*string{&system, &code}) {
-				return false
-			}
-			if code != "" {
-				p.rows = append(p.rows, indexRow{param: param, a: code, b: system})
-			}
-			return true
-		})
-	})
-}
-
-func (p *parsed) addString(param, v string) {
-	if v == "" {
-		return
-	}
-	p.rows = append(p.rows, indexRow{param: param, a: normalizeString(v), b: v})
-}
-
 // normalizeString is the form string search compares: lower case, runs of
 // spaces collapsed. Accents are not folded.
 func normalizeString(s string) string {
+	plain := true // lower case ASCII, single spaces inside, none at the ends
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c >= 0x21 && c < 0x7f && !('A' <= c && c <= 'Z') || c == ' ' && i > 0 && i < len(s)-1 && s[i-1] != ' '
+	}
+	if plain {
+		return s
+	}
 	return strings.ToLower(strings.Join(strings.Fields(s), " "))
 }
 
@@ -392,4 +218,48 @@ func splitReference(ref string) (typ, id string) {
 		return parts[n-2], parts[n-1]
 	}
 	return "", ref
+}
+
+// checkSeed applies the seed profile: HealthLake's API document (section
+// 1.3) requires a Patient to have a name with family and given, so every
+// Patient.name must have a family and at least one given name. The 400
+// names the first element missing, in its issue's expression too.
+func checkSeed(p *parsed) *fhirError {
+	if p.typ != "Patient" {
+		return nil
+	}
+	missing := func(loc string) *fhirError {
+		e := errf(http.StatusBadRequest, "required", "%s is required (profile seed: HealthLake requires Patient name.family and name.given).", loc)
+		e.expression = loc
+		return e
+	}
+	names := find(p.body, p.ms, "name")
+	if len(names) < 2 || names[0] != '[' || string(names) == "[]" {
+		return missing("Patient.name")
+	}
+	i := 0
+	var e *fhirError
+	jarr(names, func(el []byte) bool {
+		var family string
+		var given []string
+		ok := jobj(el, func(k string, v []byte) bool {
+			switch k {
+			case "family":
+				family, _ = jstr(v)
+			case "given":
+				given, _ = jstrs(v)
+			}
+			return true
+		})
+		loc := "Patient.name[" + strconv.Itoa(i) + "]"
+		switch {
+		case !ok || strings.TrimSpace(family) == "":
+			e = missing(loc + ".family")
+		case !slices.ContainsFunc(given, func(g string) bool { return strings.TrimSpace(g) != "" }):
+			e = missing(loc + ".given")
+		}
+		i++
+		return e == nil
+	})
+	return e
 }

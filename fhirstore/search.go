@@ -1,22 +1,22 @@
 package fhirstore
 
 import (
-	"bytes"
-	"context"
-	"database/sql"
-	"encoding/json"
-	"fmt"
+	"math"
+	"math/big"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Page sizes of searchset Bundles, as HealthLake pages.
 const (
 	defaultCount = 100
 	maxCount     = 100
+	// maxChainDepth bounds chained parameters and _has nesting.
+	maxChainDepth = 4
 )
 
 // kv is one search parameter as sent, in order.
@@ -40,127 +40,617 @@ func parseQuery(raw string) ([]kv, *fhirError) {
 	return out, nil
 }
 
-type paramKind int
-
-const (
-	kindToken paramKind = iota
-	kindString
-	kindDate
-	kindRef
-	kindID
-	kindLastUpdated
-)
-
-// searchParam describes a supported search parameter of a resource type.
-type searchParam struct {
-	kind    paramKind
-	index   string // idx.param
-	refType string // kindRef: required target type ("" = any)
+// sqlPart is a fragment of SQL with its arguments. Every value a client
+// sends reaches SQL as a bound argument; only fixed fragments and integers
+// the server computed are concatenated.
+type sqlPart struct {
+	sql  string
+	args []any
 }
 
-// searchParams lists the search parameters of typ.
-func searchParams(typ string) map[string]searchParam {
-	m := map[string]searchParam{
-		"_id":          {kind: kindID},
-		"_lastUpdated": {kind: kindLastUpdated},
-		"identifier":   {kind: kindToken, index: "identifier"},
+// filterSet is the rids a filter selects: live resources of the query's
+// types (never other ones), or, when neg is set, the complement of set
+// among them.
+type filterSet struct {
+	sqlPart
+	neg bool
+}
+
+// querySpec is the filtering part of a search: the types searched and the
+// AND-ed filters. It is what conditional interactions (If-None-Exist,
+// conditional update and delete) evaluate too.
+type querySpec struct {
+	types []*typeParams
+	sets  []filterSet
+	cols  []sqlPart // conditions on the resources row r
+	now   time.Time // the clock of date=ap
+	// needs are the index keys the query reads: they must be active
+	// (store.activate) before it runs.
+	needs []int64
+}
+
+// typeNames returns the searched types' names.
+func (q *querySpec) typeNames() []string {
+	out := make([]string, len(q.types))
+	for i, tp := range q.types {
+		out[i] = tp.typ
 	}
-	switch typ {
-	case "Patient":
-		m["name"] = searchParam{kind: kindString, index: "name"}
-		m["family"] = searchParam{kind: kindString, index: "family"}
-		m["given"] = searchParam{kind: kindString, index: "given"}
-		m["gender"] = searchParam{kind: kindToken, index: "gender"}
-		m["birthdate"] = searchParam{kind: kindDate, index: "birthdate"}
-	case "Observation":
-		m["patient"] = searchParam{kind: kindRef, index: "subject", refType: "Patient"}
-		m["subject"] = searchParam{kind: kindRef, index: "subject"}
-		m["category"] = searchParam{kind: kindToken, index: "category"}
-		m["code"] = searchParam{kind: kindToken, index: "code"}
-		m["date"] = searchParam{kind: kindDate, index: "date"}
+	return out
+}
+
+// where returns the WHERE clause selecting the query's live resources
+// (table alias r).
+func (q *querySpec) where() sqlPart {
+	var w sqlPart
+	names := q.typeNames()
+	typeCol := "r.type"
+	var pos, neg []string
+	var posArgs, negArgs []any
+	for _, s := range q.sets {
+		if s.neg {
+			neg = append(neg, "r.rid NOT IN ("+s.sql+")")
+			negArgs = append(negArgs, s.args...)
+		} else {
+			pos = append(pos, s.sql)
+			posArgs = append(posArgs, s.args...)
+		}
 	}
-	return m
+	if len(pos) > 0 {
+		// Keep SQLite from walking every resource of the type through the
+		// (type, id) index: the intersection of the index subqueries is the
+		// small side.
+		typeCol = "+r.type"
+	}
+	if len(names) == 1 {
+		w.sql = typeCol + " = ?"
+		w.args = append(w.args, names[0])
+	} else if len(names) < len(resourceTypes) {
+		w.sql = typeCol + " IN (" + placeholders(len(names)) + ")"
+		for _, n := range names {
+			w.args = append(w.args, n)
+		}
+	} else {
+		w.sql = "1"
+	}
+	w.sql += " AND r.deleted = 0"
+	if len(pos) > 0 {
+		w.sql += " AND r.rid IN (" + strings.Join(pos, " INTERSECT ") + ")"
+		w.args = append(w.args, posArgs...)
+	}
+	for _, n := range neg {
+		w.sql += " AND " + n
+	}
+	w.args = append(w.args, negArgs...)
+	for _, c := range q.cols {
+		w.sql += " AND " + c.sql
+		w.args = append(w.args, c.args...)
+	}
+	return w
 }
 
-// search is a compiled search.
-type search struct {
-	typ          string
-	where        []string
-	args         []any
-	subs         []string // index subqueries yielding rids, intersected
-	subArgs      []any
-	count        int
-	summaryCount bool
-	cursor       int64
-	params       []kv // the filter and result parameters, for links
+// countSQL returns the query counting the matches. With only index
+// filters on one type it needs no resource rows: index rows exist for
+// live, current versions of their type only.
+func (q *querySpec) countSQL() sqlPart {
+	if len(q.types) == 1 && len(q.cols) == 0 && len(q.sets) > 0 && !slices.ContainsFunc(q.sets, func(s filterSet) bool { return s.neg }) {
+		var parts []string
+		var args []any
+		for _, s := range q.sets {
+			parts = append(parts, s.sql)
+			args = append(args, s.args...)
+		}
+		return sqlPart{"SELECT count(DISTINCT rid) FROM (" + strings.Join(parts, " INTERSECT ") + ")", args}
+	}
+	w := q.where()
+	return sqlPart{"SELECT count(*) FROM resources r WHERE " + w.sql, w.args}
 }
 
-// compileSearch turns the parameters of a type search into SQL. Every value
-// reaches SQL as a bound parameter; only fixed fragments are concatenated.
-func compileSearch(typ string, pairs []kv) (*search, *fhirError) {
-	s := &search{typ: typ, count: defaultCount, where: []string{"r.type = ?", "r.deleted = 0"}, args: []any{typ}}
-	defs := searchParams(typ)
-	for _, p := range pairs {
-		name, mod, _ := strings.Cut(p.k, ":")
-		switch name {
-		case "_count":
-			n, err := strconv.Atoi(p.v)
-			if err != nil || n < 0 {
-				return nil, badRequest("_count must be a non-negative integer.")
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }
+
+// addFilter compiles one filter parameter occurrence (key as sent, value
+// as sent) and ANDs it to q. depth counts chain and _has levels.
+func (q *querySpec) addFilter(key, value string, depth int) *fhirError {
+	s, e := q.filter(key, value, depth)
+	if e != nil {
+		return e
+	}
+	if s.sql != "" {
+		q.sets = append(q.sets, s)
+	}
+	return nil
+}
+
+// filter compiles one filter parameter into the rids it selects among q's
+// types, or a column condition (added to q.cols; the returned set is then
+// empty).
+func (q *querySpec) filter(key, value string, depth int) (filterSet, *fhirError) {
+	if depth > maxChainDepth {
+		return filterSet{}, badRequest("Chained parameters and _has nest at most %d deep.", maxChainDepth)
+	}
+	if rest, ok := strings.CutPrefix(key, "_has:"); ok {
+		return q.has(rest, value, depth)
+	}
+	head, chain, chained := strings.Cut(key, ".")
+	name, mod, _ := strings.Cut(head, ":")
+	var ps []*param
+	for _, tp := range q.types {
+		p := tp.byCode[name]
+		if p == nil {
+			if len(q.types) == 1 {
+				return filterSet{}, unknownParam(name, tp)
 			}
-			if n == 0 {
-				s.summaryCount = true
+			e := badRequest("Search parameter '%s' is not defined for every type searched (%s has none).", safeName(name), tp.typ)
+			e.unknownParam = true
+			return filterSet{}, e
+		}
+		if !p.supported() {
+			return filterSet{}, unsupportedParam(p, tp.typ)
+		}
+		ps = append(ps, p)
+	}
+	kind := ps[0].kind
+	for _, p := range ps[1:] {
+		if p.kind != kind {
+			return filterSet{}, badRequest("Search parameter '%s' has different types on the types searched.", safeName(name))
+		}
+	}
+	if chained {
+		if kind != kindRef {
+			return filterSet{}, badRequest("Parameter %s is not a reference: it cannot be chained.", safeName(name))
+		}
+		return q.chain(ps, name, mod, chain, value, depth)
+	}
+	if value == "" && mod != "missing" {
+		return filterSet{}, badRequest("Parameter %s has no value.", safeName(name))
+	}
+	if mod == "missing" {
+		return q.missing(ps, name, value)
+	}
+	switch kind {
+	case kindID:
+		return filterSet{}, q.idFilter(name, mod, value)
+	case kindLastUpdated:
+		if mod != "" {
+			return filterSet{}, badModifier(name, mod)
+		}
+		ors, args, e := dateConditions("r.updated", "(r.updated + 1)", name, splitValues(value), q.now)
+		if e != nil {
+			return filterSet{}, e
+		}
+		q.cols = append(q.cols, sqlPart{"(" + strings.Join(ors, " OR ") + ")", args})
+		return filterSet{}, nil
+	}
+	cond, sub, neg, e := valueCondition(kind, name, mod, value, q.now)
+	if e != nil {
+		return filterSet{}, e
+	}
+	var target string
+	if kind == kindRef && mod != "" && mod != "identifier" {
+		target = mod
+	}
+	set, e := q.rowSet(ps, sub, target, cond)
+	if e != nil {
+		return filterSet{}, e
+	}
+	return filterSet{sqlPart: set, neg: neg}, nil
+}
+
+// rowSet is the rids whose rows of parameters ps (one per type searched),
+// sub-key sub and, for references, pointing at target, meet cond.
+func (q *querySpec) rowSet(ps []*param, sub int, target string, cond sqlPart) (sqlPart, *fhirError) {
+	return rowSelect("rid", q.types, ps, sub, target, cond, &q.needs), nil
+}
+
+// rowSelect selects column col of the index rows of parameters ps (ps[i]
+// of type tps[i]), sub-key sub, that point at target (references; "" for
+// any) and meet cond. It adds the keys it reads to needs.
+func rowSelect(col string, tps []*typeParams, ps []*param, sub int, target string, cond sqlPart, needs *[]int64) sqlPart {
+	var selects []string
+	var args []any
+	for i, p := range ps {
+		tp := tps[i]
+		for _, part := range p.parts {
+			t := part.target
+			if target != "" {
+				if t != "" && t != target {
+					continue
+				}
+				t = target
 			}
-			s.count = min(max(n, 1), maxCount)
-			s.params = append(s.params, p)
+			k := tp.key(part.atom, sub)
+			*needs = append(*needs, k)
+			sel := "SELECT " + col + " FROM idx WHERE k = " + strconv.FormatInt(k, 10)
+			if t != "" {
+				sel += " AND b = ?"
+				args = append(args, t)
+			}
+			if cond.sql != "" {
+				sel += " AND (" + cond.sql + ")"
+				args = append(args, cond.args...)
+			}
+			selects = append(selects, sel)
+		}
+	}
+	if len(selects) == 0 {
+		// A target no part allows: nothing can match.
+		return sqlPart{sql: "SELECT " + col + " FROM idx WHERE 0"}
+	}
+	return sqlPart{strings.Join(selects, " UNION "), args}
+}
+
+// missing compiles param:missing=true|false.
+func (q *querySpec) missing(ps []*param, name, value string) (filterSet, *fhirError) {
+	var want bool
+	switch value {
+	case "true":
+		want = true
+	case "false":
+	default:
+		return filterSet{}, badRequest("%s:missing takes true or false.", safeName(name))
+	}
+	switch ps[0].kind {
+	case kindID, kindLastUpdated:
+		// Every resource has an id and a lastUpdated.
+		if want {
+			q.cols = append(q.cols, sqlPart{sql: "0"})
+		}
+		return filterSet{}, nil
+	}
+	set, e := q.rowSet(ps, subMain, "", sqlPart{})
+	if e != nil {
+		return filterSet{}, e
+	}
+	return filterSet{sqlPart: set, neg: want}, nil
+}
+
+// idFilter compiles _id (and _id:not).
+func (q *querySpec) idFilter(name, mod, value string) *fhirError {
+	values := splitValues(value)
+	col := sqlPart{sql: "r.id IN (" + placeholders(len(values)) + ")"}
+	for _, v := range values {
+		col.args = append(col.args, v)
+	}
+	switch mod {
+	case "":
+	case "not":
+		col.sql = "r.id NOT IN (" + placeholders(len(values)) + ")"
+	default:
+		return badModifier(name, mod)
+	}
+	q.cols = append(q.cols, col)
+	return nil
+}
+
+// chain compiles name[:Type].rest=value: references whose target matches
+// rest=value.
+func (q *querySpec) chain(ps []*param, name, mod, rest, value string, depth int) (filterSet, *fhirError) {
+	targets := map[string]bool{}
+	if mod != "" {
+		if !knownType(mod) {
+			return filterSet{}, badModifier(name, mod)
+		}
+		targets[mod] = true
+	} else {
+		for _, p := range ps {
+			for _, t := range p.targets() {
+				if t != "Resource" {
+					targets[t] = true
+				}
+			}
+		}
+	}
+	inner := strings.SplitN(rest, ".", 2)[0]
+	innerName, _, _ := strings.Cut(inner, ":")
+	var selects []string
+	var args []any
+	ordered := make([]string, 0, len(targets))
+	for t := range targets {
+		ordered = append(ordered, t)
+	}
+	slices.Sort(ordered)
+	for _, t := range ordered {
+		tp := searchCatalog().types[t]
+		if tp == nil || tp.byCode[innerName] == nil && !strings.HasPrefix(rest, "_has:") {
 			continue
-		case "_summary":
-			switch p.v {
-			case "count":
-				s.summaryCount = true
-			case "false":
+		}
+		sub := &querySpec{types: []*typeParams{tp}, now: q.now}
+		if e := sub.addFilter(rest, value, depth+1); e != nil {
+			return filterSet{}, e
+		}
+		q.needs = append(q.needs, sub.needs...)
+		w := sub.where()
+		cond := sqlPart{sql: "a IN (SELECT r.id FROM resources r WHERE " + w.sql + ")", args: w.args}
+		set, e := q.rowSet(ps, subMain, t, cond)
+		if e != nil {
+			return filterSet{}, e
+		}
+		selects = append(selects, set.sql)
+		args = append(args, set.args...)
+	}
+	if len(selects) == 0 {
+		return filterSet{}, badRequest("Chained parameter %s.%s: no type %s may point at has a parameter %s.", safeName(name), safeName(innerName), safeName(name), safeName(innerName))
+	}
+	return filterSet{sqlPart: sqlPart{strings.Join(selects, " UNION "), args}}, nil
+}
+
+// has compiles _has:Type:ref:param=value (rest is after "_has:"): the
+// resources some Type points at through ref, where the Type matches
+// param=value.
+func (q *querySpec) has(rest, value string, depth int) (filterSet, *fhirError) {
+	parts := strings.SplitN(rest, ":", 3)
+	if len(parts) < 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return filterSet{}, badRequest("_has takes _has:Type:reference-parameter:parameter=value.")
+	}
+	typ, refName, inner := parts[0], parts[1], parts[2]
+	tp := searchCatalog().types[typ]
+	if tp == nil {
+		return filterSet{}, badRequest("_has: unknown resource type '%s'.", safeName(typ))
+	}
+	ref := tp.byCode[refName]
+	if ref == nil || ref.kind != kindRef {
+		return filterSet{}, badRequest("_has: %s has no reference parameter '%s'.", typ, safeName(refName))
+	}
+	if !ref.supported() {
+		return filterSet{}, unsupportedParam(ref, typ)
+	}
+	sub := &querySpec{types: []*typeParams{tp}, now: q.now}
+	if e := sub.addFilter(inner, value, depth+1); e != nil {
+		return filterSet{}, e
+	}
+	q.needs = append(q.needs, sub.needs...)
+	w := sub.where()
+	matching := sqlPart{"rid IN (SELECT r.rid FROM resources r WHERE " + w.sql + ")", w.args}
+	var selects []string
+	var args []any
+	for _, qt := range q.types {
+		ids := rowSelect("a", []*typeParams{tp}, []*param{ref}, subMain, qt.typ, matching, &q.needs)
+		selects = append(selects, "SELECT rid FROM resources WHERE type = ? AND deleted = 0 AND id IN ("+ids.sql+")")
+		args = append(append(args, qt.typ), ids.args...)
+	}
+	return filterSet{sqlPart: sqlPart{strings.Join(selects, " UNION "), args}}, nil
+}
+
+// valueCondition compiles the values of one parameter occurrence
+// (comma-separated, ORed) into a condition on idx.a and idx.b, the sub-key
+// it applies to, and whether the parameter selects the complement (:not).
+func valueCondition(kind paramKind, name, mod, value string, now time.Time) (cond sqlPart, sub int, neg bool, e *fhirError) {
+	values := splitValues(value)
+	var ors []string
+	var args []any
+	add := func(sql string, a ...any) {
+		ors = append(ors, sql)
+		args = append(args, a...)
+	}
+	switch kind {
+	case kindToken:
+		switch mod {
+		case "", "not":
+			neg = mod == "not"
+			for _, v := range values {
+				system, code, hasSystem := cutUnescaped(v)
+				switch {
+				case !hasSystem:
+					add("a = ?", code)
+				case code == "":
+					add("b = ?", system)
+				default:
+					add("(a = ? AND b = ?)", code, system)
+				}
+			}
+		case "text":
+			sub = subText
+			for _, v := range values {
+				n := normalizeString(v)
+				add(`(a >= ? AND a < ?) OR a LIKE ? ESCAPE '\'`, n, n+"\U0010FFFF", "% "+likeEscape(n)+"%")
+			}
+		case "of-type":
+			sub = subExtra
+			for _, v := range values {
+				parts := strings.SplitN(v, "|", 3)
+				if len(parts) != 3 || parts[1] == "" || parts[2] == "" {
+					return cond, 0, false, badRequest("%s:of-type takes system|code|value.", safeName(name))
+				}
+				add("(a = ? AND b = ?)", parts[2], parts[0]+"|"+parts[1])
+			}
+		case "above", "below", "in", "not-in":
+			return cond, 0, false, errf(http.StatusBadRequest, "not-supported", "Modifier ':%s' on %s needs a terminology service, which this server does not have.", mod, safeName(name))
+		default:
+			return cond, 0, false, badModifier(name, mod)
+		}
+	case kindString:
+		for _, v := range values {
+			switch mod {
+			case "":
+				n := normalizeString(v)
+				add("(a >= ? AND a < ?)", n, n+"\U0010FFFF")
+			case "exact":
+				add("b = ?", v)
+			case "contains":
+				add(`a LIKE ? ESCAPE '\'`, "%"+likeEscape(normalizeString(v))+"%")
 			default:
-				return nil, badRequest("_summary supports only 'count' and 'false'.")
+				return cond, 0, false, badModifier(name, mod)
 			}
-			s.params = append(s.params, p)
-			continue
-		case "_total":
-			s.params = append(s.params, p)
-			continue
-		case "_format":
-			if !strings.Contains(p.v, "json") {
-				return nil, errf(http.StatusUnsupportedMediaType, "not-supported", "Only JSON is supported.")
+		}
+	case kindRef:
+		switch {
+		case mod == "identifier":
+			sub = subExtra
+			for _, v := range values {
+				system, code, hasSystem := cutUnescaped(v)
+				switch {
+				case !hasSystem:
+					add("a = ?", code)
+				case code == "":
+					add("b = ?", system)
+				default:
+					add("(a = ? AND b = ?)", code, system)
+				}
 			}
-			s.params = append(s.params, p)
-			continue
-		case "_cursor":
-			c, err := strconv.ParseInt(p.v, 10, 64)
-			if err != nil || c < 0 {
-				return nil, badRequest("Invalid _cursor: use the next link as returned.")
+		case mod == "" || knownType(mod):
+			for _, v := range values {
+				if i := strings.IndexByte(v, '|'); i >= 0 && (strings.HasPrefix(v, "http:") || strings.HasPrefix(v, "https:")) {
+					v = v[:i] // canonical|version
+				}
+				typ, id := splitReference(v)
+				if typ != "" && mod != "" && typ != mod {
+					return cond, 0, false, badRequest("Parameter %s:%s has a value of another type.", safeName(name), mod)
+				}
+				switch {
+				case typ == "":
+					add("a = ?", id)
+				case strings.Contains(v, "://"):
+					add("((a = ? AND b = ?) OR (a = ? AND b = ''))", id, typ, v)
+				default:
+					add("(a = ? AND b = ?)", id, typ)
+				}
 			}
-			s.cursor = c
-			continue
+		case mod == "above" || mod == "below":
+			return cond, 0, false, errf(http.StatusBadRequest, "not-supported", "Modifier ':%s' on %s (hierarchies) is not supported.", mod, safeName(name))
+		default:
+			return cond, 0, false, badModifier(name, mod)
 		}
-		def, ok := defs[name]
-		if !ok {
-			return nil, badRequest("Invalid search parameter '%s' for resource type %s. Supported: %s.", safeName(name), typ, supported(defs))
+	case kindDate:
+		if mod != "" {
+			return cond, 0, false, badModifier(name, mod)
 		}
-		if e := s.add(def, name, mod, p.v); e != nil {
-			return nil, e
+		var e *fhirError
+		if ors, args, e = dateConditions("a", "b", name, values, now); e != nil {
+			return cond, 0, false, e
 		}
-		s.params = append(s.params, p)
+	case kindNumber, kindQuantity:
+		if mod != "" {
+			return cond, 0, false, badModifier(name, mod)
+		}
+		for _, v := range values {
+			sql, a, e := numberCondition(kind, name, v)
+			if e != nil {
+				return cond, 0, false, e
+			}
+			add(sql, a...)
+		}
+	case kindURI:
+		for _, v := range values {
+			switch mod {
+			case "":
+				add("a = ?", v)
+			case "below":
+				add("(a >= ? AND a < ?)", v, v+"\U0010FFFF")
+			case "above":
+				add("substr(?, 1, length(a)) = a", v)
+			default:
+				return cond, 0, false, badModifier(name, mod)
+			}
+		}
 	}
-	return s, nil
+	return sqlPart{"(" + strings.Join(ors, ") OR (") + ")", args}, sub, neg, nil
 }
 
-func supported(defs map[string]searchParam) string {
-	names := make([]string, 0, len(defs)+3)
-	for n := range defs {
-		names = append(names, n)
+// numberCondition compiles one number or quantity value:
+// [prefix]number[|system|code]. eq (the default) matches the range the
+// number's precision implies (100 is [99.5, 100.5), 5.40 is [5.395,
+// 5.405)); ap matches within 10% of the number.
+func numberCondition(kind paramKind, name, v string) (string, []any, *fhirError) {
+	prefix := "eq"
+	if len(v) > 2 && v[0] >= 'a' && v[0] <= 'z' {
+		prefix, v = v[:2], v[2:]
 	}
-	names = append(names, "_count", "_summary", "_total")
-	slices.Sort(names)
-	return strings.Join(names, ", ")
+	num, unit, hasUnit := strings.Cut(v, "|")
+	if hasUnit && kind == kindNumber {
+		return "", nil, badRequest("Parameter %s is a number: it takes no unit.", safeName(name))
+	}
+	f, half, ok := parseNumber(num)
+	if !ok {
+		return "", nil, badRequest("Invalid number in parameter %s: use [prefix]number%s.", safeName(name), map[bool]string{true: "[|system|code]"}[kind == kindQuantity])
+	}
+	var sql string
+	var args []any
+	switch prefix {
+	case "eq":
+		sql, args = "a >= ? AND a < ?", []any{f - half, f + half}
+	case "ne":
+		sql, args = "NOT (a >= ? AND a < ?)", []any{f - half, f + half}
+	case "gt", "sa":
+		sql, args = "a > ?", []any{f}
+	case "lt", "eb":
+		sql, args = "a < ?", []any{f}
+	case "ge":
+		sql, args = "a >= ?", []any{f}
+	case "le":
+		sql, args = "a <= ?", []any{f}
+	case "ap":
+		d := math.Abs(f) / 10
+		sql, args = "a >= ? AND a <= ?", []any{f - d, f + d}
+	default:
+		return "", nil, badRequest("Unknown prefix in parameter %s: use eq ne gt lt ge le sa eb ap.", safeName(name))
+	}
+	if hasUnit {
+		system, code, ok := strings.Cut(unit, "|")
+		if !ok || strings.Contains(code, "|") {
+			return "", nil, badRequest("Invalid quantity in parameter %s: use [prefix]number|system|code or [prefix]number||code.", safeName(name))
+		}
+		switch {
+		case system != "" && code != "":
+			sql += " AND b = ?"
+			args = append(args, system+"|"+code)
+		case code != "":
+			sql += ` AND b LIKE ? ESCAPE '\'`
+			args = append(args, "%|"+likeEscape(code))
+		case system != "":
+			sql += ` AND b LIKE ? ESCAPE '\'`
+			args = append(args, likeEscape(system)+"|%")
+		}
+	}
+	return sql, args, nil
+}
+
+// parseNumber parses a decimal (or exponent) number and returns it with
+// half of its last significant place: "100" → 100, 0.5; "5.40" → 5.4,
+// 0.005; "1e2" → 100, 50.
+func parseNumber(s string) (f, half float64, ok bool) {
+	if s == "" || strings.ContainsAny(s, " _") {
+		return 0, 0, false
+	}
+	r, ok := new(big.Rat).SetString(s)
+	if !ok {
+		return 0, 0, false
+	}
+	f, _ = r.Float64()
+	mant, exp := s, 0
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		mant = s[:i]
+		e, err := strconv.Atoi(s[i+1:])
+		if err != nil {
+			return 0, 0, false
+		}
+		exp = e
+	}
+	decimals := 0
+	if i := strings.IndexByte(mant, '.'); i >= 0 {
+		decimals = len(mant) - i - 1
+	}
+	return f, 0.5 * math.Pow(10, float64(exp-decimals)), true
+}
+
+func unknownParam(name string, tp *typeParams) *fhirError {
+	var names []string
+	for _, c := range tp.codes {
+		if tp.byCode[c].supported() {
+			names = append(names, c)
+		}
+	}
+	e := badRequest("Invalid search parameter '%s' for resource type %s. Supported: %s.", safeName(name), tp.typ, strings.Join(names, ", "))
+	e.unknownParam = true
+	return e
+}
+
+func unsupportedParam(p *param, typ string) *fhirError {
+	e := errf(http.StatusBadRequest, "not-supported", "Search parameter '%s' of %s is not supported: %s.", p.code, typ, p.reason)
+	e.unknownParam = true
+	return e
+}
+
+func badModifier(name, mod string) *fhirError {
+	return badRequest("Modifier ':%s' is not supported on %s.", safeName(mod), safeName(name))
 }
 
 // splitValues splits a parameter value on commas not escaped by a backslash.
@@ -186,106 +676,6 @@ func splitValues(v string) []string {
 	return append(out, cur.String())
 }
 
-// add adds one parameter occurrence (values ORed) as an AND-ed condition.
-func (s *search) add(def searchParam, name, mod, value string) *fhirError {
-	values := splitValues(value)
-	var ors []string
-	var args []any
-	switch def.kind {
-	case kindID:
-		if mod != "" {
-			return badRequest("Modifier ':%s' is not supported on %s.", safeName(mod), name)
-		}
-		ph := strings.TrimSuffix(strings.Repeat("?,", len(values)), ",")
-		s.where = append(s.where, "r.id IN ("+ph+")")
-		for _, v := range values {
-			s.args = append(s.args, v)
-		}
-		return nil
-	case kindLastUpdated:
-		if mod != "" {
-			return badRequest("Modifier ':%s' is not supported on %s.", safeName(mod), name)
-		}
-		var e *fhirError
-		if ors, args, e = dateConditions("r.updated", "(r.updated + 1)", name, values); e != nil {
-			return e
-		}
-		s.where = append(s.where, "("+strings.Join(ors, " OR ")+")")
-		s.args = append(s.args, args...)
-		return nil
-	case kindToken:
-		if mod != "" {
-			return badRequest("Modifier ':%s' is not supported on %s.", safeName(mod), name)
-		}
-		for _, v := range values {
-			system, code, hasSystem := cutUnescaped(v)
-			switch {
-			case !hasSystem:
-				ors = append(ors, "a = ?")
-				args = append(args, code)
-			case code == "":
-				ors = append(ors, "b = ?")
-				args = append(args, system)
-			default:
-				ors = append(ors, "(a = ? AND b = ?)")
-				args = append(args, code, system)
-			}
-		}
-	case kindString:
-		for _, v := range values {
-			switch mod {
-			case "":
-				n := normalizeString(v)
-				ors = append(ors, "(a >= ? AND a < ?)")
-				args = append(args, n, n+"\U0010FFFF")
-			case "exact":
-				ors = append(ors, "b = ?")
-				args = append(args, v)
-			case "contains":
-				ors = append(ors, `a LIKE ? ESCAPE '\'`)
-				args = append(args, "%"+likeEscape(normalizeString(v))+"%")
-			default:
-				return badRequest("Modifier ':%s' is not supported on %s.", safeName(mod), name)
-			}
-		}
-	case kindRef:
-		if mod != "" && !knownType(mod) {
-			return badRequest("Modifier ':%s' is not supported on %s.", safeName(mod), name)
-		}
-		for _, v := range values {
-			typ, id := splitReference(v)
-			if typ == "" {
-				typ = mod
-			}
-			if typ == "" {
-				typ = def.refType
-			}
-			if def.refType != "" && typ != def.refType || mod != "" && typ != mod {
-				return badRequest("Parameter %s refers to %s resources only.", name, def.refType+mod)
-			}
-			if typ == "" {
-				ors = append(ors, "a = ?")
-				args = append(args, id)
-			} else {
-				ors = append(ors, "(a = ? AND b = ?)")
-				args = append(args, id, typ)
-			}
-		}
-	case kindDate:
-		if mod != "" {
-			return badRequest("Modifier ':%s' is not supported on %s.", safeName(mod), name)
-		}
-		var e *fhirError
-		if ors, args, e = dateConditions("a", "b", name, values); e != nil {
-			return e
-		}
-	}
-	s.subs = append(s.subs, "SELECT rid FROM idx WHERE k = ? AND ("+strings.Join(ors, " OR ")+")")
-	s.subArgs = append(s.subArgs, indexKey(s.typ, def.index))
-	s.subArgs = append(s.subArgs, args...)
-	return nil
-}
-
 // cutUnescaped splits a token value at its first '|' not escaped by '\'.
 func cutUnescaped(v string) (system, code string, found bool) {
 	for i := 0; i < len(v); i++ {
@@ -307,15 +697,13 @@ func likeEscape(s string) string {
 	return r.Replace(s)
 }
 
-// dateCondition is the SQL for one date value with its FHIR prefix, over a
-// stored range [lo, hi) against the value's range [plo, phi).
 // dateConditions is dateCondition for each of a parameter's comma-separated
 // values (ORed by the caller).
-func dateConditions(lo, hi, name string, values []string) ([]string, []any, *fhirError) {
+func dateConditions(lo, hi, name string, values []string, now time.Time) ([]string, []any, *fhirError) {
 	var ors []string
 	var args []any
 	for _, v := range values {
-		cond, a, e := dateCondition(lo, hi, name, v)
+		cond, a, e := dateCondition(lo, hi, name, v, now)
 		if e != nil {
 			return nil, nil, e
 		}
@@ -325,14 +713,19 @@ func dateConditions(lo, hi, name string, values []string) ([]string, []any, *fhi
 	return ors, args, nil
 }
 
-func dateCondition(lo, hi, name, v string) (string, []any, *fhirError) {
+// dateCondition is the SQL for one date value with its FHIR prefix, over a
+// stored range [lo, hi) against the value's range [plo, phi). ap
+// ("approximately") matches a stored range that overlaps the value's range
+// widened on both sides by 10% of the time between the value and now (at
+// least a day), the margin the specification recommends.
+func dateCondition(lo, hi, name, v string, now time.Time) (string, []any, *fhirError) {
 	prefix := "eq"
 	if len(v) > 2 && v[0] >= 'a' && v[0] <= 'z' {
 		prefix, v = v[:2], v[2:]
 	}
 	plo, phi, ok := parseDateRange(v)
 	if !ok {
-		return "", nil, badRequest("Invalid date in parameter %s: use YYYY, YYYY-MM, YYYY-MM-DD or a dateTime, with an optional prefix eq ne gt lt ge le sa eb ap.", name)
+		return "", nil, badRequest("Invalid date in parameter %s: use YYYY, YYYY-MM, YYYY-MM-DD or a dateTime, with an optional prefix eq ne gt lt ge le sa eb ap.", safeName(name))
 	}
 	switch prefix {
 	case "eq":
@@ -352,126 +745,22 @@ func dateCondition(lo, hi, name, v string) (string, []any, *fhirError) {
 	case "eb":
 		return hi + " <= ?", []any{plo}, nil
 	case "ap":
-		return "(" + lo + " < ? AND " + hi + " > ?)", []any{phi, plo}, nil
+		m := approxMargin(plo, phi, now)
+		return "(" + lo + " < ? AND " + hi + " > ?)", []any{phi + m, plo - m}, nil
 	}
-	return "", nil, badRequest("Unknown date prefix in parameter %s: use eq ne gt lt ge le sa eb ap.", name)
+	return "", nil, badRequest("Unknown date prefix in parameter %s: use eq ne gt lt ge le sa eb ap.", safeName(name))
 }
 
-// run executes the search and writes the searchset Bundle into out.
-func (s *search) run(ctx context.Context, q querier, base string, out *bytes.Buffer, now string) error {
-	countSQL, countArgs, where, qargs := s.sql()
-	var total int64
-	if err := q.QueryRowContext(ctx, countSQL, countArgs...).Scan(&total); err != nil {
-		return fmt.Errorf("count search: %w", err)
+// approxMargin is the widening of date=ap: 10% of the time between the
+// value's range and now, at least one day.
+func approxMargin(plo, phi int64, now time.Time) int64 {
+	n := now.UnixMilli()
+	var gap int64
+	switch {
+	case n < plo:
+		gap = plo - n
+	case n > phi:
+		gap = n - phi
 	}
-	out.WriteString(`{"resourceType":"Bundle","id":"`)
-	out.WriteString(newID())
-	out.WriteString(`","meta":{"lastUpdated":"`)
-	out.WriteString(now)
-	out.WriteString(`"},"type":"searchset","total":`)
-	out.WriteString(strconv.FormatInt(total, 10))
-	out.WriteString(`,"link":[{"relation":"self","url":`)
-	self := s.link(base, s.cursor)
-	writeJSONString(out, self)
-	out.WriteString("}")
-	if s.summaryCount {
-		out.WriteString("]}")
-		return nil
-	}
-	args := append(slices.Clip(qargs), s.cursor, s.count+1)
-	rows, err := q.QueryContext(ctx, "SELECT r.rid, r.id, r.body FROM resources r WHERE "+where+" AND r.rid > ? ORDER BY r.rid LIMIT ?", args...)
-	if err != nil {
-		return fmt.Errorf("search: %w", err)
-	}
-	defer rows.Close()
-	var entries bytes.Buffer
-	n := 0
-	var last int64
-	more := false
-	for rows.Next() {
-		if n == s.count {
-			more = true
-			break
-		}
-		var rid int64
-		var id string
-		var body sql.RawBytes
-		if err := rows.Scan(&rid, &id, &body); err != nil {
-			return fmt.Errorf("search: %w", err)
-		}
-		if n > 0 {
-			entries.WriteByte(',')
-		}
-		entries.WriteString(`{"fullUrl":`)
-		writeJSONString(&entries, base+s.typ+"/"+id)
-		entries.WriteString(`,"resource":`)
-		entries.Write(body)
-		entries.WriteString(`,"search":{"mode":"match"}}`)
-		last = rid
-		n++
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("search: %w", err)
-	}
-	if more {
-		out.WriteString(`,{"relation":"next","url":`)
-		writeJSONString(out, s.link(base, last))
-		out.WriteString("}")
-	}
-	out.WriteString("]")
-	if n > 0 {
-		out.WriteString(`,"entry":[`)
-		out.Write(entries.Bytes())
-		out.WriteString("]")
-	}
-	out.WriteString("}")
-	return nil
-}
-
-// sql returns the count query and the WHERE clause of the page query, with
-// their arguments. The index subqueries are intersected into one set of rids
-// that drives the query. Index rows exist only for live, current versions of
-// their type, so with no other condition the count needs no resource rows at
-// all; otherwise the type condition is kept from using the (type, id) index
-// ("+r.type"), which would have SQLite walk every resource of the type.
-func (s *search) sql() (count string, countArgs []any, where string, args []any) {
-	if len(s.subs) == 0 {
-		where = strings.Join(s.where, " AND ")
-		return "SELECT count(*) FROM resources r WHERE " + where, s.args, where, s.args
-	}
-	rids := "r.rid IN (" + strings.Join(s.subs, " INTERSECT ") + ")"
-	if len(s.where) == 2 { // only the type and not-deleted conditions
-		return "SELECT count(DISTINCT rid) FROM (" + strings.Join(s.subs, " INTERSECT ") + ")", s.subArgs, rids, s.subArgs
-	}
-	w := slices.Clone(s.where)
-	w[0] = "+r.type = ?"
-	where = strings.Join(append(w, rids), " AND ")
-	args = append(slices.Clone(s.args), s.subArgs...)
-	return "SELECT count(*) FROM resources r WHERE " + where, args, where, args
-}
-
-// link is the URL of the page after cursor.
-func (s *search) link(base string, cursor int64) string {
-	var b strings.Builder
-	b.WriteString(base)
-	b.WriteString(s.typ)
-	sep := byte('?')
-	for _, p := range s.params {
-		b.WriteByte(sep)
-		sep = '&'
-		b.WriteString(url.QueryEscape(p.k))
-		b.WriteByte('=')
-		b.WriteString(url.QueryEscape(p.v))
-	}
-	if cursor > 0 {
-		b.WriteByte(sep)
-		b.WriteString("_cursor=")
-		b.WriteString(strconv.FormatInt(cursor, 10))
-	}
-	return b.String()
-}
-
-func writeJSONString(b *bytes.Buffer, s string) {
-	q, _ := json.Marshal(s)
-	b.Write(q)
+	return max(gap/10, int64(24*time.Hour/time.Millisecond))
 }

@@ -23,7 +23,16 @@ const (
 	DefaultMaxBodyBytes = 32 << 20
 	// MaxBundleEntries is the largest batch or transaction Bundle accepted.
 	MaxBundleEntries = 500
+	// DefaultCacheBytes is the default of Options.CacheBytes.
+	DefaultCacheBytes = 64 << 20
+	// ProfileSeed and ProfileBase are the values of Options.Profile.
+	ProfileSeed = "seed"
+	ProfileBase = "base"
 )
+
+// DefaultUniqueIdentifiers are the types whose identifiers must be unique
+// when Options.UniqueIdentifiers is nil.
+func DefaultUniqueIdentifiers() []string { return []string{"Patient", "Observation"} }
 
 // Options configures a Server. The zero value of every field but Dir is a
 // usable default.
@@ -68,6 +77,34 @@ type Options struct {
 	// BodyReadTimeout is how long a request body may take to arrive after
 	// its headers (408 beyond). Default 30 s.
 	BodyReadTimeout time.Duration
+	// Profile is the rule set resources are checked against on create and
+	// update (and import): "base" (or "") is FHIR R4 as the registry
+	// defines it; "seed" adds the fields HealthLake's API document requires
+	// of a Patient (section 1.3: name with family and given), refused with
+	// 400 and an OperationOutcome naming the element. fhirload serve
+	// defaults to seed; the zero value is base, so that an embedded store
+	// accepts what the pipeline's own profile let through.
+	Profile string
+	// UniqueIdentifiers are the resource types whose identifiers (system
+	// and value) must be unique: a create or update that would give a
+	// second resource of the type an identifier another one has is refused
+	// with 422 (issue code "duplicate"), as HealthLake does. Nil means
+	// DefaultUniqueIdentifiers (Patient, Observation); an empty slice turns
+	// the rule off. Other types share identifiers by design (Synthea's
+	// ExplanationOfBenefit claim-group value is the same on every claim).
+	UniqueIdentifiers []string
+	// CORSOrigins are the origins allowed to call the data plane from a
+	// browser (Access-Control-Allow-Origin, OPTIONS preflight); "*" allows
+	// any. Empty: no CORS headers, and a preflight is refused (403).
+	CORSOrigins []string
+	// CacheBytes is the SQLite page cache of each database connection
+	// (every data store has a writer, a checkpointer and up to 8
+	// readers). Default 64 MiB; an embedded store loading in the
+	// pipeline's process does well with 4–8 MiB.
+	CacheBytes int64
+	// Version is the software version the CapabilityStatement reports.
+	// Default "dev".
+	Version string
 	// S3 is the client import jobs read their input and write their output
 	// with. Nil means one built from the standard AWS SDK configuration
 	// when the first job runs (see the package documentation).
@@ -138,6 +175,32 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	if opts.WriteUnitsPerSecond < 0 {
 		return nil, errors.New("fhirstore: WriteUnitsPerSecond must not be negative")
 	}
+	switch opts.Profile {
+	case "", ProfileBase, ProfileSeed:
+	default:
+		return nil, fmt.Errorf("fhirstore: unknown profile %q (want %s or %s)", opts.Profile, ProfileSeed, ProfileBase)
+	}
+	if opts.UniqueIdentifiers == nil {
+		opts.UniqueIdentifiers = DefaultUniqueIdentifiers()
+	}
+	unique := map[string]bool{}
+	for _, t := range opts.UniqueIdentifiers {
+		if !knownType(t) {
+			return nil, fmt.Errorf("fhirstore: unique identifiers: %q is not an R4 resource type", t)
+		}
+		unique[t] = true
+	}
+	if opts.CacheBytes < 0 {
+		return nil, errors.New("fhirstore: CacheBytes must not be negative")
+	}
+	if opts.CacheBytes == 0 {
+		opts.CacheBytes = DefaultCacheBytes
+	}
+	for _, o := range opts.CORSOrigins {
+		if o == "" {
+			return nil, errors.New("fhirstore: an empty CORS origin")
+		}
+	}
 	now := opts.now
 	if now == nil {
 		now = time.Now
@@ -182,7 +245,7 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	s.opts.ChaosSeed = seed
 	s.rng = mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	s.s3 = &s3Conn{region: opts.Region, c: opts.S3}
-	s.capability = capabilityStatement(now())
+	s.capability = capabilityJSON(now(), s.opts)
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("fhirstore: create data directory: %w", err)
 	}
@@ -190,7 +253,7 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fhirstore: %w", err)
 	}
-	reg, err := openRegistry(ctx, opts.Dir, opts.DatastoreID, ctl, now())
+	reg, err := openRegistry(ctx, opts.Dir, opts.DatastoreID, ctl, now(), storeConfig{unique: unique, cacheKiB: max(opts.CacheBytes>>10, 64)})
 	if err != nil {
 		_ = ctl.close()
 		return nil, fmt.Errorf("fhirstore: %w", err)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
@@ -21,12 +22,20 @@ import (
 // schema is the store's layout. resources holds the current version of every
 // resource (deleted ones as tombstones), history the versions before it, and
 // idx the search-index rows of current, live versions. idx is keyed for
-// search only: k is indexKey(type, param), a small integer, so keys stay
-// short and compare fast; a and b have no type affinity, so "00123" stays
-// text and is not the number 123. resources.keys lists the idx rows of the
-// current version (see encodeRows): an update deletes exactly those, or
-// nothing when they are unchanged, so idx needs no second index by rid.
-// schemaVersion is kept in PRAGMA user_version.
+// search only: k is typeParams.key(type, parameter, sub-key), a small
+// integer, so keys stay short and compare fast; a and b have no type
+// affinity, so "00123" stays text and is not the number 123.
+// resources.keys lists every index row of the current version (see
+// encodeRows), of every search parameter; idx holds those of the keys that
+// are active (see activeKeys): a key becomes active when a search first
+// needs it, and its rows are then copied from resources.keys. An update
+// deletes exactly the active rows of the version it replaces, or nothing
+// when they are unchanged; a search sorts and includes by keys; so idx
+// needs no second index by rid. keys comes before body so that reading it
+// does not read the body's overflow pages. method is how a version was
+// written (methodPOST…; 0 for versions written before schema version 3).
+// meta holds the fingerprint of the search catalog the keys were computed
+// with, and the active keys. schemaVersion is kept in PRAGMA user_version.
 const schema = `
 CREATE TABLE IF NOT EXISTS resources (
 	rid     INTEGER PRIMARY KEY,
@@ -35,8 +44,9 @@ CREATE TABLE IF NOT EXISTS resources (
 	version INTEGER NOT NULL,
 	updated INTEGER NOT NULL,
 	deleted INTEGER NOT NULL DEFAULT 0,
-	body    BLOB,
+	method  INTEGER NOT NULL DEFAULT 0,
 	keys    BLOB,
+	body    BLOB,
 	UNIQUE (type, id)
 );
 CREATE TABLE IF NOT EXISTS history (
@@ -45,6 +55,7 @@ CREATE TABLE IF NOT EXISTS history (
 	updated INTEGER NOT NULL,
 	deleted INTEGER NOT NULL,
 	body    BLOB,
+	method  INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (rid, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idx (
@@ -54,12 +65,29 @@ CREATE TABLE IF NOT EXISTS idx (
 	rid INTEGER NOT NULL,
 	PRIMARY KEY (k, a, b, rid)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+) WITHOUT ROWID;
 `
 
 // schemaVersion is the layout of schema. Version 1 (the first release) keyed
-// idx by (type, param) strings and had no resources.keys; opening such a
-// folder rebuilds the index from the stored resources.
-const schemaVersion = 2
+// idx by (type, param) strings and had no resources.keys; version 2 indexed
+// a fixed list of Patient and Observation parameters by integer keys and
+// had no method columns and no meta. Opening an older folder migrates it
+// and rebuilds the index from the stored resources; so does opening a
+// folder whose index was built from another search catalog (a registry
+// with other SearchParameters, or another extractor version).
+const schemaVersion = 3
+
+// Methods of resources.method and history.method.
+const (
+	methodUnknown = iota
+	methodPOST
+	methodPUT
+	methodPATCH
+	methodDELETE
+)
 
 // store is the SQLite database: one writer connection, serialised by wmu, and
 // a pool of read-only connections that WAL lets run beside it.
@@ -77,6 +105,14 @@ type store struct {
 	qmu   sync.Mutex
 	queue []*writeReq
 
+	cfg storeConfig
+	// active are the index keys whose rows idx holds. It is replaced (never
+	// changed in place) under wmu, when keys are activated.
+	active atomic.Pointer[activeKeys]
+	// activations, activatedRows and activationTime count what activate did
+	// (the time in nanoseconds), for logs and benchmarks.
+	activations, activatedRows, activationTime atomic.Int64
+
 	lookup, archive, update, insertNew, drop, unindex, dupCheck *sql.Stmt
 	// multi[n] inserts n index rows at once, for n in multiSizes.
 	multi map[int]*sql.Stmt
@@ -84,7 +120,15 @@ type store struct {
 
 const dbFile = "fhirstore.db"
 
-func openStore(ctx context.Context, dir string) (*store, error) {
+// storeConfig is what a store takes from the server's Options.
+type storeConfig struct {
+	// unique are the types whose identifiers must be unique (422).
+	unique map[string]bool
+	// cacheKiB is the SQLite page cache of each connection.
+	cacheKiB int64
+}
+
+func openStore(ctx context.Context, dir string, cfg storeConfig) (*store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
@@ -99,8 +143,12 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 	if err := os.Chmod(path, 0o600); err != nil {
 		return nil, fmt.Errorf("restrict database file: %w", err)
 	}
+	if cfg.cacheKiB <= 0 {
+		cfg.cacheKiB = DefaultCacheBytes >> 10
+	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
-		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(67108864)"
+		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-" + strconv.FormatInt(cfg.cacheKiB, 10) + ")" +
+		"&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(67108864)"
 	// The writer does not checkpoint (wal_autocheckpoint 0): the
 	// checkpointer does, on a connection of its own, beside the writes.
 	w, err := sql.Open("sqlite", dsn+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
@@ -110,11 +158,17 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	st := &store{path: path, w: w, multi: map[int]*sql.Stmt{}}
+	st := &store{path: path, w: w, multi: map[int]*sql.Stmt{}, cfg: cfg}
 	if err := migrate(ctx, w); err != nil {
 		_ = w.Close()
 		return nil, err
 	}
+	act, err := loadActive(ctx, w)
+	if err != nil {
+		_ = w.Close()
+		return nil, err
+	}
+	st.active.Store(&act)
 	if _, err := w.ExecContext(ctx, chunkSchema); err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("create schema: %w", err)
@@ -140,9 +194,9 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		q   string
 	}{
 		{&st.lookup, `SELECT rid, version, deleted, keys FROM resources WHERE type = ? AND id = ?`},
-		{&st.archive, `INSERT OR REPLACE INTO history (rid, version, updated, deleted, body) SELECT rid, version, updated, deleted, body FROM resources WHERE rid = ?`},
-		{&st.update, `UPDATE resources SET version = ?, updated = ?, deleted = ?, body = ?, keys = ? WHERE rid = ?`},
-		{&st.insertNew, `INSERT INTO resources (type, id, version, updated, deleted, body, keys) VALUES (?, ?, 1, ?, 0, ?, ?) ON CONFLICT (type, id) DO NOTHING`},
+		{&st.archive, `INSERT OR REPLACE INTO history (rid, version, updated, deleted, body, method) SELECT rid, version, updated, deleted, body, method FROM resources WHERE rid = ?`},
+		{&st.update, `UPDATE resources SET version = ?, updated = ?, deleted = ?, body = ?, keys = ?, method = ? WHERE rid = ?`},
+		{&st.insertNew, `INSERT INTO resources (type, id, version, updated, deleted, body, keys, method) VALUES (?, ?, 1, ?, 0, ?, ?, ?) ON CONFLICT (type, id) DO NOTHING`},
 		{&st.drop, `DELETE FROM resources WHERE rid = ?`},
 		{&st.unindex, `DELETE FROM idx WHERE k = ? AND a = ? AND b = ? AND rid = ?`},
 		{&st.dupCheck, `SELECT rid FROM idx WHERE k = ? AND a = ? AND b = ? AND rid <> ? LIMIT 1`},
@@ -153,8 +207,7 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 		}
 	}
 	for _, n := range multiSizes() {
-		q := "INSERT OR IGNORE INTO idx (k, a, b, rid) VALUES " + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", n), ",")
-		if st.multi[n], err = w.PrepareContext(ctx, q); err != nil {
+		if st.multi[n], err = w.PrepareContext(ctx, multiInsert(n)); err != nil {
 			_ = st.close()
 			return nil, fmt.Errorf("prepare statement: %w", err)
 		}
@@ -164,43 +217,91 @@ func openStore(ctx context.Context, dir string) (*store, error) {
 			_ = os.Chmod(path+suffix, 0o600)
 		}
 	}
+	// The duplicate-identifier rule reads the identifier rows of its types.
+	var unique []int64
+	for typ := range cfg.unique {
+		if k := searchCatalog().types[typ].ident; k >= 0 {
+			unique = append(unique, k)
+		}
+	}
+	if err := st.activate(ctx, unique); err != nil {
+		_ = st.close()
+		return nil, err
+	}
 	return st, nil
 }
 
-// migrate brings the database at w to schemaVersion: it creates a new one,
-// and rebuilds the search index of a version-1 folder from its resources.
+// migrate brings the database at w to schemaVersion and its index to the
+// current search catalog: it creates a new database, migrates an older
+// layout, and rebuilds the search index when the layout or the catalog it
+// was built with changed.
 func migrate(ctx context.Context, w *sql.DB) error {
 	var v int
 	if err := w.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
-	if v == schemaVersion {
-		return nil
-	}
 	if v > schemaVersion {
 		return fmt.Errorf("the data folder was written by a newer fhirload (schema version %d; this one reads %d)", v, schemaVersion)
+	}
+	fp := searchCatalog().fingerprint
+	if v == schemaVersion {
+		var have string
+		err := w.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'catalog'`).Scan(&have)
+		if err == nil && have == fp {
+			return nil
+		}
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("read schema: %w", err)
+		}
 	}
 	tx, err := w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	var old int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('idx') WHERE name = 'param'`).Scan(&old); err != nil {
+	var tables int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'resources'`).Scan(&tables); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
 	}
-	if old > 0 {
-		if _, err := tx.ExecContext(ctx, `DROP TABLE idx; ALTER TABLE resources ADD COLUMN keys BLOB`); err != nil {
+	rebuild := tables > 0
+	if tables > 0 && v < schemaVersion {
+		var v1 int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('idx') WHERE name = 'param'`).Scan(&v1); err != nil {
+			return fmt.Errorf("migrate schema: %w", err)
+		}
+		// resources gets its columns in the new order: a copy.
+		steps := `DROP TABLE IF EXISTS idx; ALTER TABLE history ADD COLUMN method INTEGER NOT NULL DEFAULT 0;
+			ALTER TABLE resources RENAME TO resources_old;`
+		if _, err := tx.ExecContext(ctx, steps); err != nil {
+			return fmt.Errorf("migrate schema: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, schema); err != nil {
+			return fmt.Errorf("create schema: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO resources (rid, type, id, version, updated, deleted, body)
+			SELECT rid, type, id, version, updated, deleted, body FROM resources_old; DROP TABLE resources_old`); err != nil {
 			return fmt.Errorf("migrate schema: %w", err)
 		}
 	}
 	if _, err := tx.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
 	}
-	if old > 0 {
-		if err := reindex(ctx, tx); err != nil {
+	if rebuild {
+		// The keys change with the catalog: what was active is active
+		// again where the new catalog has it.
+		act, err := loadActive(ctx, tx)
+		if err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM idx`); err != nil {
+			return fmt.Errorf("rebuild search index: %w", err)
+		}
+		if err := reindex(ctx, tx, act); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO meta (key, value) VALUES ('catalog', ?)`, fp); err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
@@ -214,19 +315,18 @@ func migrate(ctx context.Context, w *sql.DB) error {
 // reindexPage is how many resources reindex reads at a time.
 var reindexPage = 1000
 
-// reindex fills idx (and resources.keys) from the live resources, a page
-// of rows at a time.
-func reindex(ctx context.Context, tx *sql.Tx) error {
-	ins, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO idx (k, a, b, rid) VALUES (?, ?, ?, ?)`)
-	if err != nil {
-		return fmt.Errorf("rebuild search index: %w", err)
-	}
-	defer ins.Close()
+// reindex computes resources.keys of the live resources, a page of rows at
+// a time, and fills idx with their active rows. A resource that the current
+// rules refuse keeps no index rows: it stays readable, and searchable by
+// _id only.
+func reindex(ctx context.Context, tx *sql.Tx, act activeKeys) error {
 	setKeys, err := tx.PrepareContext(ctx, `UPDATE resources SET keys = ? WHERE rid = ?`)
 	if err != nil {
 		return fmt.Errorf("rebuild search index: %w", err)
 	}
 	defer setKeys.Close()
+	ins := &rowInserter{ctx: ctx, tx: tx, stmts: map[int]*sql.Stmt{}}
+	defer ins.close()
 	type item struct {
 		rid  int64
 		body []byte
@@ -254,23 +354,76 @@ func reindex(ctx context.Context, tx *sql.Tx) error {
 		if len(page) == 0 {
 			return nil
 		}
+		var pend []pendRow
 		for _, it := range page {
 			after = it.rid
-			p, e := parseResource(it.body, false)
-			if e != nil {
-				continue // stored before the current rules: searchable by id only
-			}
-			for _, r := range p.rows {
-				a, b := r.values()
-				if _, err := ins.ExecContext(ctx, r.k, a, b, it.rid); err != nil {
-					return fmt.Errorf("rebuild search index: %w", err)
+			var keys []byte
+			if p, e := parseResource(it.body, false); e == nil {
+				keys = p.keys
+				for _, r := range p.rows {
+					if act[r.k] {
+						a, b := r.values()
+						pend = append(pend, pendRow{k: r.k, a: a, b: b, rid: it.rid})
+					}
 				}
 			}
-			if _, err := setKeys.ExecContext(ctx, p.keys, it.rid); err != nil {
+			if _, err := setKeys.ExecContext(ctx, keys, it.rid); err != nil {
 				return fmt.Errorf("rebuild search index: %w", err)
 			}
 		}
+		slices.SortFunc(pend, comparePend)
+		if err := ins.insert(pend); err != nil {
+			return fmt.Errorf("rebuild search index: %w", err)
+		}
 	}
+}
+
+// rowInserter inserts index rows with multi-row statements prepared on a
+// transaction.
+type rowInserter struct {
+	ctx   context.Context
+	tx    *sql.Tx
+	stmts map[int]*sql.Stmt
+}
+
+func (ri *rowInserter) insert(rows []pendRow) error {
+	for len(rows) > 0 {
+		n := 1
+		for _, size := range multiSizes() {
+			if len(rows) >= size {
+				n = size
+				break
+			}
+		}
+		stmt := ri.stmts[n]
+		if stmt == nil {
+			var err error
+			if stmt, err = ri.tx.PrepareContext(ri.ctx, multiInsert(n)); err != nil {
+				return err
+			}
+			ri.stmts[n] = stmt
+		}
+		args := make([]any, 0, 4*n)
+		for _, r := range rows[:n] {
+			args = append(args, r.k, r.a, r.b, r.rid)
+		}
+		if _, err := stmt.ExecContext(ri.ctx, args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
+func (ri *rowInserter) close() {
+	for _, s := range ri.stmts {
+		_ = s.Close()
+	}
+}
+
+// multiInsert is the statement inserting n index rows.
+func multiInsert(n int) string {
+	return "INSERT OR IGNORE INTO idx (k, a, b, rid) VALUES " + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", n), ",")
 }
 
 // checkpointInterval is how often the checkpointer copies the committed
@@ -317,21 +470,37 @@ func (st *store) close() error {
 	return errors.Join(errs...)
 }
 
-// wtx is a write transaction.
+// wtx is one write request's view of a write transaction (a group, see
+// write).
 type wtx struct {
 	ctx context.Context
 	tx  *sql.Tx
 	st  *store
+	g   *groupState
 
-	// Index rows are inserted in multi-row statements when the transaction
-	// ends (or a read inside it needs them): far fewer statement executions
-	// than one per row. pendIdent lets the duplicate check see pending
-	// identifiers.
+	// pend are the index rows this request added, not yet in idx, and
+	// pendIdent their identifiers (for the duplicate check). When the
+	// request succeeds they join the group's; the group inserts them all,
+	// in key order, after the last request's savepoint is released: index
+	// inserts inside savepoints cost a copy of every page they touch into
+	// the savepoint's journal, which made them several times dearer.
 	pend      []pendRow
-	bulk      bool // an import chunk: index rows are flushed at its end
 	pendIdent map[identKey]int64
+	// restore are the group's pending rows this request took out of the
+	// group's list (flushed into idx, or unindexed) and restoreIdent its
+	// identifiers: a request that fails gives them back, since rolling it
+	// back to its savepoint undoes what it did with them.
+	restore      []pendRow
+	restoreIdent map[identKey]int64
 
 	lookup, archive, update, insertNew, drop, unindexStmt, dupCheck *sql.Stmt
+}
+
+// groupState is what the requests of one group commit share: the index
+// rows and identifiers of the requests done so far, not yet in idx.
+type groupState struct {
+	pend  []pendRow
+	ident map[identKey]int64
 }
 
 // maxGroup is the most write requests committed together in one SQLite
@@ -408,13 +577,14 @@ func (st *store) runGroup(group []*writeReq) {
 	drop := tx.StmtContext(bg, st.drop)
 	single := len(group) == 1
 	ok := make([]*writeReq, 0, len(group))
+	g := &groupState{ident: map[identKey]int64{}}
 	for _, r := range group {
 		if err := r.ctx.Err(); err != nil {
 			r.err = fmt.Errorf("begin: %w", err)
 			continue
 		}
 		ctx := context.WithoutCancel(r.ctx)
-		t := &wtx{ctx: ctx, tx: tx, st: st, lookup: lookup, archive: archive, update: update,
+		t := &wtx{ctx: ctx, tx: tx, st: st, g: g, lookup: lookup, archive: archive, update: update,
 			insertNew: insertNew, drop: drop, unindexStmt: unindex, dupCheck: dupCheck, pendIdent: map[identKey]int64{}}
 		if !single {
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
@@ -431,9 +601,6 @@ func (st *store) runGroup(group []*writeReq) {
 			fail(group, errors.New("write aborted: another write in the same transaction failed"))
 			return
 		}
-		if err == nil {
-			err = t.flush()
-		}
 		if err != nil {
 			r.err = err
 			if single {
@@ -445,6 +612,7 @@ func (st *store) runGroup(group []*writeReq) {
 				fail(group, fmt.Errorf("roll back to savepoint: %w", rerr))
 				return
 			}
+			t.giveBack()
 			continue
 		}
 		if !single {
@@ -454,15 +622,39 @@ func (st *store) runGroup(group []*writeReq) {
 				return
 			}
 		}
+		t.handOver()
 		ok = append(ok, r)
 	}
 	if len(ok) == 0 {
 		_ = tx.Rollback()
 		return
 	}
+	if err := insertRows(bg, tx, st, g.pend); err != nil {
+		_ = tx.Rollback()
+		fail(ok, err)
+		return
+	}
 	if err := tx.Commit(); err != nil {
 		fail(ok, fmt.Errorf("commit: %w", err))
 	}
+}
+
+// handOver gives the rows of a successful request to its group.
+func (t *wtx) handOver() {
+	t.g.pend = append(t.g.pend, t.pend...)
+	for k, v := range t.pendIdent {
+		t.g.ident[k] = v
+	}
+	t.pend, t.restore = nil, nil
+}
+
+// giveBack returns to the group what a failed request took from it.
+func (t *wtx) giveBack() {
+	t.g.pend = append(t.g.pend, t.restore...)
+	for k, v := range t.restoreIdent {
+		t.g.ident[k] = v
+	}
+	t.pend, t.restore = nil, nil
 }
 
 // runWrite calls fn, turning a panic into an error.
@@ -487,53 +679,86 @@ type identKey struct{ typ, system, value string }
 // first; 1 must be last.
 func multiSizes() []int { return []int{64, 16, 4, 1} }
 
-const multiRows = 64
-
-// flush inserts the pending index rows, in key order: consecutive inserts
-// then land on the same B-tree pages.
-func (t *wtx) flush() error {
-	slices.SortFunc(t.pend, comparePend)
-	for len(t.pend) > 0 {
+// insertRows inserts index rows, in key order: consecutive inserts then
+// land on the same B-tree pages.
+func insertRows(ctx context.Context, tx *sql.Tx, st *store, rows []pendRow) error {
+	slices.SortFunc(rows, comparePend)
+	for len(rows) > 0 {
 		n := 1
 		for _, size := range multiSizes() {
-			if len(t.pend) >= size {
+			if len(rows) >= size {
 				n = size
 				break
 			}
 		}
-		stmt := t.st.multi[n]
 		args := make([]any, 0, 4*n)
-		for _, r := range t.pend[:n] {
+		for _, r := range rows[:n] {
 			args = append(args, r.k, r.a, r.b, r.rid)
 		}
-		if _, err := t.tx.StmtContext(t.ctx, stmt).ExecContext(t.ctx, args...); err != nil {
+		if _, err := tx.StmtContext(ctx, st.multi[n]).ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("index resources: %w", err)
 		}
-		t.pend = t.pend[n:]
+		rows = rows[n:]
 	}
-	t.pend = nil
-	clear(t.pendIdent)
 	return nil
 }
 
-// unindex removes the index rows of rid, stored (keys, as encodeRows wrote
-// them) and pending.
+// flush inserts the pending index rows (the group's and this request's)
+// into idx, for a read inside the transaction to see them.
+func (t *wtx) flush() error {
+	t.restore = append(t.restore, t.g.pend...)
+	if t.restoreIdent == nil {
+		t.restoreIdent = map[identKey]int64{}
+	}
+	for k, v := range t.g.ident {
+		t.restoreIdent[k] = v
+	}
+	rows := append(t.g.pend, t.pend...)
+	t.g.pend, t.pend = nil, nil
+	clear(t.g.ident)
+	clear(t.pendIdent)
+	return insertRows(t.ctx, t.tx, t.st, rows)
+}
+
+// unindex removes the index rows of rid: those of its current version
+// (keys, as encodeRows wrote them), which are in idx or still pending.
 func (t *wtx) unindex(rid int64, keys []byte) error {
-	for _, r := range decodeRows(keys) {
-		if _, err := t.unindexStmt.ExecContext(t.ctx, r.k, r.a, r.b, rid); err != nil {
-			return fmt.Errorf("unindex resource: %w", err)
+	pendingIn := func(list []pendRow) bool {
+		return slices.ContainsFunc(list, func(r pendRow) bool { return r.rid == rid })
+	}
+	switch {
+	case pendingIn(t.pend):
+		t.pend = slices.DeleteFunc(t.pend, func(r pendRow) bool { return r.rid == rid })
+	case pendingIn(t.g.pend):
+		t.g.pend = slices.DeleteFunc(t.g.pend, func(r pendRow) bool {
+			if r.rid == rid {
+				t.restore = append(t.restore, r)
+			}
+			return r.rid == rid
+		})
+	default:
+		act := *t.st.active.Load()
+		for _, r := range decodeRows(keys) {
+			if !act[r.k] {
+				continue
+			}
+			if _, err := t.unindexStmt.ExecContext(t.ctx, r.k, r.a, r.b, rid); err != nil {
+				return fmt.Errorf("unindex resource: %w", err)
+			}
 		}
 	}
-	keep := t.pend[:0]
-	for _, r := range t.pend {
-		if r.rid != rid {
-			keep = append(keep, r)
-		}
-	}
-	t.pend = keep
 	for k, v := range t.pendIdent {
 		if v == rid {
 			delete(t.pendIdent, k)
+		}
+	}
+	for k, v := range t.g.ident {
+		if v == rid {
+			if t.restoreIdent == nil {
+				t.restoreIdent = map[identKey]int64{}
+			}
+			t.restoreIdent[k] = v
+			delete(t.g.ident, k)
 		}
 	}
 	return nil
@@ -583,6 +808,15 @@ type putOptions struct {
 	// time, when the caller made it already (import chunks do, outside the
 	// write lock).
 	stamped []byte
+	// method is how the version is written (methodPOST, …); 0 means PUT.
+	method int
+}
+
+func (o putOptions) methodOr(def int) int {
+	if o.method == 0 {
+		return def
+	}
+	return o.method
 }
 
 // put writes p as the new current version of p.typ/id. It reports whether
@@ -618,7 +852,7 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 	if _, err := t.archive.ExecContext(t.ctx, rid); err != nil {
 		return nil, false, fmt.Errorf("archive version: %w", err)
 	}
-	if _, err := t.update.ExecContext(t.ctx, v.version, now.UnixMilli(), 0, v.body, p.keys, rid); err != nil {
+	if _, err := t.update.ExecContext(t.ctx, v.version, now.UnixMilli(), 0, v.body, p.keys, opt.methodOr(methodPUT), rid); err != nil {
 		return nil, false, fmt.Errorf("update resource: %w", err)
 	}
 	if !deleted {
@@ -630,9 +864,6 @@ func (t *wtx) put(p *parsed, id string, opt putOptions, now time.Time, buf []byt
 		}
 	}
 	t.addRows(p, rid)
-	if err := t.maybeFlush(); err != nil {
-		return nil, false, err
-	}
 	return v, deleted, nil // a deleted resource written again is created anew
 }
 
@@ -644,7 +875,7 @@ func (t *wtx) create(p *parsed, id string, opt putOptions, now time.Time, buf []
 	if v.body == nil {
 		v.body = stampResource(buf, p.body, p.ms, id, "1", lastUpdated(now))
 	}
-	res, err := t.insertNew.ExecContext(t.ctx, p.typ, id, now.UnixMilli(), v.body, p.keys)
+	res, err := t.insertNew.ExecContext(t.ctx, p.typ, id, now.UnixMilli(), v.body, p.keys, opt.methodOr(methodPUT))
 	if err != nil {
 		return nil, fmt.Errorf("insert resource: %w", err)
 	}
@@ -663,35 +894,32 @@ func (t *wtx) create(p *parsed, id string, opt putOptions, now time.Time, buf []
 		}
 	}
 	t.addRows(p, v.rid)
-	if err := t.maybeFlush(); err != nil {
-		return nil, err
-	}
 	return v, nil
 }
 
-// uniqueIdentifierTypes are the types whose identifiers must be unique at
-// create (HealthLake's duplicate-identifier rule, 422). Other types share
-// identifiers by design (Synthea's ExplanationOfBenefit claim-group value is
-// the same on every claim), so the rule is not applied to them.
-var uniqueIdentifierTypes = map[string]bool{"Patient": true, "Observation": true}
-
-// duplicate returns a 422 when another resource of p's type than rid has
+// duplicate returns a 422 when p's type is one whose identifiers must be
+// unique (storeConfig.unique) and another resource of the type than rid has
 // one of p's identifiers (system and value), stored or pending.
 func (t *wtx) duplicate(p *parsed, rid int64) error {
-	if !uniqueIdentifierTypes[p.typ] {
+	if !t.st.cfg.unique[p.typ] {
 		return nil
 	}
+	ik := searchCatalog().types[p.typ].ident
 	for _, r := range p.rows {
-		if r.param != "identifier" || r.b == "" {
+		if r.k != ik || r.s2 == "" {
 			continue
 		}
-		if other, ok := t.pendIdent[identKey{p.typ, r.b, r.a}]; ok && other != rid {
-			return errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
+		key := identKey{p.typ, r.s2, r.s1}
+		if other, ok := t.pendIdent[key]; ok && other != rid {
+			return errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.s2))
+		}
+		if other, ok := t.g.ident[key]; ok && other != rid {
+			return errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.s2))
 		}
 		var other int64
-		err := t.dupCheck.QueryRowContext(t.ctx, r.k, r.a, r.b, rid).Scan(&other)
+		err := t.dupCheck.QueryRowContext(t.ctx, r.k, r.s1, r.s2, rid).Scan(&other)
 		if err == nil {
-			return errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.b))
+			return errf(422, "duplicate", "Duplicate identifier: another %s already has an identifier with system %s and the same value.", p.typ, safeSystem(r.s2))
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("check identifier: %w", err)
@@ -702,17 +930,22 @@ func (t *wtx) duplicate(p *parsed, rid int64) error {
 
 // addRows queues the index rows of p for rid.
 func (t *wtx) addRows(p *parsed, rid int64) {
+	ik := searchCatalog().types[p.typ].ident
+	act := *t.st.active.Load()
 	for _, r := range p.rows {
+		if !act[r.k] {
+			continue
+		}
 		a, b := r.values()
 		t.pend = append(t.pend, pendRow{k: r.k, a: a, b: b, rid: rid})
-		if r.param == "identifier" && r.b != "" {
-			t.pendIdent[identKey{p.typ, r.b, r.a}] = rid
+		if r.k == ik && r.s2 != "" {
+			t.pendIdent[identKey{p.typ, r.s2, r.s1}] = rid
 		}
 	}
 }
 
 // comparePend orders index rows as the idx primary key does. Within a k,
-// a and b are both strings or both dates (int64).
+// a and b are both strings, both dates (int64), or a float64 and a string.
 func comparePend(x, y pendRow) int {
 	if c := cmp.Compare(x.k, y.k); c != 0 {
 		return c
@@ -736,17 +969,12 @@ func compareValue(x, y any) int {
 		if yv, ok := y.(int64); ok {
 			return cmp.Compare(xv, yv)
 		}
+	case float64:
+		if yv, ok := y.(float64); ok {
+			return cmp.Compare(xv, yv)
+		}
 	}
 	return 0
-}
-
-// maybeFlush inserts the pending index rows once there are enough of them
-// (a bulk transaction keeps them all, to insert them in order).
-func (t *wtx) maybeFlush() error {
-	if !t.bulk && len(t.pend) >= 4*multiRows {
-		return t.flush()
-	}
-	return nil
 }
 
 // safeSystem returns an identifier system for error text: systems are
@@ -777,19 +1005,13 @@ func (t *wtx) remove(typ, id string, now time.Time) (v *version, found bool, err
 	if _, err := t.archive.ExecContext(t.ctx, rid); err != nil {
 		return nil, true, fmt.Errorf("archive version: %w", err)
 	}
-	if _, err := t.update.ExecContext(t.ctx, ver+1, now.UnixMilli(), 1, nil, nil, rid); err != nil {
+	if _, err := t.update.ExecContext(t.ctx, ver+1, now.UnixMilli(), 1, nil, nil, methodDELETE, rid); err != nil {
 		return nil, true, fmt.Errorf("delete resource: %w", err)
 	}
 	if err := t.unindex(rid, cur.keys); err != nil {
 		return nil, true, err
 	}
 	return &version{rid: rid, typ: typ, id: id, version: ver + 1, updated: now, deleted: true}, true, nil
-}
-
-// querier is what reads need: the read pool or a write transaction.
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
 // read returns the current version of typ/id, or nil.

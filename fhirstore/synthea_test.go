@@ -20,10 +20,16 @@ import (
 // sampleDir holds the shared Synthea sample: 100 Patients, 16,315 Observations.
 const sampleDir = "../testdata/sample"
 
-// readNDJSON returns the lines of a gzipped NDJSON file.
+// readNDJSON returns the lines of a gzipped NDJSON file of the sample.
 func readNDJSON(tb testing.TB, name string) [][]byte {
 	tb.Helper()
-	f, err := os.Open(filepath.Join(sampleDir, name))
+	return readNDJSONFile(tb, filepath.Join(sampleDir, name))
+}
+
+// readNDJSONFile returns the lines of a gzipped NDJSON file.
+func readNDJSONFile(tb testing.TB, path string) [][]byte {
+	tb.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		tb.Fatal(err)
 	}

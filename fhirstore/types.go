@@ -43,19 +43,3 @@ func knownType(t string) bool {
 	_, ok := typeIndex[t]
 	return ok
 }
-
-// indexParams are the search-index parameters. Their positions are part of
-// the store's format (see indexKey): only append.
-var indexParams = [...]string{"identifier", "name", "family", "given", "gender", "birthdate", "code", "category", "subject", "date"}
-
-// indexKey is the idx.k of the index rows of param on resources of typ:
-// one small integer instead of two strings, so index keys are short and
-// compare fast. It panics on a parameter not in indexParams (a bug).
-func indexKey(typ, param string) int64 {
-	for i, p := range indexParams {
-		if p == param {
-			return int64(typeIndex[typ])<<5 | int64(i)
-		}
-	}
-	panic("fhirstore: unknown index parameter " + param)
-}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/fhirload/fhirload/fhirstore"
@@ -50,6 +51,10 @@ Flags:
 	buffered := fs.Int64("max-buffered-bytes", fhirstore.DefaultMaxBufferedBytes,
 		"request-body `bytes` held in memory by all requests together; a request that does not fit waits 1 s, then gets 429")
 	bodyTimeout := fs.Duration("body-timeout", fhirstore.DefaultBodyReadTimeout, "time a request body may take to arrive after its headers (408 beyond)")
+	profile := fs.String("profile", fhirstore.ProfileSeed, "rules for created and updated resources: `seed` (FHIR R4 and HealthLake's required Patient name.family and name.given) or base (FHIR R4)")
+	unique := fs.String("unique-identifiers", strings.Join(fhirstore.DefaultUniqueIdentifiers(), ","),
+		"comma-separated resource `types` whose identifiers must be unique (422 on a duplicate); \"\" for none")
+	cacheBytes := fs.Int64("cache-bytes", fhirstore.DefaultCacheBytes, "SQLite page cache of each database connection, in `bytes`")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -60,11 +65,23 @@ Flags:
 		Dir: *dir, DatastoreID: *dsID, Auth: *auth, Region: *region, WriteUnitsPerSecond: *wups,
 		Chaos429: *c429, Chaos500: *c500, ChaosLatency: *clat, ChaosImportReject: *cReject, ChaosSeed: *cSeed,
 		MaxBodyBytes: *maxBody, MaxBufferedBytes: *buffered, BodyReadTimeout: *bodyTimeout,
+		Profile: *profile, UniqueIdentifiers: splitList(*unique), CacheBytes: *cacheBytes, Version: version,
 	}, fs.NArg()); err != nil {
 		fmt.Fprintf(stderr, "fhirload serve: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// splitList splits a comma-separated flag value; "" is an empty list (not nil).
+func splitList(v string) []string {
+	out := []string{}
+	for part := range strings.SplitSeq(v, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
 }
 
 func serve(ctx context.Context, stderr io.Writer, addr, certFile, keyFile, keysFile string, opts fhirstore.Options, nargs int) error {
