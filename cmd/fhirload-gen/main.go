@@ -32,6 +32,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	patients := fs.Int("patients", 0, "exact number of Patients (overrides --size)")
 	perPatient := fs.Int("obs-per-patient", 40, "Observations per Patient")
 	seed := fs.Uint64("seed", 1, "data set `seed`")
+	mixed := fs.Int("mixed", 0, "instead: a population of many resource types (benchkit.GenerateMixed) for this many `patients`, in mixed.ndjson")
+	perType := fs.Int("per-type", 3, "with --mixed: resources of each type per patient")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -41,6 +43,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *out == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "fhirload-gen: --out DIR is required and there are no arguments")
 		return 1
+	}
+	if *mixed > 0 {
+		return generateMixed(*out, benchkit.MixedOptions{Patients: *mixed, PerPatient: *perType, Seed: *seed}, stdout, stderr)
 	}
 	n, err := parseSize(*size)
 	if err != nil {
@@ -83,6 +88,28 @@ func generate(dir string, o benchkit.GenOptions) (benchkit.GenStats, error) {
 }
 
 // parseSize reads "123", "10KB", "200MB", "2GB" (powers of 1024).
+// generateMixed writes dir/mixed.ndjson.
+func generateMixed(dir string, o benchkit.MixedOptions, stdout, stderr io.Writer) int {
+	err := os.MkdirAll(dir, 0o755)
+	var f *os.File
+	if err == nil {
+		f, err = os.Create(filepath.Join(dir, "mixed.ndjson"))
+	}
+	var st benchkit.MixedStats
+	if err == nil {
+		st, err = benchkit.GenerateMixed(f, o)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "fhirload-gen: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "resources=%d types=%d bytes=%d\n", st.Resources, len(st.PerType), st.Bytes)
+	return 0
+}
+
 func parseSize(s string) (int64, error) {
 	s = strings.ToUpper(strings.TrimSpace(s))
 	mult := int64(1)

@@ -3,6 +3,8 @@ package benchkit
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 
@@ -97,5 +99,29 @@ func TestGenerateEveryType(t *testing.T) {
 		if _, _, err := s.Next(sc.Bytes()); err != nil {
 			t.Fatalf("%v\n%s", err, sc.Bytes())
 		}
+	}
+}
+
+// TestGenerateMixedLarge: a population of the size the benchmarks load (2,000
+// patients, ~104k resources) is generated. The date and dateTime values drawn for
+// invariants were once written without quotes, so every draw that used one was
+// thrown away, and some Appointment ran out of draws.
+func TestGenerateMixedLarge(t *testing.T) {
+	for typ, vs := range primitiveChoices {
+		for _, v := range vs {
+			if !json.Valid([]byte(v)) {
+				t.Errorf("%s choice %s is not a JSON value", typ, v)
+			}
+		}
+	}
+	if testing.Short() {
+		t.Skip("2,000 patients take ~2 s")
+	}
+	st, err := GenerateMixed(io.Discard, MixedOptions{Patients: 2000, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PerType["Appointment"] != 6000 {
+		t.Fatalf("stats %+v", st)
 	}
 }
