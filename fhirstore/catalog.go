@@ -242,7 +242,7 @@ func buildType(r *spec.Registry, typ string, idx int) *typeParams {
 	slices.Sort(tp.codes)
 	atoms := map[string]*atom{}
 	for _, p := range candidates {
-		for _, part := range splitUnion(p.src) {
+		for _, part := range spec.SplitUnion(p.src) {
 			base, target := resolveFilter(stripParens(part))
 			key := p.kind.String() + " " + base
 			a := atoms[key]
@@ -367,35 +367,6 @@ func elementFacts(r *spec.Registry, typ string) ([]requiredElement, map[string]*
 		req = append(req, re)
 	}
 	return req, bindings, required
-}
-
-// splitUnion splits a FHIRPath expression at its top-level "|" operators.
-func splitUnion(expr string) []string {
-	var parts []string
-	depth, start := 0, 0
-	var quote byte
-	for i := 0; i < len(expr); i++ {
-		c := expr[i]
-		switch {
-		case quote != 0:
-			switch c {
-			case '\\':
-				i++
-			case quote:
-				quote = 0
-			}
-		case c == '\'' || c == '`':
-			quote = c
-		case c == '(' || c == '[' || c == '{':
-			depth++
-		case c == ')' || c == ']' || c == '}':
-			depth--
-		case c == '|' && depth == 0:
-			parts = append(parts, strings.TrimSpace(expr[start:i]))
-			start = i + 1
-		}
-	}
-	return append(parts, strings.TrimSpace(expr[start:]))
 }
 
 // stripParens removes parentheses around a whole expression.

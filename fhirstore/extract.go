@@ -79,7 +79,7 @@ func (p *parsed) index() *fhirError {
 		x.tree.Reset(nil)
 		indexers.Put(x)
 	}()
-	if err := x.tree.Build(p.body, r4Typer()); err != nil {
+	if err := x.tree.Build(p.body, spec.R4().Typer()); err != nil {
 		var je *fhirpath.JSONError
 		if errors.As(err, &je) {
 			return badRequest("The %s is not valid FHIR R4 JSON: %s (at byte %d).", p.typ, je.Msg, je.Offset)

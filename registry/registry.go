@@ -232,7 +232,7 @@ type SearchComponent struct {
 // Resource or DomainResource apply to every type. It returns the whole expression when
 // no part is rooted at a type name, and "" when none applies.
 func (p *SearchParam) ExpressionFor(resourceType string) string {
-	parts := splitUnion(p.Expression)
+	parts := SplitUnion(p.Expression)
 	var keep []string
 	rooted := false
 	for _, part := range parts {
@@ -251,8 +251,10 @@ func (p *SearchParam) ExpressionFor(resourceType string) string {
 	return strings.Join(keep, " | ")
 }
 
-// splitUnion splits a FHIRPath expression at its top-level "|" operators.
-func splitUnion(expr string) []string {
+// SplitUnion splits a FHIRPath expression at its top-level "|" operators
+// (outside parentheses, brackets, braces and quoted strings), each part
+// trimmed: "A.b | (A.c | A.d)" gives "A.b" and "(A.c | A.d)".
+func SplitUnion(expr string) []string {
 	var parts []string
 	depth, start := 0, 0
 	var quote byte
