@@ -115,9 +115,9 @@ func TestGenerateMixedLarge(t *testing.T) {
 		}
 	}
 	if testing.Short() {
-		t.Skip("2,000 patients take ~2 s")
+		t.Skip("6,000 Appointments take ~1 s")
 	}
-	st, err := GenerateMixed(io.Discard, MixedOptions{Patients: 2000, Seed: 1})
+	st, err := GenerateMixed(io.Discard, MixedOptions{Patients: 2000, Types: []string{"Appointment"}, SharedTypes: []string{"Organization", "Location", "Practitioner", "PractitionerRole", "Device"}, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
