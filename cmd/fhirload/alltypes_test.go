@@ -12,27 +12,58 @@ import (
 
 // Issue 16: a real HealthLake user's bulk data is every resource type. The
 // Synthea population (17 types, 38,970 lines) loads with no configuration
-// beyond the workspace's folders, the store holds each type's unique ids, a
-// second run creates nothing, and cross-type urn:uuid references point at
-// their targets' real types (Claim.provider → Organization).
+// beyond the workspace's folders, the store holds each type's unique ids,
+// cross-type urn:uuid references point at their targets' real types
+// (Claim.provider → Organization), searches of the store by patient return
+// what the files say (Encounter, Claim, Condition, Immunization, Observation,
+// ExplanationOfBenefit, MedicationRequest; several patients), and a second
+// run creates nothing. (One load serves every check: it is the suite's
+// largest.)
 func TestRunEveryResourceType(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads 38,970 lines with the built binary")
+	}
 	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "shared", "fhir-all", "*.ndjson.gz"))
 	if err != nil || len(files) != 17 {
 		t.Fatalf("fhir-all: %d files, %v", len(files), err)
 	}
-	want := map[string]map[string]bool{} // type -> ids in the files
+	// What the files say: per type, the distinct ids and, per patient, the
+	// resources whose patient element points at it.
+	patientElement := map[string]string{
+		"Encounter": "subject", "Claim": "patient", "Condition": "subject", "Immunization": "patient",
+		"Observation": "subject", "ExplanationOfBenefit": "patient", "MedicationRequest": "subject",
+	}
+	want := map[string]map[string]bool{}                  // type -> ids in the files
+	perPatient := map[string]map[string]map[string]bool{} // type → patient id → resource ids
 	lines := 0
 	for _, f := range files {
 		for _, l := range gunzipLines(t, f) {
-			var r struct{ ResourceType, ID string }
+			var r map[string]any
 			if err := json.Unmarshal(l, &r); err != nil {
 				t.Fatal(err)
 			}
-			if want[r.ResourceType] == nil {
-				want[r.ResourceType] = map[string]bool{}
+			typ, id := r["resourceType"].(string), r["id"].(string)
+			if want[typ] == nil {
+				want[typ] = map[string]bool{}
 			}
-			want[r.ResourceType][r.ID] = true
+			want[typ][id] = true
 			lines++
+			el, ok := patientElement[typ]
+			if !ok {
+				continue
+			}
+			ref, _ := r[el].(map[string]any)["reference"].(string)
+			pid, ok := strings.CutPrefix(ref, "urn:uuid:")
+			if !ok {
+				t.Fatalf("%s/%s.%s = %q: not a urn:uuid: reference", typ, id, el, ref)
+			}
+			if perPatient[typ] == nil {
+				perPatient[typ] = map[string]map[string]bool{}
+			}
+			if perPatient[typ][pid] == nil {
+				perPatient[typ][pid] = map[string]bool{}
+			}
+			perPatient[typ][pid][id] = true
 		}
 	}
 	w := newWorkspace(t, "", "")
@@ -77,6 +108,11 @@ func TestRunEveryResourceType(t *testing.T) {
 	if providers["Organization"] != len(want["Claim"]) {
 		t.Fatalf("providers %v", providers)
 	}
+
+	t.Run("searches by patient", func(t *testing.T) {
+		// The store is closed when the subtest ends, before the second run.
+		checkPatientSearches(t, w.store(t), want["Patient"], perPatient)
+	})
 
 	code, rep, log = w.runBin(t, args...)
 	if code != 0 || rep.Created != 0 || rep.Loaded != int64(lines) {
