@@ -70,7 +70,14 @@ func runReport(t *testing.T, w workspace, env []string, limit time.Duration, arg
 // maxVersion(type/id).
 func assertSampleOnce(t *testing.T, st *storeClient, maxVersion func(ref string) int) {
 	t.Helper()
-	for typ, want := range map[string]int{"Patient": 100, "Observation": 16315} {
+	assertLoadedOnce(t, st, map[string]int{"Patient": 100, "Observation": 16315}, maxVersion)
+}
+
+// assertLoadedOnce is assertSampleOnce for a store that should hold counts
+// resources of each type.
+func assertLoadedOnce(t *testing.T, st *storeClient, counts map[string]int, maxVersion func(ref string) int) {
+	t.Helper()
+	for typ, want := range counts {
 		vs := st.versions(typ)
 		if len(vs) != want {
 			t.Errorf("%d %ss stored, want %d", len(vs), typ, want)
@@ -87,27 +94,40 @@ func assertSampleOnce(t *testing.T, st *storeClient, maxVersion func(ref string)
 	}
 }
 
-// TestChaosServerLoadsEverythingOnce loads the sample through `fhirload
-// serve --chaos-429 0.2 --chaos-500 0.05`: injected failures happen before
-// any write, so every resource must end at version 1 and the run must
-// report retries and no dead letter.
+// TestChaosServerLoadsEverythingOnce loads the sample's Patients and 3,000
+// of its Observations through `fhirload serve --chaos-429 0.2 --chaos-500
+// 0.05`: injected failures happen before any write, so every resource must
+// end at version 1 and the run must report retries and no dead letter.
 func TestChaosServerLoadsEverythingOnce(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "served")
 	chaos := serveStore(t, data, "--chaos-429", "0.2", "--chaos-500", "0.05")
 	w := faultWorkspace(t, chaos.base)
-	code, rep, stderr := runReport(t, w, nil, 4*time.Minute, "run", samplePatients, sampleObservations)
+	obs := filepath.Join(dir, "observations.ndjson")
+	must(t, os.WriteFile(obs, firstLines(t, sampleObservations, 3000), 0o644))
+	code, rep, stderr := runReport(t, w, nil, 4*time.Minute, "run", samplePatients, obs)
 	if code != 0 || rep == nil {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
-	if rep.Lines != 16415 || rep.Loaded != 16415 || rep.DeadLettered != 0 || rep.Retries == 0 {
+	if rep.Lines != 3100 || rep.Loaded != 3100 || rep.DeadLettered != 0 || rep.Retries == 0 {
 		t.Fatalf("report %+v", rep)
 	}
 	t.Logf("%d retries, %d throttled", rep.Retries, rep.Throttled)
 	chaos.close(t)
 	st := serveStore(t, data)
 	defer st.close(t)
-	assertSampleOnce(t, st.storeClient, func(string) int { return 1 })
+	assertLoadedOnce(t, st.storeClient, map[string]int{"Patient": 100, "Observation": 3000}, func(string) int { return 1 })
+}
+
+// firstLines returns the first n lines of a file (gzipped or not), each
+// with its newline.
+func firstLines(t *testing.T, path string, n int) []byte {
+	t.Helper()
+	lines := gunzipLines(t, path)
+	if len(lines) < n {
+		t.Fatalf("%s has %d lines, fewer than %d", path, len(lines), n)
+	}
+	return append(bytes.Join(lines[:n], []byte("\n")), '\n')
 }
 
 // flakyProxy is a TCP proxy that breaks connections: connection n is cut
