@@ -69,6 +69,8 @@ type searchOptions struct {
 	lenient bool // Prefer: handling=lenient
 	now     time.Time
 	system  bool // a search across types: _type is allowed
+	// compartment limits the search to the compartment of typ/id.
+	compartment struct{ typ, id string }
 }
 
 // compileSearch parses the parameters of a search of types.
@@ -93,6 +95,11 @@ func compileSearch(types []string, pairs []kv, opt searchOptions) (*search, *fhi
 				s.types = append(s.types, tp)
 			}
 			s.params = append(s.params, p)
+		}
+	}
+	if c := opt.compartment; c.typ != "" {
+		if e := s.limitToCompartment(c.typ, c.id); e != nil {
+			return nil, e
 		}
 	}
 	for _, p := range pairs {
@@ -120,6 +127,29 @@ func compileSearch(types []string, pairs []kv, opt searchOptions) (*search, *fhi
 		}
 	}
 	return s, nil
+}
+
+// limitToCompartment keeps the types that can be in the compartment of
+// comp/id and adds the filter selecting its resources.
+func (s *search) limitToCompartment(comp, id string) *fhirError {
+	var keep []*typeParams
+	var selects []string
+	var args []any
+	for _, tp := range s.types {
+		set, ok := compartmentSet(tp, comp, id, &s.needs)
+		if !ok {
+			continue
+		}
+		keep = append(keep, tp)
+		selects = append(selects, set.sql)
+		args = append(args, set.args...)
+	}
+	if len(keep) == 0 {
+		return badRequest("%s resources are never in a %s compartment.", strings.Join(s.typeNames(), ", "), comp)
+	}
+	s.types = keep
+	s.sets = append(s.sets, filterSet{sqlPart: sqlPart{strings.Join(selects, " UNION "), args}})
+	return nil
 }
 
 // refuse returns e, or nil when the handling is lenient and e is about an

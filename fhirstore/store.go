@@ -992,13 +992,17 @@ func safeSystem(s string) string {
 }
 
 // remove deletes typ/id. found is false when it never existed; a resource
-// already deleted is left as it is.
-func (t *wtx) remove(typ, id string, now time.Time) (v *version, found bool, err error) {
+// already deleted is left as it is. With ifMatch, the current version must
+// be that one (412 otherwise).
+func (t *wtx) remove(typ, id, ifMatch string, now time.Time) (v *version, found bool, err error) {
 	cur, err := t.current(typ, id)
 	if err != nil || !cur.found {
 		return nil, false, err
 	}
 	rid, ver, deleted := cur.rid, cur.ver, cur.deleted
+	if ifMatch != "" && (deleted || strconv.FormatInt(ver, 10) != ifMatch) {
+		return nil, true, errf(412, "conflict", "Version conflict: %s/%s is not at the version in If-Match.", typ, id)
+	}
 	if deleted {
 		return &version{rid: rid, typ: typ, id: id, version: ver, deleted: true}, true, nil
 	}
