@@ -284,7 +284,7 @@ func entryFailed(i int, e *fhirError) *fhirError {
 }
 
 // order is the processing order: a batch in sequence, a transaction as FHIR
-// prescribes (DELETE, POST, PUT, then reads).
+// prescribes (DELETE, POST, PUT and PATCH, then reads).
 func order(entries []entryState, tx bool) []int {
 	idx := make([]int, 0, len(entries))
 	if !tx {
@@ -293,7 +293,7 @@ func order(entries []entryState, tx bool) []int {
 		}
 		return idx
 	}
-	for _, op := range []int{opDelete, opCreate, opUpdate} {
+	for _, op := range []int{opDelete, opCreate, opUpdate, opPatch} {
 		for i, e := range entries {
 			if e.c != nil && e.c.op == op {
 				idx = append(idx, i)

@@ -54,6 +54,10 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 		s.log.Debug("request", zap.String("method", r.Method), zap.String("route", route),
 			zap.Int("status", w.status), zap.Duration("duration", time.Since(start)))
 	}()
+	if s.cors(w, r) {
+		route = "options"
+		return
+	}
 	in, g, ok := s.admit(w, r)
 	if !ok {
 		return
