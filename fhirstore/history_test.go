@@ -69,8 +69,8 @@ func TestHistoryLevels(t *testing.T) {
 		return r
 	}
 	created := step("POST", "Patient", patientWith("", "MRN-70"), http.StatusCreated).json(t)["id"].(string) // t0
-	step("PUT", "Patient/p1", patientJSON, http.StatusCreated)                                                 // t0+1s
-	step("PUT", "Patient/p1", strings.Replace(patientJSON, "male", "other", 1), http.StatusOK)                 // +2s
+	step("PUT", "Patient/p1", patientJSON, http.StatusCreated)                                               // t0+1s
+	step("PUT", "Patient/p1", strings.Replace(patientJSON, "male", "other", 1), http.StatusOK)               // +2s
 	step("PATCH", "Patient/p1", `[{"op":"replace","path":"/gender","value":"female"}]`, http.StatusOK, "Content-Type", contentTypeJSONPatch)
 	step("DELETE", "Patient/p1", "", http.StatusNoContent) // +4s
 	step("PUT", "Patient/p1", patientJSON, http.StatusCreated)
