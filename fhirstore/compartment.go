@@ -17,7 +17,7 @@ import (
 // Compartments come from the R4 package's CompartmentDefinitions
 // (registry): a resource of type T is in the compartment of Patient/X when
 // one of the parameters the definition lists for T (Observation: subject,
-// performer) points at Patient/X ("{def}": the Patient itself).
+// performer) points at Patient/X; Patient/X itself is in it too.
 // Patient/X/Observation?… searches Observations in it; Patient/X/*?…
 // every type of it. Patient/X/$everything returns Patient/X, every
 // resource in its compartment, and the resources those point at (one
@@ -41,12 +41,15 @@ func compartmentSet(tp *typeParams, comp, id string, needs *[]int64) (sqlPart, b
 	}
 	var selects []string
 	var args []any
+	if tp.typ == comp {
+		// The focal resource is in its own compartment (R4 lists it as
+		// {def} for Encounter, not for Patient, whose only parameter is
+		// link: the Patients linked to it).
+		selects = append(selects, "SELECT rid FROM resources WHERE type = ? AND id = ? AND deleted = 0")
+		args = append(args, comp, id)
+	}
 	for _, code := range def.Params(tp.typ) {
 		if code == "{def}" {
-			if tp.typ == comp {
-				selects = append(selects, "SELECT rid FROM resources WHERE type = ? AND id = ? AND deleted = 0")
-				args = append(args, comp, id)
-			}
 			continue
 		}
 		p := tp.byCode[code]
