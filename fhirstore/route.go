@@ -204,6 +204,13 @@ func (s *Server) route(r *http.Request, rest string, body []byte) (*call, *fhirE
 		return c, e
 	}
 	c.body, c.prefer = body, pref
+	for _, p := range c.query {
+		if p.k == "_format" {
+			if e := checkFormat(p.v); e != nil {
+				return c, e
+			}
+		}
+	}
 	h := r.Header
 	switch c.op {
 	case opBundle, opCreate, opUpdate:
