@@ -258,3 +258,28 @@ func TestTransactionTouchingAResourceTwice(t *testing.T) {
 	mustStatus(t, r, http.StatusOK, "batch")
 	mustStatus(t, e.do("GET", "Patient/a", nil), http.StatusGone, "batch ran both")
 }
+
+// TestCacheBytes: Options.CacheBytes is the page cache of the store's
+// connections, readers and writer alike.
+func TestCacheBytes(t *testing.T) {
+	for _, c := range []struct {
+		bytes, wantKiB int64
+	}{{0, DefaultCacheBytes >> 10}, {4 << 20, 4096}} {
+		e := newEnv(t, Options{CacheBytes: c.bytes})
+		st, done, _ := e.srv.reg.acquire(DefaultDatastoreID)
+		var r, w int64
+		if err := st.r.QueryRow("PRAGMA cache_size").Scan(&r); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.w.QueryRow("PRAGMA cache_size").Scan(&w); err != nil {
+			t.Fatal(err)
+		}
+		done()
+		if r != -c.wantKiB || w != -c.wantKiB {
+			t.Errorf("CacheBytes %d: cache_size reader %d, writer %d, want %d", c.bytes, r, w, -c.wantKiB)
+		}
+	}
+	if _, err := Open(t.Context(), Options{Dir: t.TempDir(), Auth: "none", CacheBytes: -1}); err == nil {
+		t.Error("a negative CacheBytes was accepted")
+	}
+}
