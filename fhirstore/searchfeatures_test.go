@@ -249,3 +249,30 @@ func TestSearchPaging(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstSorted: the window selection returns what a full sort does.
+func TestFirstSorted(t *testing.T) {
+	cs := make([]candidate, 1000)
+	for i := range cs {
+		cs[i] = candidate{rid: int64(i + 1), sortBy: []any{int64((i * 7919) % 97)}}
+	}
+	cmpc := func(x, y *candidate) int {
+		if c := compareSort(x.sortBy[0], y.sortBy[0], true); c != 0 {
+			return c
+		}
+		return int(x.rid - y.rid)
+	}
+	want := slices.Clone(cs)
+	slices.SortFunc(want, func(x, y candidate) int { return cmpc(&x, &y) })
+	for _, n := range []int{0, 1, 20, 100, 125, 126, 999, 1000} {
+		got := firstSorted(slices.Clone(cs), n, cmpc)
+		if len(got) != n {
+			t.Fatalf("n=%d: %d", n, len(got))
+		}
+		for i := range got {
+			if got[i].rid != want[i].rid {
+				t.Fatalf("n=%d: position %d is rid %d, want %d", n, i, got[i].rid, want[i].rid)
+			}
+		}
+	}
+}

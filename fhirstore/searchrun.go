@@ -27,6 +27,7 @@ type search struct {
 	summaryCount bool
 	totalMode    string // "", "none", "estimate", "accurate"
 	sort         []sortKey
+	sortKeys     map[string][]int64 // per type, the index keys the sort reads (sortKeysOf)
 	offset       int
 	offsetPaging bool  // paged by _offset (sorted searches) rather than by rid
 	cursor       int64 // rid paging: the page after this rid
@@ -472,12 +473,14 @@ func (s *search) runSorted(ctx context.Context, q querier, base string, pg *resu
 		return fmt.Errorf("search: %w", err)
 	}
 	var all []candidate
+	var keys sql.RawBytes // read in place: only the sort values are kept
 	for rows.Next() {
 		var c candidate
-		if err := rows.Scan(&c.rid, &c.typ, &c.id, &c.updated, &c.keys); err != nil {
+		if err := rows.Scan(&c.rid, &c.typ, &c.id, &c.updated, &keys); err != nil {
 			rows.Close()
 			return fmt.Errorf("search: %w", err)
 		}
+		c.keys = keys
 		c.sortBy = s.sortValues(&c)
 		c.keys = nil
 		all = append(all, c)
@@ -486,18 +489,20 @@ func (s *search) runSorted(ctx context.Context, q querier, base string, pg *resu
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
-	slices.SortFunc(all, func(x, y candidate) int {
+	order := func(x, y *candidate) int {
 		for i, k := range s.sort {
 			if c := compareSort(x.sortBy[i], y.sortBy[i], k.desc); c != 0 {
 				return c
 			}
 		}
 		return cmp.Compare(x.rid, y.rid)
-	})
+	}
 	pg.total = int64(len(all))
 	lo := min(s.offset, len(all))
 	hi := min(lo+s.count, len(all))
-	if hi < len(all) {
+	more := hi < len(all)
+	all = firstSorted(all, hi, order)
+	if more {
 		pg.next = s.link(base, "_offset", strconv.Itoa(hi))
 	}
 	if lo > 0 {
@@ -508,6 +513,37 @@ func (s *search) runSorted(ctx context.Context, q querier, base string, pg *resu
 		pg.entries[i].mode = "match"
 	}
 	return loadBodies(ctx, q, pg.entries)
+}
+
+// firstSorted returns the n first of cs in the order cmp defines, sorted
+// (the order is total: cmp breaks ties by rid). A page of 20 of a
+// thousand matches keeps the 20 best in a sorted window instead of
+// sorting all of them.
+func firstSorted(cs []candidate, n int, cmp func(x, y *candidate) int) []candidate {
+	if n <= 0 {
+		return cs[:0]
+	}
+	if n*8 >= len(cs) {
+		slices.SortFunc(cs, func(x, y candidate) int { return cmp(&x, &y) })
+		return cs[:n]
+	}
+	top := make([]*candidate, 0, n+1)
+	for i := range cs {
+		c := &cs[i]
+		if len(top) == n && cmp(c, top[n-1]) >= 0 {
+			continue
+		}
+		at, _ := slices.BinarySearchFunc(top, c, cmp)
+		top = slices.Insert(top, at, c)
+		if len(top) > n {
+			top = top[:n]
+		}
+	}
+	out := make([]candidate, len(top))
+	for i, c := range top {
+		out[i] = *c
+	}
+	return out
 }
 
 // sortValues computes c's value for each sort key: the lowest of its
@@ -527,7 +563,7 @@ func (s *search) sortValues(c *candidate) []any {
 			continue
 		}
 		if !decoded {
-			rows, decoded = decodeRows(c.keys), true
+			rows, decoded = decodeRowsOf(c.keys, s.sortKeysOf(c.typ)), true
 		}
 		var tp *typeParams
 		var p *param
@@ -561,6 +597,33 @@ func (s *search) sortValues(c *candidate) []any {
 		out[i] = best
 	}
 	return out
+}
+
+// sortKeysOf lists the index keys the sort reads of a resource of type
+// typ (computed once per type and search).
+func (s *search) sortKeysOf(typ string) []int64 {
+	if ks, ok := s.sortKeys[typ]; ok {
+		return ks
+	}
+	ks := []int64{}
+	for j, t := range s.types {
+		if t.typ != typ {
+			continue
+		}
+		for _, k := range s.sort {
+			if k.kind == kindID || k.kind == kindLastUpdated {
+				continue
+			}
+			for _, part := range k.ps[j].parts {
+				ks = append(ks, t.key(part.atom, subMain))
+			}
+		}
+	}
+	if s.sortKeys == nil {
+		s.sortKeys = map[string][]int64{}
+	}
+	s.sortKeys[typ] = ks
+	return ks
 }
 
 // compareSort orders two sort values, missing ones last either way.
