@@ -3,6 +3,7 @@ package fhirstore
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	hltypes "github.com/aws/aws-sdk-go-v2/service/healthlake/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/fhirload/fhirload/internal/benchkit"
 	"github.com/fhirload/fhirload/internal/testutil"
 )
 
@@ -100,6 +102,58 @@ func benchBatchPut(b *testing.B, n int, searches ...string) {
 	wg.Wait()
 	b.ReportMetric(float64(b.N*100)/time.Since(start).Seconds(), "resources/s")
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N*100), "cpu-µs/resource")
+}
+
+// BenchmarkMixedLoad is BenchmarkBatchPut for a population of many
+// resource types (internal/benchkit GenerateMixed: every R4 type the
+// generator writes per patient by default, and the shared ones), every
+// search parameter of every type indexed at write time, none activated:
+// the load rate of a first `fhirload run` into the embedded store, on the
+// server side. It reports resources/s and CPU µs per resource (client
+// included).
+func BenchmarkMixedLoad(b *testing.B) {
+	per := len(mixedPopulation(b, benchkit.MixedOptions{Patients: 1, Seed: 7}))
+	lines := mixedPopulation(b, benchkit.MixedOptions{Patients: max(1, b.N*100/per+1), Seed: 7})
+	lines = lines[:min(len(lines), b.N*100)]
+	var bundles [][]byte
+	for chunk := range slices.Chunk(lines, 100) {
+		var body bytes.Buffer
+		body.WriteString(`{"resourceType":"Bundle","type":"batch","entry":[`)
+		for i, r := range chunk {
+			var h struct{ ResourceType, ID string }
+			if err := json.Unmarshal(r, &h); err != nil {
+				b.Fatal(err)
+			}
+			if i > 0 {
+				body.WriteByte(',')
+			}
+			fmt.Fprintf(&body, `{"resource":%s,"request":{"method":"PUT","url":"%s/%s"}}`, r, h.ResourceType, h.ID)
+		}
+		body.WriteString("]}")
+		bundles = append(bundles, body.Bytes())
+	}
+	e := newEnv(b, Options{})
+	const clients = 4
+	b.ResetTimer()
+	start, cpu0 := time.Now(), cpuTime()
+	var wg sync.WaitGroup
+	work := make(chan []byte)
+	for range clients {
+		wg.Go(func() {
+			for body := range work {
+				if err := postBatch(e, body); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	}
+	for _, body := range bundles {
+		work <- body
+	}
+	close(work)
+	wg.Wait()
+	b.ReportMetric(float64(len(lines))/time.Since(start).Seconds(), "resources/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(len(lines)), "cpu-µs/resource")
 }
 
 // cpuTime is the CPU time (user and system) the process has used: on a
