@@ -283,3 +283,48 @@ func TestCacheBytes(t *testing.T) {
 		t.Error("a negative CacheBytes was accepted")
 	}
 }
+
+// TestReadOnlyBundleBesideWrites: a Bundle of reads only (what fhirload
+// verify sends) is answered on the read connections while a write holds
+// the writer; a Bundle with a write waits for it.
+func TestReadOnlyBundleBesideWrites(t *testing.T) {
+	e := newEnv(t, Options{})
+	mustStatus(t, e.do("PUT", "Patient/p1", []byte(patientJSON)), http.StatusCreated, "seed")
+	st, done, _ := e.srv.reg.acquire(DefaultDatastoreID)
+	defer done()
+	holding, release, writeDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		writeDone <- st.write(t.Context(), func(*wtx) error {
+			close(holding)
+			<-release
+			return nil
+		})
+	}()
+	<-holding
+	reads := `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/p1"}},` +
+		`{"request":{"method":"GET","url":"Patient?identifier=urn:test:mrn|MRN-1"}},{"request":{"method":"GET","url":"Patient/nope"}}]}`
+	answered := make(chan *resp, 1)
+	go func() { answered <- e.do("POST", "", []byte(reads)) }()
+	select {
+	case r := <-answered:
+		mustStatus(t, r, http.StatusOK, "read-only batch")
+		st := entryStatuses(t, r)
+		if len(st) != 3 || !strings.HasPrefix(st[0], "200") || !strings.HasPrefix(st[1], "200") || !strings.HasPrefix(st[2], "404") {
+			t.Errorf("statuses %v", st)
+		}
+	case <-time.After(30 * time.Second): // a liveness guard, not a timing assertion
+		close(release)
+		t.Fatal("a read-only batch waited for the writer")
+	}
+	// A batch with a write queues behind the held writer and completes
+	// once it is released.
+	write := `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/p1"}},` +
+		`{"resource":` + patientWith("p2", "MRN-2") + `,"request":{"method":"PUT","url":"Patient/p2"}}]}`
+	go func() { answered <- e.do("POST", "", []byte(write)) }()
+	close(release)
+	if err := <-writeDone; err != nil {
+		t.Fatal(err)
+	}
+	mustStatus(t, <-answered, http.StatusOK, "batch with a write")
+	mustStatus(t, e.do("GET", "Patient/p2", nil), http.StatusOK, "written")
+}
