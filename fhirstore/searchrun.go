@@ -472,13 +472,26 @@ func (s *search) runSorted(ctx context.Context, q querier, base string, pg *resu
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
+	// Columns are read in place (no copy per match): only the sort values
+	// are kept, the type is one of the search's, and the id is read for
+	// the page's rows by loadBodies unless the sort needs it.
+	byID := slices.ContainsFunc(s.sort, func(k sortKey) bool { return k.kind == kindID })
 	var all []candidate
-	var keys sql.RawBytes // read in place: only the sort values are kept
+	var typ, id, keys sql.RawBytes
 	for rows.Next() {
 		var c candidate
-		if err := rows.Scan(&c.rid, &c.typ, &c.id, &c.updated, &keys); err != nil {
+		if err := rows.Scan(&c.rid, &typ, &id, &c.updated, &keys); err != nil {
 			rows.Close()
 			return fmt.Errorf("search: %w", err)
+		}
+		for _, t := range s.types {
+			if string(typ) == t.typ {
+				c.typ = t.typ
+				break
+			}
+		}
+		if byID {
+			c.id = string(id)
 		}
 		c.keys = keys
 		c.sortBy = s.sortValues(&c)
@@ -643,7 +656,7 @@ func compareSort(x, y any, desc bool) int {
 	return c
 }
 
-// loadBodies fills the bodies (and keys) of cs by rid.
+// loadBodies fills the bodies (and keys, type and id) of cs by rid.
 func loadBodies(ctx context.Context, q querier, cs []candidate) error {
 	if len(cs) == 0 {
 		return nil
@@ -654,19 +667,20 @@ func loadBodies(ctx context.Context, q querier, cs []candidate) error {
 		byRID[c.rid] = i
 		args = append(args, c.rid)
 	}
-	rows, err := q.QueryContext(ctx, "SELECT rid, keys, body FROM resources WHERE rid IN ("+placeholders(len(cs))+")", args...)
+	rows, err := q.QueryContext(ctx, "SELECT rid, type, id, keys, body FROM resources WHERE rid IN ("+placeholders(len(cs))+")", args...)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var rid int64
+		var typ, id string
 		var keys, body []byte
-		if err := rows.Scan(&rid, &keys, &body); err != nil {
+		if err := rows.Scan(&rid, &typ, &id, &keys, &body); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
 		i := byRID[rid]
-		cs[i].keys, cs[i].body = keys, body
+		cs[i].typ, cs[i].id, cs[i].keys, cs[i].body = typ, id, keys, body
 	}
 	return rows.Err()
 }
