@@ -476,7 +476,8 @@ func (s *search) runSorted(ctx context.Context, q querier, base string, pg *resu
 	// are kept, the type is one of the search's, and the id is read for
 	// the page's rows by loadBodies unless the sort needs it.
 	byID := slices.ContainsFunc(s.sort, func(k sortKey) bool { return k.kind == kindID })
-	var all []candidate
+	all := make([]candidate, 0, 256)
+	var slab []any // the sort values of many matches in one allocation
 	var typ, id, keys sql.RawBytes
 	for rows.Next() {
 		var c candidate
@@ -494,7 +495,11 @@ func (s *search) runSorted(ctx context.Context, q querier, base string, pg *resu
 			c.id = string(id)
 		}
 		c.keys = keys
-		c.sortBy = s.sortValues(&c)
+		if len(slab) < len(s.sort) {
+			slab = make([]any, 256*len(s.sort))
+		}
+		c.sortBy, slab = slab[:len(s.sort):len(s.sort)], slab[len(s.sort):]
+		s.sortValues(&c)
 		c.keys = nil
 		all = append(all, c)
 	}
@@ -563,7 +568,11 @@ func firstSorted(cs []candidate, n int, cmp func(x, y *candidate) int) []candida
 // values for an ascending key, the highest for a descending one (a date's
 // range start and end); nil when it has none (sorted last).
 func (s *search) sortValues(c *candidate) []any {
-	out := make([]any, len(s.sort))
+	out := c.sortBy
+	if len(out) != len(s.sort) {
+		out = make([]any, len(s.sort))
+		c.sortBy = out
+	}
 	var rows []keyRow
 	decoded := false
 	for i, k := range s.sort {
