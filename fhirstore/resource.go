@@ -192,9 +192,15 @@ func skipRow(b *[]byte, tag byte) bool {
 	}
 	switch tag {
 	case 's':
-		return str() && str()
+		if !str() {
+			return false
+		}
+		return str()
 	case 'd':
-		return num() && num()
+		if !num() {
+			return false
+		}
+		return num()
 	case 'n':
 		if len(*b) < 8 {
 			return false
