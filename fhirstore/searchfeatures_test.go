@@ -276,3 +276,28 @@ func TestFirstSorted(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeRowsOf: decoding the rows of some keys gives what decoding
+// every row and keeping those does, for rows of every value kind.
+func TestDecodeRowsOf(t *testing.T) {
+	p, e := parseResource([]byte(`{"resourceType":"Observation","id":"o1","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"1-1"}],"text":"x"},`+
+		`"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2020-01-01","valueQuantity":{"value":5.4,"system":"http://unitsofmeasure.org","code":"kg"}}`), true)
+	if e != nil {
+		t.Fatal(e)
+	}
+	b := encodeRows(p.rows)
+	all := decodeRows(b)
+	if len(all) != len(p.rows) || len(all) < 5 {
+		t.Fatalf("%d rows decoded of %d", len(all), len(p.rows))
+	}
+	for _, r := range all {
+		only := []int64{r.k}
+		want := slices.DeleteFunc(slices.Clone(all), func(x keyRow) bool { return x.k != r.k })
+		if got := decodeRowsOf(b, only); !slices.Equal(got, want) {
+			t.Errorf("key %d: %v, want %v", r.k, got, want)
+		}
+	}
+	if got := decodeRowsOf(b, []int64{-1}); len(got) != 0 {
+		t.Errorf("absent key: %v", got)
+	}
+}
