@@ -25,7 +25,8 @@ func searchWorld(t *testing.T) *testEnv {
 	}
 	for _, r := range []struct{ path, body string }{
 		{"Organization/org1", `{"resourceType":"Organization","id":"org1","name":"General"}`},
-		{"Practitioner/dr1", `{"resourceType":"Practitioner","id":"dr1","name":[{"family":"Who"}]}`},
+		{"Practitioner/dr1", `{"resourceType":"Practitioner","id":"dr1","name":[{"family":"Who"}],"meta":{"profile":["http://example.org/StructureDefinition/doc"],` +
+			`"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"R"}]},"text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">Dr Who</div>"}}`},
 		{"Patient/pa", `{"resourceType":"Patient","id":"pa","name":[{"family":"Alpha","given":["A"]}],"gender":"female","managingOrganization":{"reference":"Organization/org1"}}`},
 		{"Patient/pb", `{"resourceType":"Patient","id":"pb","name":[{"family":"Beta","given":["B"]}],"gender":"male","managingOrganization":{"reference":"Organization/org1"},"meta":{"tag":[{"system":"urn:t","code":"vip"}]}}`},
 		{"Encounter/en1", `{"resourceType":"Encounter","id":"en1","status":"finished","class":{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"AMB"},"subject":{"reference":"Patient/pa"}}`},
@@ -122,6 +123,9 @@ func TestSearchResultFeatures(t *testing.T) {
 		{"Patient?_has:Observation:patient:_has:Observation:patient:status=amended", nil},
 		{"Patient?_tag=urn:t|vip", []string{"Patient/pb"}},
 		{"Patient?_tag:not=urn:t|vip", []string{"Patient/pa"}},
+		{"Practitioner?_profile=http://example.org/StructureDefinition/doc", []string{"Practitioner/dr1"}},
+		{"Practitioner?_security=http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R", []string{"Practitioner/dr1"}},
+		{"Practitioner?_security:missing=true", nil},
 		// date=ap: 2020-01-01 is 6 years before the clock (2026-03-01); the
 		// margin is 10% of that, about 7 months either side.
 		{"Observation?date=ap2020-01-01", []string{"Observation/o1", "Observation/o3"}},
@@ -171,6 +175,11 @@ func TestSearchTotalSummaryElements(t *testing.T) {
 	}
 	if res = searchOf(t, e, "Observation?_id=o2").Entry[0].Resource; res["note"] == nil || subsetted(res) {
 		t.Errorf("no _summary: %v", res)
+	}
+	// _summary=text keeps text, id, meta and the mandatory elements.
+	res = searchOf(t, e, "Practitioner?_id=dr1&_summary=text").Entry[0].Resource
+	if res["text"] == nil || res["name"] != nil || !subsetted(res) {
+		t.Errorf("_summary=text: %v", res)
 	}
 	// _elements keeps those named, and the mandatory ones (code).
 	res = searchOf(t, e, "Observation?_id=o1&_elements=status,subject").Entry[0].Resource
