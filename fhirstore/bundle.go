@@ -115,6 +115,7 @@ func (s *Server) bundle(ctx context.Context, st *store, body []byte, g grants, b
 		entries[i].c, entries[i].err = entryCall(&in.Entry[i])
 		if entries[i].c != nil {
 			entries[i].c.prefer.lenient = pref.lenient
+			entries[i].c.grants = g
 		}
 	}
 	if tx {

@@ -328,3 +328,41 @@ func TestReadOnlyBundleBesideWrites(t *testing.T) {
 	mustStatus(t, <-answered, http.StatusOK, "batch with a write")
 	mustStatus(t, e.do("GET", "Patient/p2", nil), http.StatusOK, "written")
 }
+
+// TestScopesCoverWhatASearchReads: a key may not see, through _include,
+// _revinclude, a chain or _has, a type it may not search.
+func TestScopesCoverWhatASearchReads(t *testing.T) {
+	e := newEnv(t, Options{})
+	mustStatus(t, e.do("PUT", "Patient/p1", []byte(patientJSON)), http.StatusCreated, "seed")
+	mustStatus(t, e.do("PUT", "Observation/o1", []byte(`{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"}}`)), http.StatusCreated, "seed")
+	obs, read := reqOpt{key: &obsKey}, reqOpt{key: &readKey}
+	for _, c := range []struct {
+		query string
+		key   reqOpt
+		want  int
+	}{
+		{"Observation?status=final", obs, 200},
+		{"Observation?_include=Observation:subject", obs, 403},
+		{"Observation?_include=Observation:subject:Patient", obs, 403},
+		{"Observation?subject:Patient.family=Lemke", obs, 403},
+		{"Observation?_has:Provenance:target:agent=x", obs, 403},
+		{"Observation?_revinclude=Provenance:target", obs, 403},
+		{"Observation?_include=Observation:subject", read, 200},
+		{"Observation?subject:Patient.family=Lemke", read, 200},
+		{"Observation?_has:Provenance:target:agent=x", read, 200},
+	} {
+		r := e.do("GET", c.query, nil, c.key)
+		mustStatus(t, r, c.want, c.query)
+		if c.want == 403 && !strings.Contains(string(r.body), "search") {
+			t.Errorf("%s: %s", c.query, r.body)
+		}
+	}
+	// In a batch, the entry is refused alone.
+	b := `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Observation?_include=Observation:subject"}},` +
+		`{"request":{"method":"GET","url":"Observation?status=final"}}]}`
+	r := e.do("POST", "", []byte(b), obs)
+	mustStatus(t, r, http.StatusOK, "batch")
+	if st := entryStatuses(t, r); len(st) != 2 || !strings.HasPrefix(st[0], "403") || !strings.HasPrefix(st[1], "200") {
+		t.Errorf("batch statuses %v", st)
+	}
+}

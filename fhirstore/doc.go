@@ -117,6 +117,11 @@
 // configured region; keys carry SMART system scopes, checked per interaction
 // and, in Bundles, per entry: a batch entry without scope gets 403 in its
 // response.outcome, a transaction with such an entry fails whole with 403.
+// A search (or the criteria of a conditional interaction) that would read
+// other types through _include, _revinclude, a chained parameter or _has
+// needs the search scope of each type it may read (403 otherwise; name the
+// target, Observation:subject:Patient, to narrow an _include); system
+// search, system history and $everything need the scopes of every type.
 // A token bucket of write units (one per started KB of body) answers 429 with
 // Retry-After, and chaos options inject 429, 500 and latency for client tests.
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -18,6 +19,26 @@ type callState struct {
 	criteria *querySpec // conditional create, update, patch, delete
 	hist     *historySpec
 	every    *everythingSpec
+}
+
+// readsAllowed refuses (403) a search or conditional interaction that
+// reads, through _include, _revinclude, a chain or _has, a type the key
+// may not search: what the key may not search it may not see that way.
+func readsAllowed(c *call, q *querySpec, includes []string) *fhirError {
+	if c.grants == nil || q == nil {
+		return nil
+	}
+	for _, t := range append(slices.Clone(q.reads), includes...) {
+		if !c.grants.allows(t, permSearch) {
+			what := t
+			if t == "*" {
+				what = "every type (system/*)"
+			}
+			return &fhirError{status: http.StatusForbidden, code: "forbidden",
+				text: "User is not authorized to perform this action: the key has no scope for " + what + " search, which this request reads (_include, _revinclude, a chained parameter or _has)."}
+		}
+	}
+	return nil
 }
 
 // prepare compiles what c reads and activates the index keys it needs.
@@ -53,6 +74,9 @@ func (s *Server) prepare(ctx context.Context, st *store, c *call, cs *callState)
 			}
 			c.search = srch
 		}
+		if e := readsAllowed(c, &c.search.querySpec, c.search.includedTypes()); e != nil {
+			return e
+		}
 		needs = c.search.needs
 	case opHistory, opHistoryType, opHistorySystem:
 		h, e := parseHistory(c)
@@ -81,6 +105,9 @@ func (s *Server) prepare(ctx context.Context, st *store, c *call, cs *callState)
 				if e := q.addFilter(p.k, p.v, 0); e != nil {
 					return e
 				}
+			}
+			if e := readsAllowed(c, q, nil); e != nil {
+				return e
 			}
 			cs.criteria, needs = q, q.needs
 		}

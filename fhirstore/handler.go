@@ -153,6 +153,7 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, body []byte, 
 		writeError(w, e)
 		return route
 	}
+	c.grants = g
 	s.serveCall(w, r, st, c, g, baseURL(r, basePath(dsID)))
 	return route
 }

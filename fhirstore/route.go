@@ -55,6 +55,9 @@ type call struct {
 	prefer          prefer
 
 	search *search // opSearch, opSearchSystem, compiled by prepare
+	// grants are the key's scopes (nil: not checked), for the types a
+	// call reads beyond its own (_include, chains; see readsAllowed).
+	grants grants
 	view   resultView
 	pretty bool
 }

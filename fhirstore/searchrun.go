@@ -293,6 +293,31 @@ func (s *search) parseSort(v string) *fhirError {
 	return nil
 }
 
+// includedTypes lists the types _include and _revinclude may add to a
+// page ("*" when a reference may point at any type).
+func (s *search) includedTypes() []string {
+	var out []string
+	for _, inc := range s.include {
+		if inc.target != "" {
+			out = append(out, inc.target)
+			continue
+		}
+		for _, p := range inc.ps {
+			for _, t := range p.targets() {
+				if t == "Resource" {
+					t = "*"
+				}
+				out = append(out, t)
+			}
+		}
+	}
+	for _, inc := range s.revinclude {
+		out = append(out, inc.tp.typ)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // parseInclude parses Type:param[:target] or Type:*.
 func parseInclude(name, v string, iterate bool) (includeSpec, *fhirError) {
 	parts := strings.Split(v, ":")
