@@ -33,7 +33,8 @@ func (c *catalog) compartment(typ string) *spec.Compartment {
 }
 
 // compartmentSet is the rids of resources of type tp in the compartment
-// of comp/id. ok is false when tp is never in that compartment.
+// of comp/id, or, when id is "", in the compartment of any comp that
+// exists. ok is false when tp is never in that compartment.
 func compartmentSet(tp *typeParams, comp, id string, needs *[]int64) (sqlPart, bool) {
 	def := searchCatalog().compartment(comp)
 	if def == nil {
@@ -41,12 +42,21 @@ func compartmentSet(tp *typeParams, comp, id string, needs *[]int64) (sqlPart, b
 	}
 	var selects []string
 	var args []any
+	focal := sqlPart{"a = ?", []any{id}}
+	if id == "" {
+		focal = sqlPart{"a IN (SELECT id FROM resources WHERE type = ? AND deleted = 0)", []any{comp}}
+	}
 	if tp.typ == comp {
 		// The focal resource is in its own compartment (R4 lists it as
 		// {def} for Encounter, not for Patient, whose only parameter is
 		// link: the Patients linked to it).
-		selects = append(selects, "SELECT rid FROM resources WHERE type = ? AND id = ? AND deleted = 0")
-		args = append(args, comp, id)
+		if id == "" {
+			selects = append(selects, "SELECT rid FROM resources WHERE type = ? AND deleted = 0")
+			args = append(args, comp)
+		} else {
+			selects = append(selects, "SELECT rid FROM resources WHERE type = ? AND id = ? AND deleted = 0")
+			args = append(args, comp, id)
+		}
 	}
 	for _, code := range def.Params(tp.typ) {
 		if code == "{def}" {
@@ -56,7 +66,7 @@ func compartmentSet(tp *typeParams, comp, id string, needs *[]int64) (sqlPart, b
 		if p == nil || p.kind != kindRef || !p.supported() {
 			continue
 		}
-		sel := rowSelect("rid", []*typeParams{tp}, []*param{p}, subMain, comp, sqlPart{"a = ?", []any{id}}, needs)
+		sel := rowSelect("rid", []*typeParams{tp}, []*param{p}, subMain, comp, focal, needs)
 		selects = append(selects, sel.sql)
 		args = append(args, sel.args...)
 	}
@@ -154,7 +164,6 @@ func parseEverything(c *call) (*everythingSpec, *fhirError) {
 
 // run renders $everything's searchset Bundle.
 func (ev *everythingSpec) run(ctx context.Context, q querier, base string, now time.Time) ([]byte, error) {
-	var patients []string
 	if ev.id != "" {
 		v, err := read(ctx, q, "Patient", ev.id)
 		if err != nil {
@@ -163,58 +172,42 @@ func (ev *everythingSpec) run(ctx context.Context, q querier, base string, now t
 		if v == nil || v.deleted {
 			return nil, errf(http.StatusNotFound, "not-found", "Resource not found: Patient/%s.", ev.id)
 		}
-		patients = []string{ev.id}
-	} else {
-		rows, err := q.QueryContext(ctx, `SELECT id FROM resources WHERE type = 'Patient' AND deleted = 0 ORDER BY rid`)
-		if err != nil {
-			return nil, fmt.Errorf("$everything: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("$everything: %w", err)
-			}
-			patients = append(patients, id)
-		}
-		rows.Close()
 	}
-	// The rids in order: the Patients, their compartments type by type,
-	// then what those point at.
+	// The rids in order: the Patient (every Patient), the compartment type
+	// by type (one query a type, for one Patient or every one), then what
+	// those point at.
 	seen := map[int64]bool{}
 	var order []int64
-	add := func(rids []int64) {
+	pick := func(query string, args ...any) error {
+		rids, err := queryRIDs(ctx, q, query, args...)
 		for _, r := range rids {
 			if !seen[r] {
 				seen[r] = true
 				order = append(order, r)
 			}
 		}
-	}
-	pick := func(query string, args ...any) error {
-		rids, err := queryRIDs(ctx, q, query, args...)
-		add(rids)
 		return err
 	}
-	for _, pid := range patients {
-		if err := pick(`SELECT rid FROM resources WHERE type = 'Patient' AND id = ? AND deleted = 0`, pid); err != nil {
-			return nil, err
-		}
+	var err error
+	if ev.id != "" {
+		err = pick(`SELECT rid FROM resources WHERE type = 'Patient' AND id = ? AND deleted = 0`, ev.id)
+	} else {
+		err = pick(`SELECT rid FROM resources WHERE type = 'Patient' AND deleted = 0 ORDER BY rid`)
+	}
+	if err != nil {
+		return nil, err
 	}
 	for _, t := range compartmentTypes("Patient") {
 		if t == "Patient" {
 			continue
 		}
-		tp := searchCatalog().types[t]
-		for _, pid := range patients {
-			var needs []int64
-			set, ok := compartmentSet(tp, "Patient", pid, &needs)
-			if !ok {
-				continue
-			}
-			if err := pick("SELECT rid FROM resources WHERE rid IN ("+set.sql+") ORDER BY rid", set.args...); err != nil {
-				return nil, err
-			}
+		var needs []int64
+		set, ok := compartmentSet(searchCatalog().types[t], "Patient", ev.id, &needs)
+		if !ok {
+			continue
+		}
+		if err := pick("SELECT rid FROM resources WHERE deleted = 0 AND rid IN ("+set.sql+") ORDER BY rid", set.args...); err != nil {
+			return nil, err
 		}
 	}
 	if err := ev.addReferenced(ctx, q, seen, &order); err != nil {

@@ -51,6 +51,11 @@ func TestSystemCompartmentEverything(t *testing.T) {
 			}
 		})
 	}
+	// A resource no Patient's compartment reaches is not in $everything.
+	mustStatus(t, e.do("PUT", "Organization/lonely", []byte(`{"resourceType":"Organization","id":"lonely","name":"Elsewhere"}`)), http.StatusCreated, "lonely")
+	if got := searchOf(t, e, "Patient/$everything").ids(); slices.Contains(got, "Organization/lonely") || len(got) != len(all) {
+		t.Errorf("Patient/$everything: %v", got)
+	}
 	// $everything pages.
 	b := searchOf(t, e, "Patient/pa/$everything?_count=4")
 	first := b.ids()
