@@ -39,6 +39,7 @@ before(async () => {
       if (m) { clearTimeout(timer); ok(m[1]); }
     });
     server.on('exit', (code) => { clearTimeout(timer); fail(new Error(`serve exited ${code}: ${err}`)); });
+    server.on('error', (e) => { clearTimeout(timer); fail(new Error(`cannot start ${bin}: ${e.message}`)); });
   });
   client = new Client({ baseUrl: base });
 });
