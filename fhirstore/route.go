@@ -316,9 +316,6 @@ func parseTarget(method, rest, rawQuery string) (*call, *fhirError) {
 				return nil
 			}
 		}
-		if method == http.MethodOptions {
-			return methodNotAllowed(ms...)
-		}
 		return methodNotAllowed(ms...)
 	}
 	parts := strings.Split(rest, "/")
