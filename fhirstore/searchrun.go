@@ -492,28 +492,41 @@ func (s *search) runByRID(ctx context.Context, q querier, base string, pg *resul
 // runSorted reads every match's sort keys from resources.keys (the index
 // rows each resource row lists), sorts them, and cuts the page at _offset.
 func (s *search) runSorted(ctx context.Context, q querier, base string, pg *resultPage) error {
+	// Only the columns the sort reads, in place (no copy per match): the
+	// sort values are kept, the type is one of the search's (read only
+	// when it searches several), the id only when the sort needs it (the
+	// page's ids come with the bodies, loadBodies).
+	byID := slices.ContainsFunc(s.sort, func(k sortKey) bool { return k.kind == kindID })
+	multi := len(s.types) > 1
+	var c candidate
+	var typ, id, keys sql.RawBytes
+	cols, dest := "r.rid, r.updated, r.keys", []any{&c.rid, &c.updated, &keys}
+	if multi {
+		cols, dest = cols+", r.type", append(dest, &typ)
+	}
+	if byID {
+		cols, dest = cols+", r.id", append(dest, &id)
+	}
 	w := s.where()
-	rows, err := q.QueryContext(ctx, "SELECT r.rid, r.type, r.id, r.updated, r.keys FROM resources r WHERE "+w.sql, w.args...)
+	rows, err := q.QueryContext(ctx, "SELECT "+cols+" FROM resources r WHERE "+w.sql, w.args...)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
-	// Columns are read in place (no copy per match): only the sort values
-	// are kept, the type is one of the search's, and the id is read for
-	// the page's rows by loadBodies unless the sort needs it.
-	byID := slices.ContainsFunc(s.sort, func(k sortKey) bool { return k.kind == kindID })
 	all := make([]candidate, 0, 256)
 	var slab []any // the sort values of many matches in one allocation
-	var typ, id, keys sql.RawBytes
 	for rows.Next() {
-		var c candidate
-		if err := rows.Scan(&c.rid, &typ, &id, &c.updated, &keys); err != nil {
+		c = candidate{}
+		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
 			return fmt.Errorf("search: %w", err)
 		}
-		for _, t := range s.types {
-			if string(typ) == t.typ {
-				c.typ = t.typ
-				break
+		c.typ = s.types[0].typ
+		if multi {
+			for _, t := range s.types {
+				if string(typ) == t.typ {
+					c.typ = t.typ
+					break
+				}
 			}
 		}
 		if byID {

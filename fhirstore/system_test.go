@@ -3,6 +3,7 @@ package fhirstore
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -20,6 +21,8 @@ func TestSystemCompartmentEverything(t *testing.T) {
 		{"?_id=o1,pb", []string{"Observation/o1", "Patient/pb"}},
 		{"", all},
 		{"?_type=Observation&status=preliminary", []string{"Observation/o5"}},
+		{"?_type=Patient,Practitioner&_sort=_id", []string{"Practitioner/dr1", "Patient/pa", "Patient/pb"}},
+		{"?_type=Patient,Organization,Practitioner&_sort=-_lastUpdated", []string{"Patient/pb", "Patient/pa", "Practitioner/dr1", "Organization/org1"}},
 		{"_search?_type=Encounter", []string{"Encounter/en1"}},
 		// Compartment search.
 		{"Patient/pa/Observation", []string{"Observation/o1", "Observation/o2", "Observation/o3"}},
@@ -38,7 +41,7 @@ func TestSystemCompartmentEverything(t *testing.T) {
 		t.Run(c.query, func(t *testing.T) {
 			b := searchOf(t, e, c.query)
 			got, want := b.ids(), slices.Clone(c.want)
-			if c.query == "Patient/pb/Observation?_sort=-date" {
+			if strings.Contains(c.query, "_sort") {
 				if !slices.Equal(got, want) {
 					t.Errorf("got  %v\nwant %v", got, want)
 				}
