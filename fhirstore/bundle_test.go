@@ -58,7 +58,7 @@ func TestBatch(t *testing.T) {
 		status, issue string
 	}{
 		{"201", ""}, {"200", ""}, {"422", "duplicate"}, {"400", "invalid"}, {"201", ""}, {"200", ""}, {"200", ""},
-		{"404", "not-found"}, {"204", ""}, {"405", "not-supported"}, {"400", "invalid"}, {"400", "invalid"},
+		{"404", "not-found"}, {"204", ""}, {"400", "invalid"}, {"400", "invalid"}, {"400", "invalid"},
 	}
 	for i, w := range want {
 		en := b.Entry[i]

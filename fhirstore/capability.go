@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	spec "github.com/fhirload/fhirload/registry"
@@ -18,10 +19,10 @@ import (
 // exercises what it claims.
 
 // typeInteractions are the interactions served for every type.
-var typeInteractions = []string{"read", "vread", "update", "delete", "history-instance", "create", "search-type"}
+var typeInteractions = []string{"read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"}
 
 // systemInteractions are the interactions served at the base.
-var systemInteractions = []string{"transaction", "batch"}
+var systemInteractions = []string{"transaction", "batch", "search-system", "history-system"}
 
 // capabilityJSON renders the CapabilityStatement once; implementationURL
 // is a placeholder for the base URL a request used (see metadata).
@@ -34,6 +35,10 @@ func capabilityJSON(now time.Time, opts Options) []byte {
 		Definition    string `json:"definition,omitempty"`
 		Type          string `json:"type"`
 		Documentation string `json:"documentation,omitempty"`
+	}
+	type operation struct {
+		Name       string `json:"name"`
+		Definition string `json:"definition"`
 	}
 	type resource struct {
 		Type              string        `json:"type"`
@@ -49,6 +54,7 @@ func capabilityJSON(now time.Time, opts Options) []byte {
 		SearchInclude     []string      `json:"searchInclude,omitempty"`
 		SearchRevInclude  []string      `json:"searchRevInclude,omitempty"`
 		SearchParam       []searchParam `json:"searchParam"`
+		Operation         []operation   `json:"operation,omitempty"`
 	}
 	codes := func(cs []string) []code {
 		out := make([]code, len(cs))
@@ -82,7 +88,10 @@ func capabilityJSON(now time.Time, opts Options) []byte {
 		tp := cat.types[typ]
 		r := resource{Type: typ, Profile: "http://hl7.org/fhir/StructureDefinition/" + typ, Interaction: codes(typeInteractions),
 			Versioning: "versioned-update", ReadHistory: true, UpdateCreate: true,
-			ConditionalRead: "not-supported", ConditionalDelete: "not-supported"}
+			ConditionalCreate: true, ConditionalUpdate: true, ConditionalRead: "full-support", ConditionalDelete: "single"}
+		if typ == "Patient" {
+			r.Operation = []operation{{Name: "everything", Definition: "http://hl7.org/fhir/OperationDefinition/Patient-everything"}}
+		}
 		for _, c := range tp.codes {
 			p := tp.byCode[c]
 			if !p.supported() {
@@ -122,6 +131,12 @@ func capabilityJSON(now time.Time, opts Options) []byte {
 		}
 		systemParams = append(systemParams, sp)
 	}
+	var compartments []string
+	for _, c := range []string{"Patient", "Encounter", "RelatedPerson", "Practitioner", "Device"} {
+		if cat.compartment(c) != nil {
+			compartments = append(compartments, "http://hl7.org/fhir/CompartmentDefinition/"+strings.ToLower(c))
+		}
+	}
 	b, _ := json.Marshal(map[string]any{
 		"resourceType": "CapabilityStatement",
 		"id":           "fhirload-serve",
@@ -139,12 +154,14 @@ func capabilityJSON(now time.Time, opts Options) []byte {
 		},
 		"fhirVersion": "4.0.1",
 		"format":      []string{"application/fhir+json", "json"},
+		"patchFormat": []string{contentTypeJSONPatch},
 		"rest": []map[string]any{{
 			"mode":        "server",
 			"security":    security,
 			"resource":    resources,
 			"interaction": codes(systemInteractions),
 			"searchParam": systemParams,
+			"compartment": compartments,
 		}},
 	})
 	return b

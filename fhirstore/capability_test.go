@@ -37,8 +37,10 @@ type capStatement struct {
 			SearchInclude     []string
 			SearchRevInclude  []string
 			SearchParam       []struct{ Name, Type, Definition string }
+			Operation         []struct{ Name, Definition string }
 		}
-		Operation []struct{ Name, Definition string }
+		Operation   []struct{ Name, Definition string }
+		Compartment []string
 	}
 }
 
@@ -121,8 +123,12 @@ func TestCapabilityStatementIsTruthful(t *testing.T) {
 				m["id"] = id
 				b, _ := json.Marshal(m)
 				got = e.do("PUT", r.Type+"/"+id, b)
+			case "patch":
+				got = e.do("PATCH", r.Type+"/"+id, []byte(`[{"op":"test","path":"/id","value":"`+id+`"}]`), headers("Content-Type", contentTypeJSONPatch))
 			case "history-instance":
 				got = e.do("GET", r.Type+"/"+id+"/_history", nil)
+			case "history-type":
+				got = e.do("GET", r.Type+"/_history?_count=1", nil)
 			case "search-type":
 				got = e.do("GET", r.Type+"?_id="+id, nil)
 			case "delete":
@@ -133,6 +139,31 @@ func TestCapabilityStatementIsTruthful(t *testing.T) {
 			}
 			if got.status >= 300 {
 				t.Errorf("%s %s: %d %s", r.Type, in.Code, got.status, got.body)
+			}
+		}
+		// The conditional interactions it claims, on the same resource.
+		if r.ConditionalCreate {
+			if got := e.do("POST", r.Type, body, headers("If-None-Exist", "_id="+id)); got.status != http.StatusOK {
+				t.Errorf("%s conditional create: %d %s", r.Type, got.status, got.body)
+			}
+		}
+		if r.ConditionalRead == "full-support" {
+			if got := e.do("GET", r.Type+"/"+id, nil, headers("If-None-Match", "*")); got.status != http.StatusNotModified {
+				t.Errorf("%s conditional read: %d %s", r.Type, got.status, got.body)
+			}
+		}
+		if r.ConditionalUpdate {
+			var m map[string]any
+			_ = json.Unmarshal(body, &m)
+			m["id"] = id
+			b, _ := json.Marshal(m)
+			if got := e.do("PUT", r.Type+"?_id="+id, b); got.status != http.StatusOK {
+				t.Errorf("%s conditional update: %d %s", r.Type, got.status, got.body)
+			}
+		}
+		for _, op := range r.Operation {
+			if got := e.do("GET", r.Type+"/"+id+"/$"+op.Name, nil); got.status != http.StatusOK {
+				t.Errorf("%s $%s: %d %s", r.Type, op.Name, got.status, got.body)
 			}
 		}
 		// Every listed parameter, in one search per type (:missing works
@@ -151,7 +182,11 @@ func TestCapabilityStatementIsTruthful(t *testing.T) {
 				t.Errorf("%s search: %d %s", r.Type, got.status, got.body)
 			}
 		}
-		if has("delete") {
+		if r.ConditionalDelete == "single" {
+			if got := e.do("DELETE", r.Type+"?_id="+id, nil); got.status != http.StatusNoContent {
+				t.Errorf("%s conditional delete: %d %s", r.Type, got.status, got.body)
+			}
+		} else if has("delete") {
 			if got := e.do("DELETE", r.Type+"/"+id, nil); got.status != http.StatusNoContent {
 				t.Errorf("%s delete: %d %s", r.Type, got.status, got.body)
 			}
@@ -164,8 +199,26 @@ func TestCapabilityStatementIsTruthful(t *testing.T) {
 			if got := e.do("POST", "", []byte(b)); got.status != http.StatusOK {
 				t.Errorf("%s: %d %s", in.Code, got.status, got.body)
 			}
+		case "search-system":
+			if got := e.do("GET", "?_type=Patient,Observation&_count=1", nil); got.status != http.StatusOK {
+				t.Errorf("%s: %d %s", in.Code, got.status, got.body)
+			}
+		case "history-system":
+			if got := e.do("GET", "_history?_count=1", nil); got.status != http.StatusOK {
+				t.Errorf("%s: %d %s", in.Code, got.status, got.body)
+			}
 		default:
 			t.Errorf("system interaction %s has no check", in.Code)
+		}
+	}
+	for _, c := range rest.Compartment {
+		typ := strings.TrimPrefix(c, "http://hl7.org/fhir/CompartmentDefinition/")
+		typ = strings.ToUpper(typ[:1]) + typ[1:]
+		if typ == "Relatedperson" {
+			typ = "RelatedPerson"
+		}
+		if got := e.do("GET", typ+"/x/*?_count=1", nil); got.status != http.StatusOK {
+			t.Errorf("compartment %s: %d %s", c, got.status, got.body)
 		}
 	}
 	for _, sp := range rest.SearchParam {

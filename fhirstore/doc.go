@@ -2,14 +2,54 @@
 // like AWS HealthLake's FHIR API (reference/healthlake-fhir-api.txt) and
 // stores its data in SQLite (pure Go, WAL mode, one file of mode 0600).
 //
-// The base URL is /datastore/{ID}/r4/. Served: create (POST, 201), read,
-// vread (/_history/{vid}), instance history, update (PUT; 201 when it creates,
-// 200 when it updates; If-Match honoured), delete (204; then read is 410),
-// search (GET /{type}?… or POST /{type}/_search) with searchset Bundles,
-// batch and transaction Bundles posted to the base (at most 500 entries), and
-// GET metadata. Every write sets meta.versionId and meta.lastUpdated; every
-// other byte of the resource is kept as sent (whitespace aside), so number
-// literals survive unchanged.
+// The base URL is /datastore/{ID}/r4/. Served (route.go, exec.go), for
+// every R4 resource type:
+//
+//   - create (POST, 201), conditional create (If-None-Exist, or a Bundle
+//     entry's request.ifNoneExist: 200 with the match when there is one,
+//     412 when several), read, vread (/_history/{vid}), conditional read
+//     (If-None-Match: a version or *, If-Modified-Since: 304 without a
+//     body), update (PUT; 201 when it creates, 200 when it updates),
+//     conditional update (PUT Type?criteria: updates the one match, creates
+//     when none, 412 when several), JSON Patch (PATCH with
+//     application/json-patch+json, RFC 6902 with test-op semantics, on the
+//     current version; 422 naming the operation that cannot apply; a Bundle
+//     entry carries it as a Binary; FHIRPath Patch is 415; patch.go),
+//     delete (204; then read is 410) and conditional delete (Type?criteria,
+//     one match). If-Match is honoured by update, patch and delete (412);
+//   - search (GET Type?… or POST Type/_search), system search
+//     (GET ?_type=…, the parameters common to the types), compartment
+//     search (Patient/X/Observation?…, Patient/X/*; compartments from the
+//     R4 CompartmentDefinitions, a compartment holds its focal resource),
+//     Patient/$everything and Patient/X/$everything (the Patients, their
+//     compartments and what those reference; _since, _type, _count;
+//     compartment.go);
+//   - history at instance, type and system level (Type/X/_history,
+//     Type/_history, _history) with _since, _at, _count and paging by
+//     _offset; each entry says how its version was written (request.method
+//     POST with url Type for a create by POST; PUT, PATCH or DELETE with
+//     Type/X; history.go);
+//   - batch and transaction Bundles posted to the base (at most 500
+//     entries; a transaction that touches one resource in two entries is
+//     400; a Bundle of reads only runs on the read connections, beside
+//     the writes), and GET metadata, a CapabilityStatement generated from
+//     what the server does (capability.go).
+//
+// A method a path does not take is 405 with Allow. Accept admitting no JSON
+// (application/fhir+xml) and _format=xml are 406; answers are JSON.
+// Prefer: return=minimal|representation|OperationOutcome shapes the answer
+// of writes (single writes return the resource by default, batch-response
+// entries only with return=representation), and Prefer: handling=strict
+// (the default) refuses an unknown or unsupported search parameter with
+// 400 naming it, while handling=lenient leaves it out and reports it in an
+// OperationOutcome entry (search.mode outcome) of the Bundle;
+// Preference-Applied says what was applied, respond-async is 400. CORS
+// (Options.CORSOrigins, serve --cors-origin; cors.go): an allowed Origin
+// gets Access-Control-Allow-Origin and the FHIR response headers exposed;
+// an OPTIONS preflight is answered before authentication (204, or 403 for
+// another origin). Every write sets meta.versionId and meta.lastUpdated;
+// every other byte of the resource is kept as sent (whitespace aside), so
+// number literals survive unchanged.
 //
 // Every R4 resource type is stored and searched. A resource is checked on
 // write as a FHIR R4 resource of its type (registry): JSON, known elements
@@ -43,9 +83,21 @@
 // ±10%; quantity units are system|code or ||code (code or unit), compared
 // as written (no UCUM conversion). uri takes :below and :above. Every
 // kind takes :missing. A repeated parameter is ANDed and comma-separated
-// values are ORed. Results are ordered by insertion, 100 per page at most
-// (_count), with next links that page by cursor; _summary=count returns
-// the total only. An unknown parameter is 400 naming it.
+// values are ORed. Chained parameters (subject:Patient.name=…, several
+// links deep) and _has (reverse chains, nested) are served from the same
+// index. Results are ordered by insertion, 100 per page at most (_count),
+// with next and previous links that page by cursor; _sort orders by any
+// supported parameter, several keys, - for descending (a date sorts by
+// its range's start ascending and its end descending; a match without a
+// value sorts last; ties by insertion), paged by _offset: a sorted search
+// reads the sort keys of every match from resources.keys, so it costs
+// about 3 µs per match (docs/PERFORMANCE.md). _include and _revinclude
+// (Type:param[:target], Type:*, :iterate) add search.mode include entries
+// to a page (at most 1,000). _total takes none, estimate and accurate
+// (both exact); _summary takes true, text, data and count, _elements a
+// list of elements (the mandatory ones are kept; SUBSETTED is tagged); a
+// read and history take _summary and _elements too. An unknown parameter
+// is 400 naming it.
 //
 // The index holds the values of every parameter in resources.keys, and,
 // in idx, those of the parameters a search has used (active.go): a
@@ -65,6 +117,11 @@
 // configured region; keys carry SMART system scopes, checked per interaction
 // and, in Bundles, per entry: a batch entry without scope gets 403 in its
 // response.outcome, a transaction with such an entry fails whole with 403.
+// A search (or the criteria of a conditional interaction) that would read
+// other types through _include, _revinclude, a chained parameter or _has
+// needs the search scope of each type it may read (403 otherwise; name the
+// target, Observation:subject:Patient, to narrow an _include); system
+// search, system history and $everything need the scopes of every type.
 // A token bucket of write units (one per started KB of body) answers 429 with
 // Retry-After, and chaos options inject 429, 500 and latency for client tests.
 //
@@ -97,10 +154,6 @@
 // data folder written by an older version is migrated when opened (its
 // index rebuilt), and so is one indexed with another search catalog.
 // Options.CacheBytes sets the SQLite page cache of each connection.
-//
-// Batch-response entries carry the resource only with
-// "Prefer: return=representation"; single writes return it unless
-// "Prefer: return=minimal".
 //
 // # Control plane
 //

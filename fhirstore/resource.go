@@ -104,7 +104,12 @@ type keyRow struct {
 
 // decodeRows decodes what encodeRows wrote. It stops at the first malformed
 // byte (which encodeRows never writes).
-func decodeRows(b []byte) []keyRow {
+func decodeRows(b []byte) []keyRow { return decodeRowsOf(b, nil) }
+
+// decodeRowsOf decodes the rows of resources.keys whose key is one of
+// only (every row when only is nil), skipping the others without
+// allocating: a sort reads one or two keys of every match.
+func decodeRowsOf(b []byte, only []int64) []keyRow {
 	var out []keyRow
 	str := func() (string, bool) {
 		n, w := binary.Uvarint(b)
@@ -130,6 +135,12 @@ func decodeRows(b []byte) []keyRow {
 		}
 		tag := b[w]
 		b = b[w+1:]
+		if only != nil && !slices.Contains(only, int64(k)) {
+			if !skipRow(&b, tag) {
+				break
+			}
+			continue
+		}
 		r := keyRow{k: int64(k)}
 		var ok1, ok2 bool
 		switch tag {
@@ -158,6 +169,46 @@ func decodeRows(b []byte) []keyRow {
 		out = append(out, r)
 	}
 	return out
+}
+
+// skipRow advances *b past the values of a row of the given tag; false
+// when they are truncated.
+func skipRow(b *[]byte, tag byte) bool {
+	str := func() bool {
+		n, w := binary.Uvarint(*b)
+		if w <= 0 || uint64(len(*b)-w) < n {
+			return false
+		}
+		*b = (*b)[w+int(n):]
+		return true
+	}
+	num := func() bool {
+		_, w := binary.Varint(*b)
+		if w <= 0 {
+			return false
+		}
+		*b = (*b)[w:]
+		return true
+	}
+	switch tag {
+	case 's':
+		if !str() {
+			return false
+		}
+		return str()
+	case 'd':
+		if !num() {
+			return false
+		}
+		return num()
+	case 'n':
+		if len(*b) < 8 {
+			return false
+		}
+		*b = (*b)[8:]
+		return str()
+	}
+	return false
 }
 
 // safeName returns s when it looks like a FHIR name, else a placeholder, so

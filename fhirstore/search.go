@@ -67,6 +67,9 @@ type querySpec struct {
 	// needs are the index keys the query reads: they must be active
 	// (store.activate) before it runs.
 	needs []int64
+	// reads are the other types the query reads through chains and _has
+	// (the key's scopes must allow searching them).
+	reads []string
 }
 
 // typeNames returns the searched types' names.
@@ -358,6 +361,7 @@ func (q *querySpec) chain(ps []*param, name, mod, rest, value string, depth int)
 			return filterSet{}, e
 		}
 		q.needs = append(q.needs, sub.needs...)
+		q.reads = append(append(q.reads, t), sub.reads...)
 		w := sub.where()
 		cond := sqlPart{sql: "a IN (SELECT r.id FROM resources r WHERE " + w.sql + ")", args: w.args}
 		set, e := q.rowSet(ps, subMain, t, cond)
@@ -398,6 +402,7 @@ func (q *querySpec) has(rest, value string, depth int) (filterSet, *fhirError) {
 		return filterSet{}, e
 	}
 	q.needs = append(q.needs, sub.needs...)
+	q.reads = append(append(q.reads, typ), sub.reads...)
 	w := sub.where()
 	matching := sqlPart{"rid IN (SELECT r.rid FROM resources r WHERE " + w.sql + ")", w.args}
 	var selects []string

@@ -27,6 +27,7 @@ type search struct {
 	summaryCount bool
 	totalMode    string // "", "none", "estimate", "accurate"
 	sort         []sortKey
+	sortKeys     map[string][]int64 // per type, the index keys the sort reads (sortKeysOf)
 	offset       int
 	offsetPaging bool  // paged by _offset (sorted searches) rather than by rid
 	cursor       int64 // rid paging: the page after this rid
@@ -69,6 +70,8 @@ type searchOptions struct {
 	lenient bool // Prefer: handling=lenient
 	now     time.Time
 	system  bool // a search across types: _type is allowed
+	// compartment limits the search to the compartment of typ/id.
+	compartment struct{ typ, id string }
 }
 
 // compileSearch parses the parameters of a search of types.
@@ -93,6 +96,11 @@ func compileSearch(types []string, pairs []kv, opt searchOptions) (*search, *fhi
 				s.types = append(s.types, tp)
 			}
 			s.params = append(s.params, p)
+		}
+	}
+	if c := opt.compartment; c.typ != "" {
+		if e := s.limitToCompartment(c.typ, c.id); e != nil {
+			return nil, e
 		}
 	}
 	for _, p := range pairs {
@@ -120,6 +128,29 @@ func compileSearch(types []string, pairs []kv, opt searchOptions) (*search, *fhi
 		}
 	}
 	return s, nil
+}
+
+// limitToCompartment keeps the types that can be in the compartment of
+// comp/id and adds the filter selecting its resources.
+func (s *search) limitToCompartment(comp, id string) *fhirError {
+	var keep []*typeParams
+	var selects []string
+	var args []any
+	for _, tp := range s.types {
+		set, ok := compartmentSet(tp, comp, id, &s.needs)
+		if !ok {
+			continue
+		}
+		keep = append(keep, tp)
+		selects = append(selects, set.sql)
+		args = append(args, set.args...)
+	}
+	if len(keep) == 0 {
+		return badRequest("%s resources are never in a %s compartment.", strings.Join(s.typeNames(), ", "), comp)
+	}
+	s.types = keep
+	s.sets = append(s.sets, filterSet{sqlPart: sqlPart{strings.Join(selects, " UNION "), args}})
+	return nil
 }
 
 // refuse returns e, or nil when the handling is lenient and e is about an
@@ -260,6 +291,31 @@ func (s *search) parseSort(v string) *fhirError {
 		s.sort = append(s.sort, k)
 	}
 	return nil
+}
+
+// includedTypes lists the types _include and _revinclude may add to a
+// page ("*" when a reference may point at any type).
+func (s *search) includedTypes() []string {
+	var out []string
+	for _, inc := range s.include {
+		if inc.target != "" {
+			out = append(out, inc.target)
+			continue
+		}
+		for _, p := range inc.ps {
+			for _, t := range p.targets() {
+				if t == "Resource" {
+					t = "*"
+				}
+				out = append(out, t)
+			}
+		}
+	}
+	for _, inc := range s.revinclude {
+		out = append(out, inc.tp.typ)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // parseInclude parses Type:param[:target] or Type:*.
@@ -436,19 +492,52 @@ func (s *search) runByRID(ctx context.Context, q querier, base string, pg *resul
 // runSorted reads every match's sort keys from resources.keys (the index
 // rows each resource row lists), sorts them, and cuts the page at _offset.
 func (s *search) runSorted(ctx context.Context, q querier, base string, pg *resultPage) error {
+	// Only the columns the sort reads, in place (no copy per match): the
+	// sort values are kept, the type is one of the search's (read only
+	// when it searches several), the id only when the sort needs it (the
+	// page's ids come with the bodies, loadBodies).
+	byID := slices.ContainsFunc(s.sort, func(k sortKey) bool { return k.kind == kindID })
+	multi := len(s.types) > 1
+	var c candidate
+	var typ, id, keys sql.RawBytes
+	cols, dest := "r.rid, r.updated, r.keys", []any{&c.rid, &c.updated, &keys}
+	if multi {
+		cols, dest = cols+", r.type", append(dest, &typ)
+	}
+	if byID {
+		cols, dest = cols+", r.id", append(dest, &id)
+	}
 	w := s.where()
-	rows, err := q.QueryContext(ctx, "SELECT r.rid, r.type, r.id, r.updated, r.keys FROM resources r WHERE "+w.sql, w.args...)
+	rows, err := q.QueryContext(ctx, "SELECT "+cols+" FROM resources r WHERE "+w.sql, w.args...)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
-	var all []candidate
+	all := make([]candidate, 0, 256)
+	var slab []any // the sort values of many matches in one allocation
 	for rows.Next() {
-		var c candidate
-		if err := rows.Scan(&c.rid, &c.typ, &c.id, &c.updated, &c.keys); err != nil {
+		c = candidate{}
+		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
 			return fmt.Errorf("search: %w", err)
 		}
-		c.sortBy = s.sortValues(&c)
+		c.typ = s.types[0].typ
+		if multi {
+			for _, t := range s.types {
+				if string(typ) == t.typ {
+					c.typ = t.typ
+					break
+				}
+			}
+		}
+		if byID {
+			c.id = string(id)
+		}
+		c.keys = keys
+		if len(slab) < len(s.sort) {
+			slab = make([]any, 256*len(s.sort))
+		}
+		c.sortBy, slab = slab[:len(s.sort):len(s.sort)], slab[len(s.sort):]
+		s.sortValues(&c)
 		c.keys = nil
 		all = append(all, c)
 	}
@@ -456,18 +545,20 @@ func (s *search) runSorted(ctx context.Context, q querier, base string, pg *resu
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
-	slices.SortFunc(all, func(x, y candidate) int {
+	order := func(x, y *candidate) int {
 		for i, k := range s.sort {
 			if c := compareSort(x.sortBy[i], y.sortBy[i], k.desc); c != 0 {
 				return c
 			}
 		}
 		return cmp.Compare(x.rid, y.rid)
-	})
+	}
 	pg.total = int64(len(all))
 	lo := min(s.offset, len(all))
 	hi := min(lo+s.count, len(all))
-	if hi < len(all) {
+	more := hi < len(all)
+	all = firstSorted(all, hi, order)
+	if more {
 		pg.next = s.link(base, "_offset", strconv.Itoa(hi))
 	}
 	if lo > 0 {
@@ -480,11 +571,46 @@ func (s *search) runSorted(ctx context.Context, q querier, base string, pg *resu
 	return loadBodies(ctx, q, pg.entries)
 }
 
+// firstSorted returns the n first of cs in the order cmp defines, sorted
+// (the order is total: cmp breaks ties by rid). A page of 20 of a
+// thousand matches keeps the 20 best in a sorted window instead of
+// sorting all of them.
+func firstSorted(cs []candidate, n int, cmp func(x, y *candidate) int) []candidate {
+	if n <= 0 {
+		return cs[:0]
+	}
+	if n*8 >= len(cs) {
+		slices.SortFunc(cs, func(x, y candidate) int { return cmp(&x, &y) })
+		return cs[:n]
+	}
+	top := make([]*candidate, 0, n+1)
+	for i := range cs {
+		c := &cs[i]
+		if len(top) == n && cmp(c, top[n-1]) >= 0 {
+			continue
+		}
+		at, _ := slices.BinarySearchFunc(top, c, cmp)
+		top = slices.Insert(top, at, c)
+		if len(top) > n {
+			top = top[:n]
+		}
+	}
+	out := make([]candidate, len(top))
+	for i, c := range top {
+		out[i] = *c
+	}
+	return out
+}
+
 // sortValues computes c's value for each sort key: the lowest of its
 // values for an ascending key, the highest for a descending one (a date's
 // range start and end); nil when it has none (sorted last).
 func (s *search) sortValues(c *candidate) []any {
-	out := make([]any, len(s.sort))
+	out := c.sortBy
+	if len(out) != len(s.sort) {
+		out = make([]any, len(s.sort))
+		c.sortBy = out
+	}
 	var rows []keyRow
 	decoded := false
 	for i, k := range s.sort {
@@ -497,7 +623,7 @@ func (s *search) sortValues(c *candidate) []any {
 			continue
 		}
 		if !decoded {
-			rows, decoded = decodeRows(c.keys), true
+			rows, decoded = decodeRowsOf(c.keys, s.sortKeysOf(c.typ)), true
 		}
 		var tp *typeParams
 		var p *param
@@ -533,6 +659,33 @@ func (s *search) sortValues(c *candidate) []any {
 	return out
 }
 
+// sortKeysOf lists the index keys the sort reads of a resource of type
+// typ (computed once per type and search).
+func (s *search) sortKeysOf(typ string) []int64 {
+	if ks, ok := s.sortKeys[typ]; ok {
+		return ks
+	}
+	ks := []int64{}
+	for j, t := range s.types {
+		if t.typ != typ {
+			continue
+		}
+		for _, k := range s.sort {
+			if k.kind == kindID || k.kind == kindLastUpdated {
+				continue
+			}
+			for _, part := range k.ps[j].parts {
+				ks = append(ks, t.key(part.atom, subMain))
+			}
+		}
+	}
+	if s.sortKeys == nil {
+		s.sortKeys = map[string][]int64{}
+	}
+	s.sortKeys[typ] = ks
+	return ks
+}
+
 // compareSort orders two sort values, missing ones last either way.
 func compareSort(x, y any, desc bool) int {
 	switch {
@@ -550,7 +703,7 @@ func compareSort(x, y any, desc bool) int {
 	return c
 }
 
-// loadBodies fills the bodies (and keys) of cs by rid.
+// loadBodies fills the bodies (and keys, type and id) of cs by rid.
 func loadBodies(ctx context.Context, q querier, cs []candidate) error {
 	if len(cs) == 0 {
 		return nil
@@ -561,19 +714,20 @@ func loadBodies(ctx context.Context, q querier, cs []candidate) error {
 		byRID[c.rid] = i
 		args = append(args, c.rid)
 	}
-	rows, err := q.QueryContext(ctx, "SELECT rid, keys, body FROM resources WHERE rid IN ("+placeholders(len(cs))+")", args...)
+	rows, err := q.QueryContext(ctx, "SELECT rid, type, id, keys, body FROM resources WHERE rid IN ("+placeholders(len(cs))+")", args...)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var rid int64
+		var typ, id string
 		var keys, body []byte
-		if err := rows.Scan(&rid, &keys, &body); err != nil {
+		if err := rows.Scan(&rid, &typ, &id, &keys, &body); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
 		i := byRID[rid]
-		cs[i].keys, cs[i].body = keys, body
+		cs[i].typ, cs[i].id, cs[i].keys, cs[i].body = typ, id, keys, body
 	}
 	return rows.Err()
 }

@@ -54,6 +54,7 @@ Flags:
 	profile := fs.String("profile", fhirstore.ProfileSeed, "rules for created and updated resources: `seed` (FHIR R4 and HealthLake's required Patient name.family and name.given) or base (FHIR R4)")
 	unique := fs.String("unique-identifiers", strings.Join(fhirstore.DefaultUniqueIdentifiers(), ","),
 		"comma-separated resource `types` whose identifiers must be unique (422 on a duplicate); \"\" for none")
+	corsOrigins := fs.String("cors-origin", "", "comma-separated `origins` browsers may call from (CORS, OPTIONS preflight); * for any; \"\" for none")
 	cacheBytes := fs.Int64("cache-bytes", fhirstore.DefaultCacheBytes, "SQLite page cache of each database connection, in `bytes`")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -66,6 +67,7 @@ Flags:
 		Chaos429: *c429, Chaos500: *c500, ChaosLatency: *clat, ChaosImportReject: *cReject, ChaosSeed: *cSeed,
 		MaxBodyBytes: *maxBody, MaxBufferedBytes: *buffered, BodyReadTimeout: *bodyTimeout,
 		Profile: *profile, UniqueIdentifiers: splitList(*unique), CacheBytes: *cacheBytes, Version: version,
+		CORSOrigins: splitList(*corsOrigins),
 	}, fs.NArg()); err != nil {
 		fmt.Fprintf(stderr, "fhirload serve: %v\n", err)
 		return 1
