@@ -92,7 +92,10 @@ func TestCapabilityStatementIsTruthful(t *testing.T) {
 		_ = json.Unmarshal(l, &h)
 		sample[h.ResourceType] = l
 	}
-	for _, r := range rest.Resource {
+	for i, r := range rest.Resource {
+		if raceEnabled && i%10 != 0 && r.Type != "Patient" && r.Type != "Observation" {
+			continue // every type is exercised without -race (.ci/run), a tenth of them under it
+		}
 		body := sample[r.Type]
 		if body == nil {
 			t.Fatalf("no generated %s", r.Type)
