@@ -5,10 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -405,38 +403,34 @@ func TestEnqueue(t *testing.T) {
 	}
 	d.waitCounts(t, len(want), 0)
 
-	// Two workers share the queue.
+	// Two workers share the queue. A standard queue delivers at least once:
+	// a message may now and then reach both (moto does this under load, as
+	// SQS may), and the loads are idempotent, so a duplicate is logged, not
+	// failed; every object must arrive, nothing else, and the acks must
+	// leave the queue empty.
 	w1 := startWorker(t, d, SQSOptions{}, 0)
 	w2 := startWorker(t, d, SQSOptions{}, 0)
-	var mu sync.Mutex
-	var got []string
-	var wg sync.WaitGroup
-	for range len(want) {
-		wg.Go(func() {
-			var o Object
-			select {
-			case o = <-w1.out:
-			case o = <-w2.out:
-			case <-time.After(30 * time.Second):
-				t.Error("timeout")
-				return
-			}
-			if _, err := readObject(t, o); err != nil {
-				t.Error(err)
-			}
-			mu.Lock()
-			got = append(got, o.URI)
-			mu.Unlock()
-			if err := o.Ack(ctx, nil); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	sort.Strings(got)
-	for i, u := range got {
-		if !want[u] || (i > 0 && got[i-1] == u) {
-			t.Errorf("unexpected or duplicate %s", u)
+	got := map[string]int{}
+	deadline := time.After(60 * time.Second)
+	for len(got) < len(want) {
+		var o Object
+		select {
+		case o = <-w1.out:
+		case o = <-w2.out:
+		case <-deadline:
+			t.Fatalf("timeout: %d of %d objects received", len(got), len(want))
+		}
+		if _, err := readObject(t, o); err != nil {
+			t.Error(err)
+		}
+		if !want[o.URI] {
+			t.Errorf("unexpected %s", o.URI)
+		}
+		if got[o.URI]++; got[o.URI] > 1 {
+			t.Logf("%s delivered %d times (at-least-once)", o.URI, got[o.URI])
+		}
+		if err := o.Ack(ctx, nil); err != nil {
+			t.Error(err)
 		}
 	}
 	d.waitCounts(t, 0, 0)
