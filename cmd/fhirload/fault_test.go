@@ -65,16 +65,8 @@ func runReport(t *testing.T, w workspace, env []string, limit time.Duration, arg
 	return code, &rep, p.log()
 }
 
-// assertSampleOnce checks that the (chaos-free) store holds the sample
-// exactly: 100 Patients and 16,315 Observations, none at a version above
-// maxVersion(type/id).
-func assertSampleOnce(t *testing.T, st *storeClient, maxVersion func(ref string) int) {
-	t.Helper()
-	assertLoadedOnce(t, st, map[string]int{"Patient": 100, "Observation": 16315}, maxVersion)
-}
-
-// assertLoadedOnce is assertSampleOnce for a store that should hold counts
-// resources of each type.
+// assertLoadedOnce checks that the (chaos-free) store holds exactly counts
+// resources of each type, none at a version above maxVersion(type/id).
 func assertLoadedOnce(t *testing.T, st *storeClient, counts map[string]int, maxVersion func(ref string) int) {
 	t.Helper()
 	for typ, want := range counts {
