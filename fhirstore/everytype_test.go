@@ -237,8 +237,11 @@ func TestEveryTypeSearchesExactly(t *testing.T) {
 					}
 				}
 			})
-			if len(values) > 3 {
-				values = values[:3]
+			if n := 3; len(values) > n || raceEnabled && len(values) > 1 {
+				if raceEnabled {
+					n = 1 // a third of the searches under -race (see raceEnabled)
+				}
+				values = values[:min(n, len(values))]
 			}
 			for _, v := range values {
 				q := typ + "?" + url.QueryEscape(code) + "=" + url.QueryEscape(strings.ReplaceAll(v, ",", `\,`)) + "&_summary=count"
@@ -261,7 +264,7 @@ func TestEveryTypeSearchesExactly(t *testing.T) {
 			t.Errorf("the population has no %s", want)
 		}
 	}
-	if checked["reference"] < 200 || checked["token"] < 200 {
+	if least := map[bool]int{false: 200, true: 70}[raceEnabled]; checked["reference"] < least || checked["token"] < least {
 		t.Errorf("too few searches checked: %v", checked)
 	}
 }
