@@ -196,23 +196,13 @@ func BenchmarkSearchPatientCode(b *testing.B) {
 	for _, o := range sample[:200] {
 		queries = append(queries, "Observation?patient="+o.Patient[len("urn:uuid:"):]+"&code="+url.QueryEscape(o.Codes[0]))
 	}
+	// The first search by a parameter builds its index rows (once per store
+	// and parameter, ~10 s here): not what this measures.
+	timedSearch(b, e, queries[0], `"entry"`)
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
-		req, _ := http.NewRequest("GET", e.base+queries[i%len(queries)], nil)
-		signRequest(req, nil, testKeyID, testSecret, testRegion, "", time.Now())
-		res, err := e.ts.Client().Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(res.Body)
-		res.Body.Close()
-		if res.StatusCode != 200 || !bytes.Contains(buf.Bytes(), []byte(`"entry"`)) {
-			b.Fatalf("search: %d %.300s", res.StatusCode, buf.Bytes())
-		}
-		lat = append(lat, time.Since(t0))
+		lat = append(lat, timedSearch(b, e, queries[i%len(queries)], `"entry"`))
 	}
 	b.StopTimer()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
@@ -304,20 +294,7 @@ func benchSearchIncludeSort(b *testing.B, sharedPatients bool) {
 	b.ResetTimer()
 	cpu0 := cpuTime()
 	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
-		req, _ := http.NewRequest("GET", e.base+queries[i%len(queries)], nil)
-		signRequest(req, nil, testKeyID, testSecret, testRegion, "", time.Now())
-		res, err := e.ts.Client().Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(res.Body)
-		res.Body.Close()
-		if res.StatusCode != 200 || !bytes.Contains(buf.Bytes(), []byte(`"mode":"include"`)) {
-			b.Fatalf("search: %d %.300s", res.StatusCode, buf.Bytes())
-		}
-		lat = append(lat, time.Since(t0))
+		lat = append(lat, timedSearch(b, e, queries[i%len(queries)], `"mode":"include"`))
 	}
 	b.StopTimer()
 	cpu := cpuTime() - cpu0
@@ -483,4 +460,24 @@ func BenchmarkIndex(b *testing.B) {
 			b.SetBytes(int64(bytes / b.N))
 		})
 	}
+}
+
+// timedSearch sends one signed search and returns its latency; the answer
+// must be 200 and contain want.
+func timedSearch(b *testing.B, e *testEnv, query, want string) time.Duration {
+	b.Helper()
+	t0 := time.Now()
+	req, _ := http.NewRequest("GET", e.base+query, nil)
+	signRequest(req, nil, testKeyID, testSecret, testRegion, "", time.Now())
+	res, err := e.ts.Client().Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !bytes.Contains(buf.Bytes(), []byte(want)) {
+		b.Fatalf("search: %d %.300s", res.StatusCode, buf.Bytes())
+	}
+	return time.Since(t0)
 }

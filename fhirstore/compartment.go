@@ -106,20 +106,15 @@ type everythingSpec struct {
 func parseEverything(c *call) (*everythingSpec, *fhirError) {
 	ev := &everythingSpec{id: c.id, count: defaultCount}
 	for _, p := range c.query {
-		switch p.k {
-		case "_count":
-			n, err := strconv.Atoi(p.v)
-			if err != nil || n < 1 {
-				return nil, badRequest("_count must be a positive integer.")
+		if known, keep, e := pageParam(p, &ev.count, &ev.offset); e != nil {
+			return nil, e
+		} else if known {
+			if keep {
+				ev.params = append(ev.params, p)
 			}
-			ev.count = min(n, maxCount)
-		case "_offset", "_getpagesoffset":
-			n, err := strconv.Atoi(p.v)
-			if err != nil || n < 0 {
-				return nil, badRequest("%s must be a non-negative integer.", p.k)
-			}
-			ev.offset = n
 			continue
+		}
+		switch p.k {
 		case "_since":
 			lo, _, ok := parseDateRange(p.v)
 			if !ok {
@@ -140,14 +135,6 @@ func parseEverything(c *call) (*everythingSpec, *fhirError) {
 				return nil, e
 			}
 			ev.view = v
-		case "_format":
-			if e := checkFormat(p.v); e != nil {
-				return nil, e
-			}
-		case "_pretty":
-			if p.v != "true" && p.v != "false" {
-				return nil, badRequest("_pretty takes true or false.")
-			}
 		case "start", "end":
 			return nil, errf(http.StatusBadRequest, "not-supported", "$everything: %s (care dates) is not supported; use _since or _type.", p.k)
 		default:

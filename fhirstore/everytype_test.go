@@ -64,31 +64,12 @@ func loadLines(t testing.TB, e *testEnv, lines [][]byte) {
 		if r.status != 200 {
 			t.Fatalf("batch: %d %.500s", r.status, r.body)
 		}
-		for i, st := range entryStatusesTB(t, r) {
+		for i, st := range entryStatuses(t, r) {
 			if !strings.HasPrefix(st, "20") {
 				t.Fatalf("entry %s: %.2000s", st, chunk[i])
 			}
 		}
 	}
-}
-
-func entryStatusesTB(t testing.TB, r *resp) []string {
-	t.Helper()
-	var b struct {
-		Entry []struct {
-			Response struct {
-				Status string `json:"status"`
-			} `json:"response"`
-		} `json:"entry"`
-	}
-	if err := json.Unmarshal(r.body, &b); err != nil {
-		t.Fatalf("bad Bundle: %v", err)
-	}
-	out := make([]string, len(b.Entry))
-	for i, e := range b.Entry {
-		out[i] = e.Response.Status
-	}
-	return out
 }
 
 // simplePath returns the element names of a parameter expression that is

@@ -40,20 +40,15 @@ type historySpec struct {
 func parseHistory(c *call) (*historySpec, *fhirError) {
 	h := &historySpec{typ: c.typ, id: c.id, count: defaultCount}
 	for _, p := range c.query {
-		switch p.k {
-		case "_count":
-			n, err := strconv.Atoi(p.v)
-			if err != nil || n < 1 {
-				return nil, badRequest("_count must be a positive integer.")
+		if known, keep, e := pageParam(p, &h.count, &h.offset); e != nil {
+			return nil, e
+		} else if known {
+			if keep {
+				h.params = append(h.params, p)
 			}
-			h.count = min(n, maxCount)
-		case "_offset", "_getpagesoffset":
-			n, err := strconv.Atoi(p.v)
-			if err != nil || n < 0 {
-				return nil, badRequest("%s must be a non-negative integer.", p.k)
-			}
-			h.offset = n
 			continue
+		}
+		switch p.k {
 		case "_since":
 			lo, _, ok := parseDateRange(p.v)
 			if !ok {
@@ -66,14 +61,6 @@ func parseHistory(c *call) (*historySpec, *fhirError) {
 				return nil, badRequest("_at must be a date, a dateTime or an instant.")
 			}
 			h.atLo, h.atHi = lo, hi
-		case "_format":
-			if e := checkFormat(p.v); e != nil {
-				return nil, e
-			}
-		case "_pretty":
-			if p.v != "true" && p.v != "false" {
-				return nil, badRequest("_pretty takes true or false.")
-			}
 		case "_summary", "_elements":
 			v, e := parseView(c.typ, p)
 			if e != nil {
@@ -86,6 +73,37 @@ func parseHistory(c *call) (*historySpec, *fhirError) {
 		h.params = append(h.params, p)
 	}
 	return h, nil
+}
+
+// pageParam parses the parameters every history and $everything request
+// takes alike: _count and _offset (paging; the links carry their own
+// _offset), _format and _pretty. known reports whether p is one of them,
+// keep whether the links repeat it.
+func pageParam(p kv, count, offset *int) (known, keep bool, e *fhirError) {
+	switch p.k {
+	case "_count":
+		n, err := strconv.Atoi(p.v)
+		if err != nil || n < 1 {
+			return true, false, badRequest("_count must be a positive integer.")
+		}
+		*count = min(n, maxCount)
+		return true, true, nil
+	case "_offset", "_getpagesoffset":
+		n, err := strconv.Atoi(p.v)
+		if err != nil || n < 0 {
+			return true, false, badRequest("%s must be a non-negative integer.", p.k)
+		}
+		*offset = n
+		return true, false, nil
+	case "_format":
+		return true, true, checkFormat(p.v)
+	case "_pretty":
+		if p.v != "true" && p.v != "false" {
+			return true, false, badRequest("_pretty takes true or false.")
+		}
+		return true, true, nil
+	}
+	return false, false, nil
 }
 
 // parseView parses a _summary or _elements of a read or history.

@@ -426,21 +426,26 @@ func valueCondition(kind paramKind, name, mod, value string, now time.Time) (con
 		ors = append(ors, sql)
 		args = append(args, a...)
 	}
+	// addToken matches a token value: code, system|code, system| or |code
+	// (a is the code, b the system).
+	addToken := func(v string) {
+		system, code, hasSystem := cutUnescaped(v)
+		switch {
+		case !hasSystem:
+			add("a = ?", code)
+		case code == "":
+			add("b = ?", system)
+		default:
+			add("(a = ? AND b = ?)", code, system)
+		}
+	}
 	switch kind {
 	case kindToken:
 		switch mod {
 		case "", "not":
 			neg = mod == "not"
 			for _, v := range values {
-				system, code, hasSystem := cutUnescaped(v)
-				switch {
-				case !hasSystem:
-					add("a = ?", code)
-				case code == "":
-					add("b = ?", system)
-				default:
-					add("(a = ? AND b = ?)", code, system)
-				}
+				addToken(v)
 			}
 		case "text":
 			sub = subText
@@ -481,15 +486,7 @@ func valueCondition(kind paramKind, name, mod, value string, now time.Time) (con
 		case mod == "identifier":
 			sub = subExtra
 			for _, v := range values {
-				system, code, hasSystem := cutUnescaped(v)
-				switch {
-				case !hasSystem:
-					add("a = ?", code)
-				case code == "":
-					add("b = ?", system)
-				default:
-					add("(a = ? AND b = ?)", code, system)
-				}
+				addToken(v)
 			}
 		case mod == "" || knownType(mod):
 			for _, v := range values {

@@ -72,7 +72,7 @@ func batchOfPuts(tb testing.TB, typ string, resources [][]byte) []byte {
 }
 
 // entryStatuses returns the response.status of every entry of a response Bundle.
-func entryStatuses(t *testing.T, r *resp) []string {
+func entryStatuses(t testing.TB, r *resp) []string {
 	t.Helper()
 	var b struct {
 		Entry []struct {

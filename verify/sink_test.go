@@ -189,12 +189,14 @@ func TestVerifyExitCodes(t *testing.T) {
 }
 
 // TestVerifyFatal: a refused read stops verify: no verdict is made up, the
-// lines stay unsettled and the exit code is 1.
+// lines read stay unsettled and the exit code is 1. (How many of the four
+// lines the reader got to before the stop depends on scheduling: the stop
+// does not wait for the rest of the object, which stays unacknowledged.)
 func TestVerifyFatal(t *testing.T) {
 	lines := []string{patient("p1", "A"), patient("p2", "B"), patient("p3", "C"), patient("p4", "D")}
 	target := &memTarget{fatal: errors.Join(pipeline.ErrFatal, errors.New("target denied access: HTTP 403"))}
 	rep, _ := runVerify(t, target, source(map[string][]string{"file:///a.ndjson": lines}), verify.Options{})
-	if rep.Verified != 0 || rep.Unsettled != 4 || !strings.Contains(rep.Fatal, "403") || rep.ExitCode() != 1 {
+	if rep.Verified != 0 || rep.Lines < 1 || rep.Lines > 4 || rep.Unsettled != rep.Lines || !strings.Contains(rep.Fatal, "403") || rep.ExitCode() != 1 {
 		t.Fatalf("report %+v", rep)
 	}
 }

@@ -20,6 +20,7 @@ import (
 // run creates nothing. (One load serves every check: it is the suite's
 // largest.)
 func TestRunEveryResourceType(t *testing.T) {
+	t.Parallel() // a slow end-to-end test that mostly waits on its processes: see parallel_test.go
 	if testing.Short() {
 		t.Skip("loads 38,970 lines with the built binary")
 	}

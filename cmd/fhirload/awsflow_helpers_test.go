@@ -80,11 +80,19 @@ type motoWorld struct {
 
 func newMotoWorld(t *testing.T) *motoWorld {
 	t.Helper()
-	ep := testutil.Moto(t)
 	for _, kv := range flowEnv { // for the commands run in-process
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
 	}
+	return newMotoWorldForProcesses(t)
+}
+
+// newMotoWorldForProcesses is newMotoWorld for a test that runs fhirload
+// only as processes (with flowEnv): it leaves this process's environment
+// alone, so the test may run in parallel.
+func newMotoWorldForProcesses(t *testing.T) *motoWorld {
+	t.Helper()
+	ep := testutil.Moto(t)
 	m := &motoWorld{ep: ep, s3: testutil.S3(ep), sqs: testutil.SQS(ep)}
 	m.bucket = testutil.Bucket(t, m.s3)
 	return m

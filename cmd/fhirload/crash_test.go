@@ -261,6 +261,7 @@ func finalRun(t *testing.T, w workspace, env []string, args ...string) *pipeline
 const crashTarget = "concurrency: 4, batch_size: 50"
 
 func TestCrashDuringRunLocal(t *testing.T) {
+	t.Parallel() // a slow end-to-end test that mostly waits on its processes: see parallel_test.go
 	bin := fhirloadBinary(t)
 	rng := crashSeed(t)
 	in := makeCrashInput(t, rng)
@@ -294,11 +295,14 @@ func TestCrashDuringRunLocal(t *testing.T) {
 
 // crashS3 is the start of the S3 crash tests: the crash input, its old
 // version under v1/ and its new one under v2/ of a moto bucket.
-func crashS3(t *testing.T) (*rand.Rand, crashInput, *motoWorld) {
+func crashS3(t *testing.T, inProcess bool) (*rand.Rand, crashInput, *motoWorld) {
 	t.Helper()
 	rng := crashSeed(t)
 	in := makeCrashInput(t, rng)
-	m := newMotoWorld(t)
+	m := newMotoWorldForProcesses(t)
+	if inProcess {
+		m = newMotoWorld(t)
+	}
 	for prefix, files := range map[string]map[string][]byte{"v1/": in.old, "v2/": in.files} {
 		for name, b := range files {
 			m.put(t, prefix+name, b)
@@ -308,10 +312,11 @@ func crashS3(t *testing.T) (*rand.Rand, crashInput, *motoWorld) {
 }
 
 func TestCrashDuringRunS3(t *testing.T) {
+	t.Parallel() // a slow end-to-end test that mostly waits on its processes: see parallel_test.go
 	bin := fhirloadBinary(t)
-	rng, in, m := crashS3(t)
+	rng, in, m := crashS3(t, false)
 	w := newWorkspace(t, crashTarget, m.awsYAML())
-	if code, _, stderr := w.runBin(t, "run", "s3://"+m.bucket+"/v1/"); code != 0 {
+	if code, _, stderr := runReport(t, w, flowEnv, 3*time.Minute, "run", "s3://"+m.bucket+"/v1/"); code != 0 {
 		t.Fatalf("v1 load: exit %d\n%s", code, stderr)
 	}
 	src := "s3://" + m.bucket + "/v2/"
@@ -327,7 +332,7 @@ func TestCrashDuringRunS3(t *testing.T) {
 
 func TestCrashDuringWatch(t *testing.T) {
 	bin := fhirloadBinary(t)
-	rng, in, m := crashS3(t)
+	rng, in, m := crashS3(t, true) // enqueue runs in-process
 	queue := m.queue(t, "crash", false)
 	w := flowWorkspace(t, crashTarget, m.awsYAML()+fmt.Sprintf("source: {queue_url: %q, visibility_timeout: 2s, wait_seconds: 1}\n", queue))
 	if code, _, stderr := w.runBin(t, "run", "s3://"+m.bucket+"/v1/"); code != 0 {

@@ -91,6 +91,7 @@ func assertLoadedOnce(t *testing.T, st *storeClient, counts map[string]int, maxV
 // 0.05`: injected failures happen before any write, so every resource must
 // end at version 1 and the run must report retries and no dead letter.
 func TestChaosServerLoadsEverythingOnce(t *testing.T) {
+	t.Parallel() // a slow end-to-end test that mostly waits on its processes: see parallel_test.go
 	dir := t.TempDir()
 	data := filepath.Join(dir, "served")
 	chaos := serveStore(t, data, "--chaos-429", "0.2", "--chaos-500", "0.05")
@@ -267,6 +268,7 @@ func (p *flakyProxy) parse(r io.Reader) {
 // mid-response: everything loads, nothing is dead-lettered, and no resource
 // has more versions than the times it reached the server whole.
 func TestFlakyNetworkLoadsEverythingOnce(t *testing.T) {
+	t.Parallel() // a slow end-to-end test that mostly waits on its processes: see parallel_test.go
 	rng := crashSeed(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "served")

@@ -76,6 +76,7 @@ func idOf(t *testing.T, line []byte) string {
 // never a value); a rerun of run heals the store and verify is clean
 // again; and through --chaos-429 0.2 --chaos-500 0.05 the numbers hold.
 func TestVerifySampleAgainstServe(t *testing.T) {
+	t.Parallel() // a slow end-to-end test that mostly waits on its processes: see parallel_test.go
 	if testing.Short() {
 		t.Skip("loads and verifies the whole sample several times")
 	}
