@@ -36,15 +36,7 @@ func TestSinkImportsAndSettlesEveryItem(t *testing.T) {
 	defer s.Close()
 	items := observations(t, 200)
 	write(t, s, items, false)
-	// Sealed objects upload in the background while Write goes on: wait
-	// (bounded) for them rather than count what a loaded machine has sent so far.
-	n := 0
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if n = len(w.keys("stage/run-1/")); n >= 3 || time.Now().After(deadline) {
-			break
-		}
-	}
-	if n < 3 {
+	if n := waitStaged(w, "stage/run-1/", 3); n < 3 {
 		t.Errorf("%d objects staged while writing, want several (objects of 32 KiB)", n)
 	}
 	st, err := flush(t, s)
@@ -316,7 +308,7 @@ func TestSinkStoppedBeforeFlush(t *testing.T) {
 	items := observations(t, 150)
 	s1 := w.open("run-1")
 	write(t, s1, items, false)
-	if len(w.keys("stage/run-1/")) == 0 {
+	if waitStaged(w, "stage/run-1/", 1) == 0 {
 		t.Fatal("nothing staged while writing")
 	}
 	if err := s1.Close(); err != nil {
@@ -328,10 +320,10 @@ func TestSinkStoppedBeforeFlush(t *testing.T) {
 
 	s2 := w.open("run-2")
 	write(t, s2, items, false)
-	kill(s2)
-	if len(w.keys("stage/run-2/")) == 0 {
+	if waitStaged(w, "stage/run-2/", 1) == 0 {
 		t.Fatal("nothing staged while writing")
 	}
+	kill(s2)
 	s3 := w.open("run-3")
 	if keys := w.keys("stage/run-2/"); len(keys) != 0 {
 		t.Errorf("the next Open left the killed run's staging: %v", keys)
@@ -499,5 +491,20 @@ func TestSinkWriteCanceled(t *testing.T) {
 	}
 	if keys := w.keys("stage/"); len(keys) != 0 {
 		t.Errorf("staged objects left: %v", keys)
+	}
+}
+
+// waitStaged waits (up to 30 s) until at least n objects are staged under
+// prefix and returns how many there are. Sealed objects upload in the
+// background while Write goes on, so a count taken right after Write
+// depends on how busy the machine is.
+func waitStaged(w *world, prefix string, n int) int {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := len(w.keys(prefix))
+		if got >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
