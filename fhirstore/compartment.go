@@ -93,34 +93,22 @@ func compartmentTypes(comp string) []string {
 
 // everythingSpec is a parsed $everything.
 type everythingSpec struct {
-	id     string // "" for every Patient
-	since  int64
-	types  map[string]bool // nil: every type
-	count  int
-	offset int
-	params []kv
-	view   resultView
-	needs  []int64
+	id string // "" for every Patient
+	paging
+	types map[string]bool // nil: every type
+	view  resultView
+	needs []int64
 }
 
 func parseEverything(c *call) (*everythingSpec, *fhirError) {
-	ev := &everythingSpec{id: c.id, count: defaultCount}
+	ev := &everythingSpec{id: c.id, paging: paging{count: defaultCount}}
 	for _, p := range c.query {
-		if known, keep, e := pageParam(p, &ev.count, &ev.offset); e != nil {
+		if known, e := ev.paging.param(p); e != nil {
 			return nil, e
 		} else if known {
-			if keep {
-				ev.params = append(ev.params, p)
-			}
 			continue
 		}
 		switch p.k {
-		case "_since":
-			lo, _, ok := parseDateRange(p.v)
-			if !ok {
-				return nil, badRequest("_since must be an instant or a date.")
-			}
-			ev.since = lo
 		case "_type":
 			ev.types = map[string]bool{}
 			for t := range strings.SplitSeq(p.v, ",") {

@@ -27,34 +27,22 @@ import (
 // historySpec is a parsed history request.
 type historySpec struct {
 	typ, id string // "" for type or system level
-	since   int64  // Unix ms; 0 when not given
-	atLo    int64  // _at range [atLo, atHi); atHi 0 when not given
-	atHi    int64
-	count   int
-	offset  int
-	params  []kv // for links
-	view    resultView
+	paging
+	atLo int64 // _at range [atLo, atHi); atHi 0 when not given
+	atHi int64
+	view resultView
 }
 
 // parseHistory parses the parameters of a history request.
 func parseHistory(c *call) (*historySpec, *fhirError) {
-	h := &historySpec{typ: c.typ, id: c.id, count: defaultCount}
+	h := &historySpec{typ: c.typ, id: c.id, paging: paging{count: defaultCount}}
 	for _, p := range c.query {
-		if known, keep, e := pageParam(p, &h.count, &h.offset); e != nil {
+		if known, e := h.paging.param(p); e != nil {
 			return nil, e
 		} else if known {
-			if keep {
-				h.params = append(h.params, p)
-			}
 			continue
 		}
 		switch p.k {
-		case "_since":
-			lo, _, ok := parseDateRange(p.v)
-			if !ok {
-				return nil, badRequest("_since must be an instant (YYYY-MM-DDThh:mm:ss+zz:zz) or a date.")
-			}
-			h.since = lo
 		case "_at":
 			lo, hi, ok := parseDateRange(p.v)
 			if !ok {
@@ -75,35 +63,53 @@ func parseHistory(c *call) (*historySpec, *fhirError) {
 	return h, nil
 }
 
-// pageParam parses the parameters every history and $everything request
-// takes alike: _count and _offset (paging; the links carry their own
-// _offset), _format and _pretty. known reports whether p is one of them,
-// keep whether the links repeat it.
-func pageParam(p kv, count, offset *int) (known, keep bool, e *fhirError) {
+// paging is what history and $everything requests take alike: _count,
+// _offset (the links carry their own), _since, _format and _pretty; params
+// are those the links repeat.
+type paging struct {
+	count  int
+	offset int
+	since  int64 // Unix ms; 0 when not given
+	params []kv
+}
+
+// param parses p if it is one of paging's parameters (known), and keeps it
+// for the links unless it is the offset; other parameters are the caller's,
+// who keeps them in params.
+func (pg *paging) param(p kv) (known bool, e *fhirError) {
 	switch p.k {
 	case "_count":
 		n, err := strconv.Atoi(p.v)
 		if err != nil || n < 1 {
-			return true, false, badRequest("_count must be a positive integer.")
+			return true, badRequest("_count must be a positive integer.")
 		}
-		*count = min(n, maxCount)
-		return true, true, nil
+		pg.count = min(n, maxCount)
 	case "_offset", "_getpagesoffset":
 		n, err := strconv.Atoi(p.v)
 		if err != nil || n < 0 {
-			return true, false, badRequest("%s must be a non-negative integer.", p.k)
+			return true, badRequest("%s must be a non-negative integer.", p.k)
 		}
-		*offset = n
-		return true, false, nil
+		pg.offset = n
+		return true, nil
+	case "_since":
+		lo, _, ok := parseDateRange(p.v)
+		if !ok {
+			return true, badRequest("_since must be an instant (YYYY-MM-DDThh:mm:ss+zz:zz) or a date.")
+		}
+		pg.since = lo
 	case "_format":
-		return true, true, checkFormat(p.v)
+		if e := checkFormat(p.v); e != nil {
+			return true, e
+		}
 	case "_pretty":
 		if p.v != "true" && p.v != "false" {
-			return true, false, badRequest("_pretty takes true or false.")
+			return true, badRequest("_pretty takes true or false.")
 		}
-		return true, true, nil
+	default:
+		return false, nil
 	}
-	return false, false, nil
+	pg.params = append(pg.params, p)
+	return true, nil
 }
 
 // parseView parses a _summary or _elements of a read or history.
