@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -331,23 +330,10 @@ func (ev *everythingSpec) render(base string, now time.Time, total, lo, hi int, 
 }
 
 func (ev *everythingSpec) link(base string, offset int) string {
-	var b strings.Builder
-	b.WriteString(base + "Patient/")
 	if ev.id != "" {
-		b.WriteString(ev.id + "/")
+		return ev.paging.link(base+"Patient/"+ev.id+"/$everything", offset)
 	}
-	b.WriteString("$everything")
-	sep := byte('?')
-	for _, p := range ev.params {
-		b.WriteByte(sep)
-		sep = '&'
-		b.WriteString(url.QueryEscape(p.k) + "=" + url.QueryEscape(p.v))
-	}
-	if offset > 0 {
-		b.WriteByte(sep)
-		b.WriteString("_offset=" + strconv.Itoa(offset))
-	}
-	return b.String()
+	return ev.paging.link(base+"Patient/$everything", offset)
 }
 
 func queryRIDs(ctx context.Context, q querier, query string, args ...any) ([]int64, error) {

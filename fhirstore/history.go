@@ -73,6 +73,24 @@ type paging struct {
 	params []kv
 }
 
+// link is the URL of the page at offset of the request at path (absolute):
+// its parameters, then the offset.
+func (pg *paging) link(path string, offset int) string {
+	var b strings.Builder
+	b.WriteString(path)
+	sep := byte('?')
+	for _, p := range pg.params {
+		b.WriteByte(sep)
+		sep = '&'
+		b.WriteString(url.QueryEscape(p.k) + "=" + url.QueryEscape(p.v))
+	}
+	if offset > 0 {
+		b.WriteByte(sep)
+		b.WriteString("_offset=" + strconv.Itoa(offset))
+	}
+	return b.String()
+}
+
 // param parses p if it is one of paging's parameters (known), and keeps it
 // for the links unless it is the offset; other parameters are the caller's,
 // who keeps them in params.
@@ -295,25 +313,11 @@ func (h *historySpec) render(base string, now time.Time, total int64, page []his
 
 // link is the URL of the history page at offset.
 func (h *historySpec) link(base string, offset int) string {
-	var b strings.Builder
-	b.WriteString(base)
 	switch {
 	case h.id != "":
-		b.WriteString(h.typ + "/" + h.id + "/_history")
+		return h.paging.link(base+h.typ+"/"+h.id+"/_history", offset)
 	case h.typ != "":
-		b.WriteString(h.typ + "/_history")
-	default:
-		b.WriteString("_history")
+		return h.paging.link(base+h.typ+"/_history", offset)
 	}
-	sep := byte('?')
-	for _, p := range h.params {
-		b.WriteByte(sep)
-		sep = '&'
-		b.WriteString(url.QueryEscape(p.k) + "=" + url.QueryEscape(p.v))
-	}
-	if offset > 0 {
-		b.WriteByte(sep)
-		b.WriteString("_offset=" + strconv.Itoa(offset))
-	}
-	return b.String()
+	return h.paging.link(base+"_history", offset)
 }
