@@ -5,6 +5,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+
+	"github.com/fhirload/fhirload/internal/durable"
 )
 
 // fileSystem is the file layer the local backend writes segments through:
@@ -49,12 +51,7 @@ func (osFS) remove(path string) error { return os.Remove(path) }
 func (osFS) syncDir(dir string) error { return syncDir(dir) }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("dead-letter open directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return fmt.Errorf("dead-letter fsync directory: %w", err)
 	}
 	return nil

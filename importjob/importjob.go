@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/fhirload/fhirload/internal/durable"
 	"github.com/fhirload/fhirload/pipeline"
 )
 
@@ -420,7 +421,7 @@ func (s *Sink) adopt(ctx context.Context) (*batchRecord, error) {
 	if err := os.Rename(st.dir, dest); err != nil {
 		return nil, fmt.Errorf("import state: %w", err)
 	}
-	if err := syncDir(filepath.Dir(dest)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(dest)); err != nil {
 		return nil, fmt.Errorf("import state: %w", err)
 	}
 	s.adopted = true

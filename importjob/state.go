@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/fhirload/fhirload/internal/durable"
 )
 
 // The state folder (Options.StateDir):
@@ -155,33 +157,13 @@ func (s *stateDir) leftovers() ([]string, error) {
 	return out, nil
 }
 
-// writeJSON writes v to path durably: a temporary file, fsynced, renamed
-// over path, and the folder fsynced.
+// writeJSON writes v to path durably (durable.WriteFile).
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return durable.WriteFile(path, append(b, '\n'))
 }
 
 func readJSON(path string, v any) error {
@@ -193,15 +175,6 @@ func readJSON(path string, v any) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // loadBatch reads the batch record of key; ok is false when there is none.

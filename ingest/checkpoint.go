@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/fhirload/fhirload/internal/durable"
 )
 
 // Checkpoint is what is known to be finished of one object version.
@@ -128,38 +129,10 @@ func (f *fileCheckpoints) Put(_ context.Context, key string, cp Checkpoint) erro
 		return err
 	}
 	p := filepath.Join(f.dir, checkpointName(key))
-	tmp, err := os.CreateTemp(f.dir, ".tmp-*") // mode 0600
-	if err != nil {
-		return fmt.Errorf("checkpoint %s: %w", p, err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	if err == nil {
-		// The rename is durable only with the folder.
-		err = syncDir(f.dir)
-	}
-	if err != nil {
+	if err := durable.WriteFile(p, b); err != nil {
 		return fmt.Errorf("checkpoint %s: %w", p, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func (f *fileCheckpoints) Close() error { return nil }
