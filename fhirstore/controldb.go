@@ -68,13 +68,8 @@ type controlDB struct {
 
 func openControl(ctx context.Context, dir string) (*controlDB, error) {
 	path := filepath.Join(dir, controlFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("create control database: %w", err)
-	}
-	_ = f.Close()
-	if err := os.Chmod(path, 0o600); err != nil {
-		return nil, fmt.Errorf("restrict control database: %w", err)
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("control database: %w", err)
 	}
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
 	if err != nil {

@@ -133,20 +133,26 @@ type storeConfig struct {
 	cacheKiB int64
 }
 
+// createPrivate creates the database file at path (if it is not there) with
+// mode 0600, and restricts an existing one to 0600: created by us, it is
+// private from its first byte, and SQLite gives its -wal and -shm files the
+// same mode.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	_ = f.Close()
+	return os.Chmod(path, 0o600)
+}
+
 func openStore(ctx context.Context, dir string, cfg storeConfig) (*store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	path := filepath.Join(dir, dbFile)
-	// Create the file ourselves so it is private from its first byte; SQLite
-	// gives its -wal and -shm files the same mode.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("create database file: %w", err)
-	}
-	_ = f.Close()
-	if err := os.Chmod(path, 0o600); err != nil {
-		return nil, fmt.Errorf("restrict database file: %w", err)
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("database file: %w", err)
 	}
 	if cfg.cacheKiB <= 0 {
 		cfg.cacheKiB = DefaultCacheBytes >> 10
