@@ -96,16 +96,7 @@ func s3Error(w http.ResponseWriter, status int, code, msg string) {
 // segmentObjects lists the keys under a store's segments/ prefix.
 func segmentObjects(t *testing.T, c *s3.Client, bucket, prefix string) []string {
 	t.Helper()
-	out, err := c.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket),
-		Prefix: aws.String(prefix + "/segments/")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keys []string
-	for _, o := range out.Contents {
-		keys = append(keys, aws.ToString(o.Key))
-	}
-	return keys
+	return testutil.Keys(t, c, bucket, prefix+"/segments/")
 }
 
 // TestS3RefusedPutsAreNotStored: when S3 refuses a segment (AccessDenied, as

@@ -64,15 +64,7 @@ func (w *importWorld) get(t *testing.T, key string) []byte {
 // keys lists the object keys under prefix.
 func (w *importWorld) keys(t *testing.T, prefix string) []string {
 	t.Helper()
-	out, err := w.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(w.bucket), Prefix: aws.String(prefix)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keys []string
-	for _, o := range out.Contents {
-		keys = append(keys, aws.ToString(o.Key))
-	}
-	return keys
+	return testutil.Keys(t, w.s3, w.bucket, prefix)
 }
 
 func gz(t *testing.T, b []byte) []byte {

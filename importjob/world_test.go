@@ -114,15 +114,7 @@ func (w *world) jobs() []hltypes.ImportJobProperties {
 // keys lists the keys under prefix.
 func (w *world) keys(prefix string) []string {
 	w.t.Helper()
-	out, err := w.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(w.bucket), Prefix: aws.String(prefix)})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	var keys []string
-	for _, o := range out.Contents {
-		keys = append(keys, aws.ToString(o.Key))
-	}
-	return keys
+	return testutil.Keys(w.t, w.s3, w.bucket, prefix)
 }
 
 // failureIDs reads the FAILURE records of job: the ids of the resources

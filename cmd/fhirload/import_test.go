@@ -20,7 +20,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/healthlake"
 	hltypes "github.com/aws/aws-sdk-go-v2/service/healthlake/types"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/fhirload/fhirload/deadletter"
 	"github.com/fhirload/fhirload/internal/testutil"
@@ -116,13 +115,8 @@ func importJobs(t *testing.T, s *healthlakeServe) []hltypes.ImportJobProperties 
 func (in importInput) rejectedByJob(t *testing.T, m *motoWorld, job string) map[string]bool {
 	t.Helper()
 	out := map[string]bool{}
-	list, err := m.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(m.bucket),
-		Prefix: aws.String("out/local-FHIR_IMPORT-" + job + "/FAILURE/")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range list.Contents {
-		for _, r := range m.outputRecords(t, aws.ToString(o.Key)) {
+	for _, key := range testutil.Keys(t, m.s3, m.bucket, "out/local-FHIR_IMPORT-"+job+"/FAILURE/") {
+		for _, r := range m.outputRecords(t, key) {
 			var res struct{ ID string }
 			line, _ := r["line"].(string)
 			if err := json.Unmarshal([]byte(line), &res); err != nil || in.where[res.ID] == "" {
@@ -255,15 +249,7 @@ func (w workspace) entries(t *testing.T, reason deadletter.Reason) []deadletter.
 // keysUnder lists the keys of the bucket under prefix.
 func (m *motoWorld) keysUnder(t *testing.T, prefix string) []string {
 	t.Helper()
-	out, err := m.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(m.bucket), Prefix: aws.String(prefix)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keys []string
-	for _, o := range out.Contents {
-		keys = append(keys, aws.ToString(o.Key))
-	}
-	return keys
+	return testutil.Keys(t, m.s3, m.bucket, prefix)
 }
 
 // TestRunImportKilledDuringJob: `fhirload run` SIGKILLed once its import

@@ -110,6 +110,20 @@ func SQS(endpoint string) *sqs.Client {
 	})
 }
 
+// Keys lists the keys of bucket under prefix (one page: up to 1,000).
+func Keys(t testing.TB, c *s3.Client, bucket, prefix string) []string {
+	t.Helper()
+	out, err := c.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatalf("list s3://%s/%s: %v", bucket, prefix, err)
+	}
+	keys := make([]string, 0, len(out.Contents))
+	for _, o := range out.Contents {
+		keys = append(keys, aws.ToString(o.Key))
+	}
+	return keys
+}
+
 // Bucket creates a uniquely named bucket and returns its name.
 func Bucket(t testing.TB, c *s3.Client) string {
 	t.Helper()
