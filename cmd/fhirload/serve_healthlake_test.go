@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -92,22 +89,7 @@ func ndjsonOf(lines [][]byte) []byte {
 // sampleLines reads a gzip NDJSON file of testdata/sample.
 func sampleLines(t *testing.T, name string) [][]byte {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "..", "testdata", "sample", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [][]byte
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(nil, 8<<20)
-	for sc.Scan() {
-		out = append(out, bytes.Clone(sc.Bytes()))
-	}
-	return out
+	return gunzipLines(t, filepath.Join("..", "..", "testdata", "sample", name))
 }
 
 // get reads an object of the bucket.
