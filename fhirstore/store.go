@@ -401,14 +401,7 @@ type rowInserter struct {
 }
 
 func (ri *rowInserter) insert(rows []pendRow) error {
-	for len(rows) > 0 {
-		n := 1
-		for _, size := range multiSizes() {
-			if len(rows) >= size {
-				n = size
-				break
-			}
-		}
+	return insertMulti(rows, func(n int, args []any) error {
 		stmt := ri.stmts[n]
 		if stmt == nil {
 			var err error
@@ -417,16 +410,9 @@ func (ri *rowInserter) insert(rows []pendRow) error {
 			}
 			ri.stmts[n] = stmt
 		}
-		args := make([]any, 0, 4*n)
-		for _, r := range rows[:n] {
-			args = append(args, r.k, r.a, r.b, r.rid)
-		}
-		if _, err := stmt.ExecContext(ri.ctx, args...); err != nil {
-			return err
-		}
-		rows = rows[n:]
-	}
-	return nil
+		_, err := stmt.ExecContext(ri.ctx, args...)
+		return err
+	})
 }
 
 func (ri *rowInserter) close() {
@@ -693,10 +679,9 @@ type identKey struct{ typ, system, value string }
 // first; 1 must be last.
 func multiSizes() []int { return []int{64, 16, 4, 1} }
 
-// insertRows inserts index rows, in key order: consecutive inserts then
-// land on the same B-tree pages.
-func insertRows(ctx context.Context, tx *sql.Tx, st *store, rows []pendRow) error {
-	slices.SortFunc(rows, comparePend)
+// insertMulti inserts rows in order, as few statements as the multi-row
+// sizes allow: exec runs the insert of n rows with their arguments.
+func insertMulti(rows []pendRow, exec func(n int, args []any) error) error {
 	for len(rows) > 0 {
 		n := 1
 		for _, size := range multiSizes() {
@@ -709,12 +694,24 @@ func insertRows(ctx context.Context, tx *sql.Tx, st *store, rows []pendRow) erro
 		for _, r := range rows[:n] {
 			args = append(args, r.k, r.a, r.b, r.rid)
 		}
-		if _, err := tx.StmtContext(ctx, st.multi[n]).ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("index resources: %w", err)
+		if err := exec(n, args); err != nil {
+			return err
 		}
 		rows = rows[n:]
 	}
 	return nil
+}
+
+// insertRows inserts index rows, in key order: consecutive inserts then
+// land on the same B-tree pages.
+func insertRows(ctx context.Context, tx *sql.Tx, st *store, rows []pendRow) error {
+	slices.SortFunc(rows, comparePend)
+	return insertMulti(rows, func(n int, args []any) error {
+		if _, err := tx.StmtContext(ctx, st.multi[n]).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("index resources: %w", err)
+		}
+		return nil
+	})
 }
 
 // flush inserts the pending index rows (the group's and this request's)
