@@ -383,11 +383,9 @@ func (ex *extraction) concept(n fhirpath.NodeID) *fhirError {
 				return e
 			}
 		case "text":
-			s, _, e := ex.prim(c)
-			if e != nil {
+			if e := ex.primString(subText, c); e != nil {
 				return e
 			}
-			ex.addString(subText, s)
 		}
 	}
 	return nil
@@ -405,23 +403,26 @@ func (ex *extraction) str(n fhirpath.NodeID) *fhirError {
 		if !primitiveType(t.Node(n).Type) {
 			return nil
 		}
-		s, _, e := ex.prim(n)
-		if e != nil {
-			return e
-		}
-		ex.addString(subMain, s)
-		return nil
+		return ex.primString(subMain, n)
 	}
 	for c := t.FirstChild(n); c >= 0; c = t.NextSibling(c) {
 		if !slices.Contains(parts, t.Node(c).Name) {
 			continue
 		}
-		s, _, e := ex.prim(c)
-		if e != nil {
+		if e := ex.primString(subMain, c); e != nil {
 			return e
 		}
-		ex.addString(subMain, s)
 	}
+	return nil
+}
+
+// primString indexes the value of primitive node n as a string row of sub.
+func (ex *extraction) primString(sub int, n fhirpath.NodeID) *fhirError {
+	s, _, e := ex.prim(n)
+	if e != nil {
+		return e
+	}
+	ex.addString(sub, s)
 	return nil
 }
 
