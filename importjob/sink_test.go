@@ -1,12 +1,15 @@
 package importjob
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -491,6 +494,106 @@ func TestSinkWriteCanceled(t *testing.T) {
 	}
 	if keys := w.keys("stage/"); len(keys) != 0 {
 		t.Errorf("staged objects left: %v", keys)
+	}
+}
+
+// lateS3 is a server that stores a PUT its client gave up on: PutObject
+// holds until release; canceled before that, it returns the context's
+// error, yet the object is stored once release comes. The first listing
+// lets release come right after it has listed, and returns once the late
+// objects have landed: behind the listing, where a delete cannot see them.
+type lateS3 struct {
+	S3
+	release chan struct{}
+	once    sync.Once
+	late    sync.WaitGroup
+}
+
+func newLateS3(c S3) *lateS3 { return &lateS3{S3: c, release: make(chan struct{})} }
+
+func (s *lateS3) let() { s.once.Do(func() { close(s.release) }) }
+
+func (s *lateS3) PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	select {
+	case <-s.release:
+		return s.S3.PutObject(context.Background(), in, opts...)
+	case <-ctx.Done():
+		b, _ := io.ReadAll(in.Body)
+		late := *in
+		late.Body = bytes.NewReader(b)
+		s.late.Add(1)
+		go func() {
+			defer s.late.Done()
+			<-s.release
+			_, _ = s.S3.PutObject(context.Background(), &late, opts...)
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+func (s *lateS3) ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, opts ...func(*s3.Options)) (*s3.ListObjectsV2Output, error) {
+	out, err := s.S3.ListObjectsV2(ctx, in, opts...)
+	s.let()
+	s.late.Wait()
+	return out, err
+}
+
+// TestSinkCloseWaitsForUploads: a run stopped while an object is uploading
+// (SIGTERM) lets the upload end before it deletes the staging; the build
+// before canceled it, and a server that stored the object anyway left it
+// in S3 after Close (found under load: TestRunImportSIGTERMWhileStaging).
+func TestSinkCloseWaitsForUploads(t *testing.T) {
+	w := newWorld(t, 0)
+	opts := w.options("run-1", nil)
+	late := newLateS3(w.s3)
+	opts.S3, opts.Uploads, opts.ObjectBytes = late, 1, 1 // every Write seals an object
+	s, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(context.Background(), observations(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(200*time.Millisecond, late.let) // the upload takes a while
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	late.late.Wait()
+	if keys := w.keys("stage/"); len(keys) != 0 {
+		t.Errorf("staged objects left after Close: %v", keys)
+	}
+}
+
+// TestSinkCloseCutsShortUploads: past the grace, Close cancels the uploads,
+// says so, and keeps the staging folder; the next Open deletes what a late
+// upload left in S3.
+func TestSinkCloseCutsShortUploads(t *testing.T) {
+	defer func(g time.Duration) { abortGrace = g }(abortGrace)
+	abortGrace = 10 * time.Millisecond
+	w := newWorld(t, 0)
+	opts := w.options("run-1", nil)
+	late := newLateS3(w.s3)
+	opts.S3, opts.Uploads, opts.ObjectBytes = late, 1, 1
+	s, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(context.Background(), observations(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err == nil || !strings.Contains(err.Error(), "cut short") {
+		t.Fatalf("Close: %v; want the uploads cut short", err)
+	}
+	late.late.Wait()
+	if keys := w.keys("stage/run-1/"); len(keys) != 1 {
+		t.Fatalf("staged objects after Close: %v; want the late one", keys)
+	}
+	if _, err := os.Stat(filepath.Join(w.state, "staging-run-1")); err != nil {
+		t.Fatalf("the staging folder is gone (%v): the next run could not find the prefix", err)
+	}
+	_ = w.open("run-2")
+	if keys := w.keys("stage/run-1/"); len(keys) != 0 {
+		t.Errorf("the next Open left the late object: %v", keys)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -245,9 +246,20 @@ func (st *stager) finish(ctx context.Context) error {
 	return st.failure()
 }
 
-// abort stops the uploads and deletes what was staged, in S3 and here.
+// abortGrace is how long abort lets the uploads in flight end on their own.
+var abortGrace = 15 * time.Second
+
+// abort deletes what was staged, in S3 and here. The uploads in flight
+// (Options.Uploads at most) are let end first: a PUT cut short on the
+// client may still be stored by the server after the listing below, and
+// no object may outlive its staging. Past abortGrace they are canceled;
+// then the local folder is kept, so that the next run's cleanLeftovers
+// lists and deletes the prefix again.
 func (st *stager) abort(ctx context.Context) error {
-	st.cancel()
+	var cut atomic.Bool
+	cutShort := func() { cut.Store(true); st.cancel() }
+	grace := time.AfterFunc(abortGrace, cutShort)
+	stop := context.AfterFunc(ctx, cutShort)
 	st.mu.Lock()
 	if p := st.cur; p != nil {
 		p.data.Close()
@@ -257,7 +269,16 @@ func (st *stager) abort(ctx context.Context) error {
 	st.sealed = true
 	st.mu.Unlock()
 	st.uploads.Wait()
+	grace.Stop()
+	stop()
+	st.cancel()
 	err := deletePrefix(ctx, st.s3, st.bucket, st.keyPrefix)
+	if cut.Load() {
+		if err == nil {
+			err = errors.New("stage: uploads were cut short; the next run deletes the staging again")
+		}
+		return err
+	}
 	if rerr := os.RemoveAll(st.dir); err == nil {
 		err = rerr
 	}
