@@ -317,7 +317,18 @@ func TestSQSShutdownReleasesUndispatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Nobody reads out: the worker holds the message, blocked on the send.
-	w := startWorker(t, d, SQSOptions{VisibilityTimeout: time.Hour, MaxMessages: 1}, 0)
+	// Stopped once the worker has the message (OnReceived), not once the
+	// queue shows it in flight: that happens before the response reaches
+	// the worker, and a receive canceled in between leaves the message
+	// hidden for its visibility timeout (at-least-once: it comes back then).
+	received := make(chan struct{}, 1)
+	w := startWorker(t, d, SQSOptions{VisibilityTimeout: time.Hour, MaxMessages: 1,
+		OnReceived: func() { received <- struct{}{} }}, 0)
+	select {
+	case <-received:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the worker received nothing")
+	}
 	d.waitCounts(t, 0, 1)
 	if err := w.stop(); err != nil {
 		t.Fatal(err)

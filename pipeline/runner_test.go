@@ -63,6 +63,7 @@ func TestRunnerOutcomes(t *testing.T) {
 		decide    func(pipeline.Item) (pipeline.Outcome, error)
 		dlFail    int // dead-letter store fails past this many entries
 		lines     int64
+		linesMin  int64 // a fatal stop may end reading before lines: lines read in [linesMin, lines], the rest of them unsettled
 		loaded    int64
 		dead      map[string]int
 		blank     int64
@@ -98,9 +99,9 @@ func TestRunnerOutcomes(t *testing.T) {
 		{name: "credentials refused", obj: memObject{uri: "a", openErr: fmt.Errorf("%w: ExpiredToken", ingest.ErrCredentials)},
 			fatal: true, ackErr: true},
 		{name: "sink fatal", obj: memObject{uri: "a", data: ndjson(9)}, decide: fatalAtP7,
-			lines: 9, loaded: 6, unsettled: 3, fatal: true, ackErr: true},
+			lines: 9, linesMin: 7, loaded: 6, unsettled: 3, fatal: true, ackErr: true},
 		{name: "dead-letter store full", obj: memObject{uri: "a", data: ndjson(9, 1, 2, 3, 4, 5, 6, 7, 8, 9)}, dlFail: 4,
-			lines: 9, dead: map[string]int{"invalid": 3}, unsettled: 6, fatal: true, ackErr: true},
+			lines: 9, linesMin: 4, dead: map[string]int{"invalid": 3}, unsettled: 6, fatal: true, ackErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,6 +115,13 @@ func TestRunnerOutcomes(t *testing.T) {
 			src := newSource(&a, tt.obj)
 			rep := r.Run(context.Background(), src)
 			checkReconciles(t, rep)
+			if tt.linesMin > 0 && rep.Lines >= tt.linesMin && rep.Lines < tt.lines {
+				// The stop came before the reader had read every line (a
+				// batch cut by its linger on a busy machine): the lines it
+				// did not read are not counted, and so not unsettled either.
+				tt.unsettled -= tt.lines - rep.Lines
+				tt.lines = rep.Lines
+			}
 			if rep.Lines != tt.lines || rep.Loaded != tt.loaded || rep.SkippedBlank != tt.blank || rep.Unsettled != tt.unsettled {
 				t.Errorf("lines %d loaded %d blank %d unsettled %d, want %d %d %d %d",
 					rep.Lines, rep.Loaded, rep.SkippedBlank, rep.Unsettled, tt.lines, tt.loaded, tt.blank, tt.unsettled)
