@@ -75,8 +75,11 @@
 // when it is answered, the final status when seen.
 //
 //   - Stopped before the batch is recorded (SIGTERM while staging, a fatal
-//     error): Close deletes the staged objects and the staging folder;
-//     nothing half-staged is ever imported. Killed there (SIGKILL): the
+//     error): Close lets the uploads in flight end (a PUT cut short may
+//     still be stored after the delete), then deletes the staged objects
+//     and the staging folder; nothing half-staged is ever imported. Uploads
+//     still running after 15 s are canceled and the folder is kept, so that
+//     the next Open deletes the staging again. Killed there (SIGKILL): the
 //     next Open deletes them.
 //   - Killed after: the rerun stages the same lines again (their
 //     fingerprint is known only when all are read), finds batches/{key},
