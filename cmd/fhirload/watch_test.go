@@ -176,17 +176,6 @@ func TestWatchWorkerKilledMidObjectResumesAndLoadsOnce(t *testing.T) {
 	m.put(t, "drop/Patient.ndjson.gz", gz)
 	m.put(t, obsKey, joinLines(s.observations))
 
-	addr := metricsAddr(t)
-	a := startFhirload(t, w.dir, "watch", "--config", w.config, "--metrics-addr", addr)
-	waitFor(t, 2*time.Minute, func() bool {
-		return metricValue(t, "http://"+addr+"/metrics", "fhirload_resources_created_total") >= 6000 || a.exited()
-	})
-	a.kill(t)
-	if a.cmd.ProcessState.Success() {
-		t.Fatalf("worker exited by itself\n%s", a.log())
-	}
-
-	// Where the killed worker was: its checkpoint, and what it had loaded.
 	cfg, err := pipeline.LoadConfig(w.config)
 	if err != nil {
 		t.Fatal(err)
@@ -196,10 +185,26 @@ func TestWatchWorkerKilledMidObjectResumesAndLoadsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	etag := strings.Trim(aws.ToString(m.head(t, obsKey).ETag), `"`)
-	cp, err := cps.Get(context.Background(), "s3://"+m.bucket+"/"+obsKey+"@"+etag)
-	if err != nil {
-		t.Fatal(err)
+	checkpoint := func() ingest.Checkpoint {
+		cp, err := cps.Get(context.Background(), "s3://"+m.bucket+"/"+obsKey+"@"+etag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cp
 	}
+
+	addr := metricsAddr(t)
+	a := startFhirload(t, w.dir, "watch", "--config", w.config, "--metrics-addr", addr)
+	waitFor(t, 2*time.Minute, func() bool {
+		return metricValue(t, "http://"+addr+"/metrics", "fhirload_resources_created_total") >= 6000 && checkpoint().Line > 0 || a.exited()
+	})
+	a.kill(t)
+	if a.cmd.ProcessState.Success() {
+		t.Fatalf("worker exited by itself\n%s", a.log())
+	}
+
+	// Where the killed worker was: its checkpoint, and what it had loaded.
+	cp := checkpoint()
 	loadedBefore := storeVersions(t, filepath.Join(w.dir, "store"), "Observation")
 	if cp.Done || cp.Line <= 0 || int64(len(loadedBefore)) < cp.Line || len(loadedBefore) >= 16315 {
 		t.Fatalf("the kill did not land mid-object: checkpoint %+v, %d Observations loaded\n%s", cp, len(loadedBefore), a.log())

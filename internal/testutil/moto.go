@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -48,6 +49,7 @@ func Moto(t testing.TB) string {
 		}
 		cmd := exec.Command("moto_server", "-H", "127.0.0.1", "-p", fmt.Sprint(port))
 		cmd.Stdout, cmd.Stderr = nil, nil
+		cmd.Env = motoEnv(os.Environ())
 		// The emulator dies with the test binary.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
@@ -132,4 +134,19 @@ func Bucket(t testing.TB, c *s3.Client) string {
 		t.Fatalf("create bucket: %v", err)
 	}
 	return name
+}
+
+// motoEnv is env without the AWS variables set empty: a test that sets
+// them (AWS_PROFILE= for the commands it runs in-process) may be the first
+// to need moto, and moto_server's botocore answers some calls with 500
+// under AWS_PROFILE="" (CreateQueue, for one).
+func motoEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "AWS_") && v == "" {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -20,5 +21,15 @@ func TestMotoS3AndSQS(t *testing.T) {
 	}
 	if aws.ToString(q.QueueUrl) == "" {
 		t.Fatal("no queue url")
+	}
+}
+
+// TestMotoEnv: the emulator's environment drops the AWS variables set empty
+// and keeps everything else.
+func TestMotoEnv(t *testing.T) {
+	got := motoEnv([]string{"PATH=/bin", "AWS_PROFILE=", "AWS_REGION=us-east-1", "AWS_SESSION_TOKEN=", "HOME=", "AWS_CA_BUNDLE=/etc/ca"})
+	want := []string{"PATH=/bin", "AWS_REGION=us-east-1", "HOME=", "AWS_CA_BUNDLE=/etc/ca"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("motoEnv: %q, want %q", got, want)
 	}
 }
