@@ -13,6 +13,8 @@ import (
 	hltypes "github.com/aws/aws-sdk-go-v2/service/healthlake/types"
 	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
+
+	"github.com/fhirload/fhirload/internal/ctxtime"
 )
 
 // finalStatus reports whether an import job status is final.
@@ -149,7 +151,7 @@ func (s *Sink) retrying(ctx context.Context, op string, fn func() error) error {
 			return fmt.Errorf("%s: failing for %v: %w", op, s.opts.FailureBudget, err)
 		}
 		s.log.Warn("HealthLake control plane failed; retrying", zap.String("operation", op), zap.Duration("in", wait), zap.Error(err))
-		if err := sleep(ctx, wait); err != nil {
+		if err := ctxtime.Sleep(ctx, wait); err != nil {
 			return err
 		}
 		wait = min(wait*2, s.opts.PollMax)
@@ -167,17 +169,6 @@ func permanent(err error) bool {
 		return false
 	}
 	return true
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // poll describes job j until it ends, with a wait that doubles from
@@ -227,7 +218,7 @@ func (s *Sink) poll(ctx context.Context, b *batchRecord, j *jobAttempt) error {
 			log.Info("import job progress", zap.String("status", status), zap.Int64("scanned", scanned), zap.Int64("imported", imported),
 				zap.Int64("rejected", failed), zap.Int64("lines", b.Lines), zap.Float64("resources_per_second", throughput))
 		}
-		if err := sleep(ctx, wait); err != nil {
+		if err := ctxtime.Sleep(ctx, wait); err != nil {
 			return err
 		}
 		wait = min(wait*2, s.opts.PollMax)

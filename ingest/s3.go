@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
+
+	"github.com/fhirload/fhirload/internal/ctxtime"
 )
 
 // maxResumes bounds how many times in a row an S3 read is resumed without
@@ -214,7 +216,7 @@ func (r *s3Reader) retry(err error) bool {
 	r.src.logger().Warn("s3 read broke; resuming with a range request",
 		zap.String("uri", r.uri()), zap.Int64("offset", r.off), zap.Int("attempt", r.resumes), zap.Error(err))
 	if r.resumes > 1 {
-		return sleepCtx(r.ctx, time.Duration(r.resumes-1)*200*time.Millisecond) == nil
+		return ctxtime.Sleep(r.ctx, time.Duration(r.resumes-1)*200*time.Millisecond) == nil
 	}
 	return true
 }
@@ -227,17 +229,6 @@ func (r *s3Reader) Close() error {
 	r.body = nil
 	r.done = true
 	return err
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // s3Error classifies a GetObject failure: "no such key/bucket" and a failed

@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
+
+	"github.com/fhirload/fhirload/internal/ctxtime"
 )
 
 // SQSOptions configure an SQSSource.
@@ -134,7 +136,7 @@ func (q *SQSSource) Receive(ctx context.Context, out chan<- Object) error {
 			}
 			failures++
 			q.log.Warn("sqs receive failed; retrying", zap.Int("failures", failures), zap.Error(err))
-			if sleepCtx(ctx, backoff(failures)) != nil {
+			if ctxtime.Sleep(ctx, backoff(failures)) != nil {
 				break
 			}
 			continue

@@ -3,6 +3,8 @@ package loader
 import (
 	"context"
 	"time"
+
+	"github.com/fhirload/fhirload/internal/ctxtime"
 )
 
 // clock is time as the writer sees it; tests replace it to assert waits without sleeping.
@@ -16,16 +18,4 @@ type realClock struct{}
 
 func (realClock) Now() time.Time { return time.Now() }
 
-func (realClock) Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (realClock) Sleep(ctx context.Context, d time.Duration) error { return ctxtime.Sleep(ctx, d) }
