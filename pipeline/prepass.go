@@ -19,6 +19,9 @@ import (
 type PrepassStats struct {
 	Objects, Resources int64
 	Spilled            bool // the index went to disk (past transform.index_memory)
+	// RepeatedIDs counts the ids found again under a type they already had
+	// (transform.Index.Repeats): a resource more than once in the sources.
+	RepeatedIDs int64
 }
 
 // Prepass reads every object of src once, before the run, and records the
@@ -87,7 +90,7 @@ func Prepass(ctx context.Context, cfg Config, src Source, idx *transform.Index, 
 	if err := idx.Freeze(); err != nil {
 		return st, fmt.Errorf("reference index: %w", err)
 	}
-	st.Objects, st.Resources, st.Spilled = objects.Load(), resources.Load(), idx.Spilled()
+	st.Objects, st.Resources, st.Spilled, st.RepeatedIDs = objects.Load(), resources.Load(), idx.Spilled(), idx.Repeats()
 	return st, nil
 }
 

@@ -41,6 +41,7 @@ type Report struct {
 	ReleasedObjects     int64            `json:"released_objects,omitempty"`      // watch: unreadable, released for redelivery (the queue's redrive policy parks them)
 	IDsDerived          int64            `json:"ids_derived"`                     // resources without an id that got a stable derived one
 	UnresolvedRefs      int64            `json:"unresolved_references"`           // urn:uuid references whose target is not in the run (kept as written)
+	RepeatedIDs         int64            `json:"repeated_ids,omitempty"`          // ids found again under the same type by the reference pre-pass: the same resource on several lines
 	DeadLetterLocations map[string]int64 `json:"dead_letter_locations,omitempty"` // "reason location" -> count (transform failures)
 	DeadLetterRules     map[string]int64 `json:"dead_letter_rules,omitempty"`     // the specification's rule broken -> count (obs-6, txt-1, ext:URL, a profile URL)
 	UnknownExtensions   map[string]int64 `json:"unknown_extensions,omitempty"`    // extension URL not defined in the core package or transform.profiles -> lines

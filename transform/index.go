@@ -51,6 +51,9 @@ type Index struct {
 	runs   []string // spilled run files
 	frozen bool
 	added  int64
+	// repeats counts the entries added again with a type and id already
+	// added: the same resource more than once in the run's sources.
+	repeats int64
 
 	// After Freeze when spilled: the merged file and the first key of each block.
 	file   *os.File
@@ -179,11 +182,12 @@ func (x *Index) at(i int) *indexEntry { return &x.chunks[i>>chunkBits][i&(chunkL
 func prefix(k *[16]byte) int { return int(k[0])<<8 | int(k[1]) }
 
 // sortUnique sorts the held entries in place and folds repeats (the same key and type
-// once; the same key under several types marked ambiguous), then sets starts. It uses
+// once, counted in repeats; with foldTypes, the same key under several types one entry
+// marked ambiguous), then sets starts. It uses
 // no memory beyond the 256 KiB starts table: an in-place counting sort on the first 16
 // bits of the keys (American flag sort), then a sort of each of the 65,536 buckets
 // (about 15 entries each at 1M; keys are UUIDs or SHA-256 prefixes, so evenly spread).
-func (x *Index) sortUnique() {
+func (x *Index) sortUnique(foldTypes bool) {
 	starts := make([]uint32, 1<<16+1)
 	for i := 0; i < x.n; i++ {
 		starts[prefix(&x.at(i).key)+1]++
@@ -227,17 +231,23 @@ func (x *Index) sortUnique() {
 			*x.at(lo + i) = e
 		}
 	}
-	// Fold repeats, then recount the starts.
+	// Fold repeats (counted), then recount the starts. The entries are in
+	// (key, type) order, so a repeat follows the entry it repeats. Unless
+	// foldTypes, the same key under several types stays one entry per type
+	// (a spilled run: merge folds them, and counts repeats across runs).
 	w := 0
+	var prev indexEntry
 	for i := 0; i < x.n; i++ {
 		e := *x.at(i)
-		if w > 0 {
-			if last := x.at(w - 1); last.key == e.key {
-				if last.typ != e.typ {
-					last.typ = ambiguous
-				}
-				continue
-			}
+		if i > 0 && e == prev {
+			x.repeats++
+			continue
+		}
+		sameKey := i > 0 && e.key == prev.key
+		prev = e
+		if sameKey && foldTypes {
+			x.at(w - 1).typ = ambiguous
+			continue
 		}
 		*x.at(w) = e
 		w++
@@ -255,7 +265,7 @@ func (x *Index) sortUnique() {
 
 // spill writes the held entries, sorted, to a new run file. Called with mu held.
 func (x *Index) spill() error {
-	x.sortUnique()
+	x.sortUnique(false)
 	f, err := os.CreateTemp(x.opts.Dir, "fhirload-index-run-*")
 	if err != nil {
 		return fmt.Errorf("transform: index: spill: %w", err)
@@ -288,7 +298,7 @@ func (x *Index) Freeze() error {
 	}
 	x.frozen = true
 	if len(x.runs) == 0 {
-		x.sortUnique()
+		x.sortUnique(true)
 		x.chunks = x.chunks[:(x.n+chunkLen-1)>>chunkBits] // drop chunks emptied by folding
 		return nil
 	}
@@ -373,7 +383,7 @@ func (x *Index) merge() (err error) {
 	}
 	heap.Init(&h)
 	w := bufio.NewWriterSize(out, 1<<20)
-	var last indexEntry
+	var last, prev indexEntry // last: the entry to write (types folded); prev: the one read before e
 	have := false
 	write := func(e indexEntry) error {
 		if x.count%blockLen == 0 {
@@ -388,16 +398,17 @@ func (x *Index) merge() (err error) {
 		switch {
 		case !have:
 			last, have = e, true
+		case e == prev: // in two runs
+			x.repeats++
 		case last.key == e.key:
-			if last.typ != e.typ {
-				last.typ = ambiguous
-			}
+			last.typ = ambiguous
 		default:
 			if err := write(last); err != nil {
 				return err
 			}
 			last = e
 		}
+		prev = e
 		ok, err := rr.next()
 		if err != nil {
 			return err
@@ -432,6 +443,16 @@ func (x *Index) Len() int64 {
 		return x.count
 	}
 	return int64(x.n)
+}
+
+// Repeats returns how many times a resource was added again with a type and
+// id already added (after Freeze): in a run, the same resource more than
+// once in its sources. Which of those lines the target ends up holding is
+// not defined: they may be written by batches in flight together.
+func (x *Index) Repeats() int64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.repeats
 }
 
 // Spilled reports whether the index went to disk.

@@ -196,8 +196,8 @@ func TestIndexSpill(t *testing.T) {
 	mem, truth := buildIndex(t, IndexOptions{}, files)
 	dir := t.TempDir()
 	disk, _ := buildIndex(t, IndexOptions{MaxMemory: 2000 * entrySize, Dir: dir}, files)
-	if !disk.Spilled() || disk.Len() != mem.Len() {
-		t.Fatalf("spilled %v, %d ids, want %d", disk.Spilled(), disk.Len(), mem.Len())
+	if !disk.Spilled() || disk.Len() != mem.Len() || disk.Repeats() != mem.Repeats() {
+		t.Fatalf("spilled %v, %d ids and %d repeats, want %d and %d", disk.Spilled(), disk.Len(), disk.Repeats(), mem.Len(), mem.Repeats())
 	}
 	if names, _ := filepath.Glob(filepath.Join(dir, "*")); len(names) != 1 {
 		t.Fatalf("after Freeze the runs must be merged into one file: %v", names)
@@ -242,6 +242,8 @@ func TestIndexIDs(t *testing.T) {
 		add("Organization", "o1")
 		add("Organization", "o1") // repeated (Synthea repeats providers): fine
 		add("Practitioner", "6B3C1E52-8A4D-4B0E-9D27-51C38E0A7F14")
+		add("Patient", "example")                                   // repeated, and when spilling in another run than the first
+		add("Practitioner", "6b3c1e52-8a4d-4b0e-9d27-51c38e0a7f14") // the same UUID
 		if ok, _ := x.Add([]byte("NotAType"), []byte("x")); ok {
 			t.Fatal("unknown type added")
 		}
@@ -268,6 +270,14 @@ func TestIndexIDs(t *testing.T) {
 			if typ != tt.typ || ok != tt.ok {
 				t.Errorf("spill=%v %s: %q %v, want %q %v", spill, tt.id, typ, ok, tt.typ, tt.ok)
 			}
+		}
+		// Organization/o1, Patient/example and the Practitioner each once
+		// more; Organization/example is another resource than Patient/example.
+		if got := x.Repeats(); got != 3 {
+			t.Errorf("spill=%v: %d repeats, want 3", spill, got)
+		}
+		if got := x.Len(); got != 3 {
+			t.Errorf("spill=%v: %d ids, want 3", spill, got)
 		}
 		x.Close()
 	}

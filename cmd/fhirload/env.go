@@ -86,6 +86,9 @@ type env struct {
 	awsCfg *aws.Config
 	stops  []func()
 
+	// repeatedIDs is what the reference pre-pass counted (run reports it).
+	repeatedIDs int64
+
 	// The embedded store, once started (run --verify writes and reads it).
 	embeddedBase  string
 	embeddedCreds aws.CredentialsProvider
@@ -193,6 +196,11 @@ func (e *env) prepass(ctx context.Context, src pipeline.Source) (*transform.Inde
 		return nil, fmt.Errorf("reference pre-pass: %w", err)
 	}
 	e.log.Info("reference index built", zap.Int64("objects", st.Objects), zap.Int64("ids", st.Resources), zap.Bool("spilled_to_disk", st.Spilled))
+	if e.repeatedIDs = st.RepeatedIDs; e.repeatedIDs > 0 {
+		e.log.Warn("some resources occur more than once in the sources (the same type and id): where their lines differ, "+
+			"which one the target ends up holding is not defined (lines in flight together are written in any order)",
+			zap.Int64("repeated_ids", e.repeatedIDs))
+	}
 	return idx, nil
 }
 

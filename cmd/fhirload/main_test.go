@@ -172,6 +172,44 @@ func TestRunObservationsFirstLoadTheSame(t *testing.T) {
 const goodPatient = `{"resourceType":"Patient","id":"p1","name":[{"family":"Doe","given":["Jane"]}],"gender":"female","birthDate":"1970-01-01"}`
 const goodObservation = `{"resourceType":"Observation","id":"o1","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8302-2"}]},"subject":{"reference":"Patient/p1"},"valueQuantity":{"value":170.0,"unit":"cm","system":"http://unitsofmeasure.org","code":"cm"}}`
 
+// TestRunCountsRepeatedResources: a resource on several lines of the sources
+// (the same type and id) is loaded, counted in repeated_ids and warned of
+// once, without its content: which line the target ends with is not
+// defined where they differ. Another type with the same id is another
+// resource.
+func TestRunCountsRepeatedResources(t *testing.T) {
+	w := newWorkspace(t, "", "")
+	changed := strings.Replace(goodPatient, `"gender":"female"`, `"gender":"other"`, 1)
+	otherType := `{"resourceType":"Observation","id":"p1","status":"final","code":{"text":"c"},"subject":{"reference":"Patient/p1"}}`
+	a, b := filepath.Join(w.dir, "a.ndjson"), filepath.Join(w.dir, "b.ndjson")
+	if err := os.WriteFile(a, []byte(goodPatient+"\n"+goodObservation+"\n"+goodPatient+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b, []byte(changed+"\n"+otherType+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, rep, stderr := w.run(t, "run", a, b)
+	if code != 0 || rep.Lines != 5 || rep.Loaded != 5 {
+		t.Fatalf("exit %d, report %+v\n%s", code, rep, stderr)
+	}
+	if rep.RepeatedIDs != 2 { // Patient/p1 twice more
+		t.Errorf("repeated_ids %d, want 2", rep.RepeatedIDs)
+	}
+	if n := strings.Count(stderr, "occur more than once"); n != 1 || !strings.Contains(stderr, `"repeated_ids": 2`) {
+		t.Errorf("want one warning with the count:\n%s", stderr)
+	}
+	if strings.Contains(stderr, "Doe") || strings.Contains(stderr, "1970") {
+		t.Errorf("PHI in the log:\n%s", stderr)
+	}
+
+	// Without repeats: no warning, none counted.
+	w2 := newWorkspace(t, "", "")
+	code, rep, stderr = w2.run(t, "run", b)
+	if code != 0 || rep.RepeatedIDs != 0 || strings.Contains(stderr, "occur more than once") {
+		t.Fatalf("exit %d, repeated_ids %d\n%s", code, rep.RepeatedIDs, stderr)
+	}
+}
+
 func TestRunMixedFileDeadLettersEachBadLine(t *testing.T) {
 	w := newWorkspace(t, "", "")
 	lines := []string{

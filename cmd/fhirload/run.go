@@ -115,6 +115,7 @@ func runCmd(ctx context.Context, sig *signals, command string, args []string, st
 	stopProgress := startProgressWith(runner, total, stderr, e.log, progress)
 	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, src) }, e.log)
 	stopProgress()
+	rep.RepeatedIDs = e.repeatedIDs
 	if v == nil {
 		return finish(rep, *reportPath, sig, stderr)
 	}
