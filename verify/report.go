@@ -41,6 +41,11 @@ type Report struct {
 	Unreachable int64 `json:"unreachable"`
 	Unsettled   int64 `json:"unsettled"` // lines left without a verdict when a fatal error stopped verify
 
+	// RepeatedIDs counts the resources (type and id) found again on other
+	// lines of the sources by the reference pre-pass: where such lines
+	// differ, the target holds one of them and the others are different.
+	RepeatedIDs int64 `json:"repeated_ids,omitempty"`
+
 	Mismatches        []Mismatch `json:"mismatches"`
 	MismatchesOmitted int64      `json:"mismatches_omitted,omitempty"` // mismatches beyond the listed ones
 
@@ -60,7 +65,7 @@ func NewReport(rep *pipeline.Report, s *Sink) *Report {
 		RunID: rep.RunID, Command: rep.Command, Started: rep.Started, Finished: rep.Finished, Seconds: rep.Seconds,
 		Objects: rep.Objects, Lines: rep.Lines, SkippedBlank: rep.SkippedBlank, Unsettled: rep.Unsettled,
 		Matched: rep.Loaded, Retries: rep.Retries, Throttled: rep.Throttled,
-		Interrupted: rep.Interrupted, Fatal: rep.Fatal,
+		Interrupted: rep.Interrupted, Fatal: rep.Fatal, RepeatedIDs: rep.RepeatedIDs,
 	}
 	for reason, n := range rep.DeadLetterReasons {
 		switch reason {

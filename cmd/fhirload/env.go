@@ -198,7 +198,8 @@ func (e *env) prepass(ctx context.Context, src pipeline.Source) (*transform.Inde
 	e.log.Info("reference index built", zap.Int64("objects", st.Objects), zap.Int64("ids", st.Resources), zap.Bool("spilled_to_disk", st.Spilled))
 	if e.repeatedIDs = st.RepeatedIDs; e.repeatedIDs > 0 {
 		e.log.Warn("some resources occur more than once in the sources (the same type and id): where their lines differ, "+
-			"which one the target ends up holding is not defined (lines in flight together are written in any order)",
+			"which one the target ends up holding is not defined (lines in flight together are written in any order), "+
+			"and verify reports the others different",
 			zap.Int64("repeated_ids", e.repeatedIDs))
 	}
 	return idx, nil

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fhirload/fhirload/fhirstore"
 	"github.com/fhirload/fhirload/pipeline"
+	"github.com/fhirload/fhirload/verify"
 )
 
 var (
@@ -200,6 +201,20 @@ func TestRunCountsRepeatedResources(t *testing.T) {
 	}
 	if strings.Contains(stderr, "Doe") || strings.Contains(stderr, "1970") {
 		t.Errorf("PHI in the log:\n%s", stderr)
+	}
+	// Verify: the target holds one of Patient/p1's lines, the others are
+	// different, and the report says why that can be.
+	report := filepath.Join(w.dir, "verify.json")
+	var out, errb bytes.Buffer
+	if code := realMain([]string{"verify", "--config", w.config, "--report", report, a, b}, &out, &errb); code != 2 {
+		t.Fatalf("verify: exit %d, want 2 (a line of p1 differs)\n%s", code, errb.String())
+	}
+	var vrep verify.Report
+	if raw, err := os.ReadFile(report); err != nil || json.Unmarshal(raw, &vrep) != nil {
+		t.Fatalf("verify report: %v", err)
+	}
+	if vrep.RepeatedIDs != 2 || vrep.Different < 1 || vrep.Different > 2 || vrep.Matched != 5-vrep.Different || !vrep.Reconciles() {
+		t.Errorf("verify report: repeated_ids %d, matched %d, different %d; want 2, the rest, 1 or 2", vrep.RepeatedIDs, vrep.Matched, vrep.Different)
 	}
 
 	// Without repeats: no warning, none counted.

@@ -118,6 +118,7 @@ func (v *verifier) run(ctx context.Context, sig *signals, src pipeline.Source, t
 	stop := startProgressWith(runner, total, stderr, v.e.log, v.progress)
 	rep := awaitRun(ctx, sig, runner, func(ctx context.Context) *pipeline.Report { return runner.Run(ctx, src) }, v.e.log)
 	stop()
+	rep.RepeatedIDs = v.e.repeatedIDs
 	vrep := verify.NewReport(rep, v.sink)
 	vrep.ReadMethod = v.method
 	return vrep
