@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/fhirload/fhirload/internal/benchkit"
+	"github.com/fhirload/fhirload/internal/testlines"
 	"github.com/fhirload/fhirload/internal/testutil"
 )
 
@@ -430,7 +431,7 @@ func BenchmarkAdmission(b *testing.B) {
 // (testdata/shared/fhir-all), as in the files (urn:uuid: references).
 func syntheaLines(tb testing.TB, typ string) [][]byte {
 	tb.Helper()
-	return readNDJSONFile(tb, "../testdata/shared/fhir-all/"+typ+".ndjson.gz")
+	return testlines.All(tb, "../testdata/shared/fhir-all/"+typ+".ndjson.gz")
 }
 
 // BenchmarkIndex measures what indexing costs per resource: parsing a

@@ -1,18 +1,16 @@
 package fhirstore
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 // fuzzNow is the fixed clock of the SigV4 fuzz target.
@@ -175,27 +173,15 @@ func seedFuzzStore(tb testing.TB, h http.Handler) {
 
 func forLines(tb testing.TB, path string, limit int, fn func([]byte)) {
 	tb.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(path, ".gz") {
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			tb.Fatal(err)
+	n := 0
+	testlines.Each(tb, path, func(line []byte) bool {
+		if n == limit {
+			return false
 		}
-		r = zr
-	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(nil, 16<<20)
-	for n := 0; n < limit && sc.Scan(); n++ {
-		fn(bytes.Clone(sc.Bytes()))
-	}
-	if err := sc.Err(); err != nil {
-		tb.Fatal(err)
-	}
+		n++
+		fn(bytes.Clone(line))
+		return true
+	})
 }
 
 func searchTotal(tb testing.TB, h http.Handler, typ string) int {

@@ -1,20 +1,19 @@
 package fhirstore
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 // sampleDir holds the shared Synthea sample: 100 Patients, 16,315 Observations.
@@ -23,33 +22,7 @@ const sampleDir = "../testdata/sample"
 // readNDJSON returns the lines of a gzipped NDJSON file of the sample.
 func readNDJSON(tb testing.TB, name string) [][]byte {
 	tb.Helper()
-	return readNDJSONFile(tb, filepath.Join(sampleDir, name))
-}
-
-// readNDJSONFile returns the lines of a gzipped NDJSON file.
-func readNDJSONFile(tb testing.TB, path string) [][]byte {
-	tb.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var lines [][]byte
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		if l := bytes.TrimSpace(sc.Bytes()); len(l) > 0 {
-			lines = append(lines, bytes.Clone(l))
-		}
-	}
-	if err := sc.Err(); err != nil {
-		tb.Fatal(err)
-	}
-	return lines
+	return testlines.All(tb, filepath.Join(sampleDir, name))
 }
 
 // batchOfPuts wraps resources into a batch Bundle of PUT entries.

@@ -1,16 +1,13 @@
 package importjob
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -24,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fhirload/fhirload/fhirstore"
+	"github.com/fhirload/fhirload/internal/testlines"
 	"github.com/fhirload/fhirload/internal/testutil"
 	"github.com/fhirload/fhirload/pipeline"
 )
@@ -165,26 +163,16 @@ func (w *world) count(typ string) int {
 // "file:///obs.ndjson", line i+1, token 1000+i.
 func observations(t testing.TB, n int) []pipeline.Item {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "testdata", "sample", "Observation.ndjson.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(nil, 1<<20)
 	var items []pipeline.Item
-	for sc.Scan() && len(items) < n {
+	testlines.Each(t, filepath.Join("..", "testdata", "sample", "Observation.ndjson.gz"), func(line []byte) bool {
 		var r struct{ ResourceType, ID string }
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+		if err := json.Unmarshal(line, &r); err != nil {
 			t.Fatal(err)
 		}
-		items = append(items, pipeline.Item{Type: r.ResourceType, ID: r.ID, Body: bytes.Clone(sc.Bytes()),
+		items = append(items, pipeline.Item{Type: r.ResourceType, ID: r.ID, Body: bytes.Clone(line),
 			Token: uint64(1000 + len(items)), Source: "file:///obs.ndjson", Line: int64(len(items) + 1)})
-	}
+		return len(items) < n
+	})
 	if len(items) != n {
 		t.Fatalf("the sample has %d Observations, want %d", len(items), n)
 	}

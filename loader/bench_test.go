@@ -1,9 +1,7 @@
 package loader
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,38 +9,32 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 // sampleItems reads up to n Observations of the repo's Synthea sample.
 func sampleItems(tb testing.TB, n int) []Item {
 	tb.Helper()
-	f, err := os.Open("../testdata/sample/Observation.ndjson.gz")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	var out []Item
-	for sc.Scan() && len(out) < n {
+	testlines.Each(tb, "../testdata/sample/Observation.ndjson.gz", func(l []byte) bool {
+		if len(out) == n {
+			return false
+		}
 		var head struct{ ResourceType, ID string }
-		line := append([]byte(nil), sc.Bytes()...)
+		line := bytes.Clone(l)
 		if err := json.Unmarshal(line, &head); err != nil {
 			tb.Fatal(err)
 		}
 		out = append(out, Item{Type: head.ResourceType, ID: head.ID, Body: line})
-	}
+		return true
+	})
 	return out
 }
 

@@ -3,6 +3,8 @@ package transform
 import (
 	"bytes"
 	"testing"
+
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 func TestAcceptsSharedData(t *testing.T) {
@@ -20,7 +22,7 @@ func TestAcceptsSharedData(t *testing.T) {
 				tr := mustNew(t, Options{Profile: prof, IDs: ids})
 				for _, f := range set.files {
 					st := tr.NewStream(f)
-					lines := readLines(t, f)
+					lines := testlines.All(t, f)
 					for i, line := range lines {
 						if raceEnabled && i%8 != 0 {
 							continue // see raceEnabled

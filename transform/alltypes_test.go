@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 // fhirAll returns the lines of testdata/shared/fhir-all (17 types, 38,970 lines), read
@@ -19,7 +21,7 @@ var fhirAll = sync.OnceValues(func() (map[string][][]byte, error) {
 	}
 	out := map[string][][]byte{}
 	for _, f := range files {
-		if out[filepath.Base(f)], err = readFileLines(f); err != nil {
+		if out[filepath.Base(f)], err = testlines.Read(f); err != nil {
 			return nil, err
 		}
 	}

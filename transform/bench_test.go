@@ -8,11 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fhirload/fhirload/internal/testlines"
 	"github.com/fhirload/fhirload/registry"
 )
 
 func benchLines(b *testing.B, opts Options, file string) {
-	lines := readLines(b, file)
+	lines := testlines.All(b, file)
 	if len(lines) > 2000 {
 		lines = lines[:2000]
 	}
@@ -64,7 +65,7 @@ func BenchmarkValidatePatient(b *testing.B) {
 
 // BenchmarkMapCSV measures mapping + validating Synthea CSV observation rows.
 func BenchmarkMapCSV(b *testing.B) {
-	lines := readLines(b, "../testdata/shared/flat/observations.csv")
+	lines := testlines.All(b, "../testdata/shared/flat/observations.csv")
 	tr := mustNew(b, Options{Format: FormatCSV, IDs: IDsDerive, Mapping: "../mappings/synthea-csv.yaml"})
 	st := tr.NewStream("observations.csv")
 	if _, skip, _ := st.Next(lines[0]); !skip {
@@ -115,7 +116,7 @@ func BenchmarkValidateObservationResolver(b *testing.B) {
 	x := NewIndex(IndexOptions{})
 	defer x.Close()
 	for _, f := range []string{"../testdata/sample/Patient.ndjson.gz", "../testdata/sample/Observation.ndjson.gz"} {
-		for _, l := range readLines(b, f) {
+		for _, l := range testlines.All(b, f) {
 			typ, id, _ := ScanID(l)
 			x.Add(typ, id)
 		}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 // FuzzTransform: parse + validate never panics, errors are *Error with a known reason,
@@ -14,10 +16,10 @@ func FuzzTransform(f *testing.F) {
 	for _, c := range loadCorpus(f) {
 		f.Add(c.body)
 	}
-	for _, l := range readLines(f, "../testdata/sample/Patient.ndjson.gz")[:3] {
+	for _, l := range testlines.All(f, "../testdata/sample/Patient.ndjson.gz")[:3] {
 		f.Add(l)
 	}
-	for _, l := range readLines(f, "../testdata/sample/Observation.ndjson.gz")[:10] {
+	for _, l := range testlines.All(f, "../testdata/sample/Observation.ndjson.gz")[:10] {
 		f.Add(l)
 	}
 	// Lines that reach the invariants, the narrative, extension and profile checks.
@@ -53,8 +55,8 @@ func FuzzTransform(f *testing.F) {
 
 // FuzzMapCSV: mapping CSV rows never panics; a mapped resource validates.
 func FuzzMapCSV(f *testing.F) {
-	obs := readLines(f, "../testdata/shared/flat/observations.csv")
-	pats := readLines(f, "../testdata/shared/flat/patients.csv")
+	obs := testlines.All(f, "../testdata/shared/flat/observations.csv")
+	pats := testlines.All(f, "../testdata/shared/flat/patients.csv")
 	for _, l := range obs[1:20] {
 		f.Add("observations.csv", l)
 	}

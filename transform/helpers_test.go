@@ -1,51 +1,12 @@
 package transform
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
-
-// readLines returns the lines of an NDJSON file (gzip when the name ends in .gz).
-func readLines(t testing.TB, name string) [][]byte {
-	t.Helper()
-	lines, err := readFileLines(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lines
-}
-
-func readFileLines(name string) ([][]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(name, ".gz") {
-		gz, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, err
-		}
-		r = gz
-	}
-	var lines [][]byte
-	sc := bufio.NewScanner(r)
-	sc.Buffer(nil, 8<<20)
-	for sc.Scan() {
-		if len(bytes.TrimSpace(sc.Bytes())) > 0 {
-			lines = append(lines, bytes.Clone(sc.Bytes()))
-		}
-	}
-	return lines, sc.Err()
-}
 
 // examples returns the official R4 examples, each compacted to one line.
 func examples(t testing.TB) map[string][]byte {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 const uuidX = "6b3c1e52-8a4d-4b0e-9d27-51c38e0a7f14"
@@ -69,7 +71,7 @@ func TestDeriveSampleConsistent(t *testing.T) {
 	tr := mustNew(t, Options{IDs: IDsDerive})
 	patients := map[string]bool{}
 	st := tr.NewStream("Patient.ndjson")
-	for _, l := range readLines(t, "../testdata/sample/Patient.ndjson.gz") {
+	for _, l := range testlines.All(t, "../testdata/sample/Patient.ndjson.gz") {
 		res, _, err := st.Next(l)
 		if err != nil {
 			t.Fatal(err)
@@ -77,7 +79,7 @@ func TestDeriveSampleConsistent(t *testing.T) {
 		patients["Patient/"+res.ID] = true
 	}
 	ids := map[string]bool{}
-	obs := readLines(t, "../testdata/sample/Observation.ndjson.gz")
+	obs := testlines.All(t, "../testdata/sample/Observation.ndjson.gz")
 	st = tr.NewStream("Observation.ndjson")
 	for i, l := range obs {
 		res, _, err := st.Next(l)

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 type corpusCase struct {
@@ -149,7 +151,7 @@ func TestErrorsCarryNoValues(t *testing.T) {
 func TestNumberLiteralsKept(t *testing.T) {
 	for _, ids := range []string{IDsKeep, IDsDerive} {
 		tr := mustNew(t, Options{IDs: ids})
-		for _, line := range readLines(t, "../testdata/sample/Patient.ndjson.gz")[:5] {
+		for _, line := range testlines.All(t, "../testdata/sample/Patient.ndjson.gz")[:5] {
 			if !bytes.Contains(line, []byte(`"valueDecimal":`)) {
 				continue
 			}

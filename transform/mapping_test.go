@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 const syntheaMapping = "../mappings/synthea-csv.yaml"
@@ -12,7 +14,7 @@ const syntheaMapping = "../mappings/synthea-csv.yaml"
 func loadCSV(t *testing.T, tr *Transformer, file string) (res []Resource, errs []*Error) {
 	t.Helper()
 	st := tr.NewStream(file)
-	for i, line := range readLines(t, file) {
+	for i, line := range testlines.All(t, file) {
 		r, skip, err := st.Next(line)
 		switch {
 		case i == 0:

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 const (
@@ -108,7 +110,7 @@ func declaredVitals(t testing.TB) ([][]byte, int) {
 	t.Helper()
 	var out [][]byte
 	narrow := 0
-	for _, l := range readLines(t, "../testdata/sample/Observation.ndjson.gz") {
+	for _, l := range testlines.All(t, "../testdata/sample/Observation.ndjson.gz") {
 		s := string(l)
 		if !strings.Contains(s, `"code":"vital-signs"`) {
 			continue

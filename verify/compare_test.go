@@ -1,16 +1,14 @@
 package verify
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/fhirload/fhirload/internal/jsonscan"
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 func TestCompare(t *testing.T) {
@@ -250,23 +248,15 @@ func serveShape(t testing.TB, line []byte) []byte {
 
 func eachLine(t testing.TB, path string, limit int, fn func([]byte)) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(make([]byte, 1<<20), 8<<20)
-	for i := 0; sc.Scan() && (limit <= 0 || i < limit); i++ {
-		fn(sc.Bytes())
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
+	i := 0
+	testlines.Each(t, path, func(line []byte) bool {
+		if limit > 0 && i == limit {
+			return false
+		}
+		i++
+		fn(line)
+		return true
+	})
 }
 
 func FuzzCompare(f *testing.F) {

@@ -1,9 +1,7 @@
 package verify_test
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 	"github.com/fhirload/fhirload/deadletter"
 	"github.com/fhirload/fhirload/fhirstore"
 	"github.com/fhirload/fhirload/ingest"
+	"github.com/fhirload/fhirload/internal/testlines"
 	"github.com/fhirload/fhirload/loader"
 	"github.com/fhirload/fhirload/pipeline"
 	"github.com/fhirload/fhirload/verify"
@@ -41,22 +40,14 @@ func pathling(t testing.TB) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(src, "Observation.ndjson.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var obs bytes.Buffer
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(nil, 1<<20)
-	for i := 0; i < 150 && sc.Scan(); i++ {
-		obs.Write(sc.Bytes())
+	n := 0
+	testlines.Each(t, filepath.Join(src, "Observation.ndjson.gz"), func(line []byte) bool {
+		obs.Write(line)
 		obs.WriteByte('\n')
-	}
+		n++
+		return n < 150
+	})
 	files := []string{filepath.Join(dir, "Patient.ndjson"), filepath.Join(dir, "Observation.ndjson")}
 	if err := os.WriteFile(files[0], pat, 0o600); err != nil {
 		t.Fatal(err)

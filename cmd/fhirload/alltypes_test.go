@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 // Issue 16: a real HealthLake user's bulk data is every resource type. The
@@ -38,7 +40,7 @@ func TestRunEveryResourceType(t *testing.T) {
 	perPatient := map[string]map[string]map[string]bool{} // type → patient id → resource ids
 	lines := 0
 	for _, f := range files {
-		for _, l := range gunzipLines(t, f) {
+		for _, l := range testlines.All(t, f) {
 			// Only the elements the test reads: a struct, not a map, keeps
 			// parsing 38,970 lines cheap under -race.
 			var r struct {

@@ -32,6 +32,7 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/fhirload/fhirload/deadletter"
+	"github.com/fhirload/fhirload/internal/testlines"
 	"github.com/fhirload/fhirload/internal/testutil"
 
 	_ "modernc.org/sqlite" // read-only inspection of a store's versions
@@ -494,32 +495,7 @@ func absPath(t *testing.T, p string) string {
 
 func loadSample(t *testing.T) sampleData {
 	t.Helper()
-	return sampleData{patients: gunzipLines(t, samplePatients), observations: gunzipLines(t, sampleObservations)}
-}
-
-func gunzipLines(t *testing.T, path string) [][]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines [][]byte
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		if len(bytes.TrimSpace(sc.Bytes())) > 0 {
-			lines = append(lines, append([]byte(nil), sc.Bytes()...))
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return lines
+	return sampleData{patients: testlines.All(t, samplePatients), observations: testlines.All(t, sampleObservations)}
 }
 
 func joinLines(lines [][]byte) []byte {

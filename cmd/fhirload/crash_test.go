@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -17,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fhirload/fhirload/internal/testlines"
 	"github.com/fhirload/fhirload/pipeline"
 )
 
@@ -52,8 +51,8 @@ func makeCrashInput(t *testing.T, rng *rand.Rand) crashInput {
 	t.Helper()
 	dir := filepath.Join("..", "..", "testdata", "shared", "fhir", "pathling")
 	var resources [][]byte
-	resources = append(resources, readLines(t, filepath.Join(dir, "Patient.ndjson"))...)
-	obs := readLines(t, filepath.Join(dir, "Observation.ndjson.gz"))
+	resources = append(resources, testlines.All(t, filepath.Join(dir, "Patient.ndjson"))...)
+	obs := testlines.All(t, filepath.Join(dir, "Observation.ndjson.gz"))
 	for k := range 4 {
 		for _, o := range obs {
 			var m map[string]any
@@ -115,37 +114,6 @@ func invalidLine(n int) string {
 		return fmt.Sprintf(`{"resourceType":"Observation","id":"invalid-%d","status":"not-a-status","code":{"text":"x"}}`, n)
 	}
 	return fmt.Sprintf(`{"resourceType":"Patient","id":"bad id %d","name":[{"family":"X","given":["Y"]}]}`, n)
-}
-
-func readLines(t *testing.T, path string) [][]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var r = bufio.NewReader(f)
-	var sc *bufio.Scanner
-	if strings.HasSuffix(path, ".gz") {
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc = bufio.NewScanner(zr)
-	} else {
-		sc = bufio.NewScanner(r)
-	}
-	sc.Buffer(nil, 16<<20)
-	var out [][]byte
-	for sc.Scan() {
-		if len(bytes.TrimSpace(sc.Bytes())) > 0 {
-			out = append(out, bytes.Clone(sc.Bytes()))
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // killAfter SIGKILLs p after d unless it exited first; it reports whether

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fhirload/fhirload/internal/testlines"
 	"github.com/fhirload/fhirload/pipeline"
 )
 
@@ -116,7 +117,7 @@ func TestChaosServerLoadsEverythingOnce(t *testing.T) {
 // with its newline.
 func firstLines(t *testing.T, path string, n int) []byte {
 	t.Helper()
-	lines := gunzipLines(t, path)
+	lines := testlines.All(t, path)
 	if len(lines) < n {
 		t.Fatalf("%s has %d lines, fewer than %d", path, len(lines), n)
 	}

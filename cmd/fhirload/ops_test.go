@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fhirload/fhirload/fhirstore"
+	"github.com/fhirload/fhirload/internal/testlines"
 	"github.com/fhirload/fhirload/pipeline"
 )
 
@@ -154,17 +153,7 @@ func phiValues(t *testing.T, paths ...string) map[string]bool {
 		}
 	}
 	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(zr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
+		testlines.Each(t, p, func(line []byte) bool {
 			var r struct {
 				ID   string
 				Name []struct {
@@ -187,7 +176,7 @@ func phiValues(t *testing.T, paths ...string) map[string]bool {
 					ValueQuantity *struct{ Value json.Number }
 				}
 			}
-			dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+			dec := json.NewDecoder(bytes.NewReader(line))
 			dec.UseNumber()
 			if err := dec.Decode(&r); err != nil {
 				t.Fatal(err)
@@ -224,8 +213,8 @@ func phiValues(t *testing.T, paths ...string) map[string]bool {
 					add(string(c.ValueQuantity.Value))
 				}
 			}
-		}
-		f.Close()
+			return true
+		})
 	}
 	return vals
 }

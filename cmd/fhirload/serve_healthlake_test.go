@@ -19,6 +19,7 @@ import (
 	hltypes "github.com/aws/aws-sdk-go-v2/service/healthlake/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/fhirload/fhirload/internal/testlines"
 	"github.com/fhirload/fhirload/internal/testutil"
 )
 
@@ -89,7 +90,7 @@ func ndjsonOf(lines [][]byte) []byte {
 // sampleLines reads a gzip NDJSON file of testdata/sample.
 func sampleLines(t *testing.T, name string) [][]byte {
 	t.Helper()
-	return gunzipLines(t, filepath.Join("..", "..", "testdata", "sample", name))
+	return testlines.All(t, filepath.Join("..", "..", "testdata", "sample", name))
 }
 
 // get reads an object of the bucket.

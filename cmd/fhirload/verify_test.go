@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fhirload/fhirload/internal/testlines"
 	"github.com/fhirload/fhirload/pipeline"
 	"github.com/fhirload/fhirload/verify"
 )
@@ -344,7 +345,7 @@ func TestVerifyEveryResourceType(t *testing.T) {
 	lines := 0
 	var args []string
 	for _, f := range files {
-		all := gunzipLines(t, f)
+		all := testlines.All(t, f)
 		head := all[:min(400, len(all))]
 		part := filepath.Join(w.dir, strings.TrimSuffix(filepath.Base(f), ".gz"))
 		if err := os.WriteFile(part, joinLines(head), 0o600); err != nil {

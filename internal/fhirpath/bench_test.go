@@ -1,36 +1,25 @@
 package fhirpath_test
 
 import (
-	"bufio"
-	"compress/gzip"
-	"os"
+	"bytes"
 	"strings"
 	"testing"
 
 	"github.com/fhirload/fhirload/internal/fhirpath"
 	"github.com/fhirload/fhirload/internal/fhirpath/internal/r4"
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 // syntheaLines returns the sample lines of one resource type.
 func syntheaLines(t testing.TB, resourceType string) [][]byte {
 	t.Helper()
-	f, err := os.Open("testdata/synthea-all-types.ndjson.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out [][]byte
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), `{"resourceType":"`+resourceType+`"`) {
-			out = append(out, append([]byte(nil), sc.Bytes()...))
+	testlines.Each(t, "testdata/synthea-all-types.ndjson.gz", func(line []byte) bool {
+		if bytes.HasPrefix(line, []byte(`{"resourceType":"`+resourceType+`"`)) {
+			out = append(out, bytes.Clone(line))
 		}
-	}
+		return true
+	})
 	if len(out) == 0 {
 		t.Fatalf("no %s lines", resourceType)
 	}

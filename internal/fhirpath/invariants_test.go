@@ -1,8 +1,6 @@
 package fhirpath_test
 
 import (
-	"bufio"
-	"compress/gzip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +12,7 @@ import (
 	"github.com/fhirload/fhirload/internal/fhirpath"
 	"github.com/fhirload/fhirload/internal/fhirpath/internal/corpus"
 	"github.com/fhirload/fhirload/internal/fhirpath/internal/r4"
+	"github.com/fhirload/fhirload/internal/testlines"
 )
 
 var (
@@ -193,24 +192,14 @@ func TestExamplesSatisfyInvariants(t *testing.T) {
 			t.Errorf("%s: %s", filepath.Base(f), strings.Join(v, "; "))
 		}
 	}
-	f, err := os.Open("testdata/synthea-all-types.ndjson.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(nil, 1<<20)
 	n := 0
-	for sc.Scan() {
+	testlines.Each(t, "testdata/synthea-all-types.ndjson.gz", func(line []byte) bool {
 		n++
-		if v := violations(t, sc.Text()); len(v) > 0 {
+		if v := violations(t, string(line)); len(v) > 0 {
 			t.Errorf("synthea line %d: %s", n, strings.Join(v, "; "))
 		}
-	}
+		return true
+	})
 	if n < 80 {
 		t.Errorf("%d synthea lines", n)
 	}
