@@ -122,16 +122,7 @@ func (d *definitions) valueSet(url string, reg *registry.Registry) *valueSetDef 
 	if src == nil {
 		src = reg.ValueSet(url)
 	}
-	vs := &valueSetDef{url: url, external: src == nil || !src.Complete}
-	if src != nil {
-		for _, c := range src.Codes {
-			vs.codes = append(vs.codes, c.Code)
-			vs.pairs = append(vs.pairs, c.System+"|"+c.Code)
-		}
-	}
-	slices.Sort(vs.codes)
-	vs.codes = slices.Compact(vs.codes)
-	slices.Sort(vs.pairs)
+	vs := newValueSetDef(url, src)
 	d.valueSets[url] = vs
 	return vs
 }

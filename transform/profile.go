@@ -139,13 +139,7 @@ func (d *definitions) compileProfile(p *registry.Profile, reg *registry.Registry
 // adding it when the profile names it for the first time.
 func (pe *pElem) child(name, slice string) *pElem {
 	base := strings.TrimSuffix(name, "[x]")
-	var k *pElem
-	for _, c := range pe.kids {
-		if c.name == base {
-			k = c
-			break
-		}
-	}
+	k := pe.kid(base)
 	if k == nil {
 		k = &pElem{id: pe.id + "." + name, name: base, choice: base != name, max: registry.Unbounded}
 		pe.kids = append(pe.kids, k)
@@ -560,16 +554,20 @@ func (pe *pElem) fixedAt(name string) any {
 	return nil
 }
 
+// kid returns pe's child element named name, or nil.
+func (pe *pElem) kid(name string) *pElem {
+	for _, k := range pe.kids {
+		if k.name == name {
+			return k
+		}
+	}
+	return nil
+}
+
 // at returns the element at path below pe, or nil.
 func (pe *pElem) at(path []string) *pElem {
 	for _, name := range path {
-		var next *pElem
-		for _, k := range pe.kids {
-			if k.name == name {
-				next = k
-				break
-			}
-		}
+		next := pe.kid(name)
 		if next == nil {
 			return nil
 		}

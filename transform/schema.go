@@ -376,10 +376,18 @@ func (b *schemaBuilder) valueSet(url string) *valueSetDef {
 	if d, ok := b.s.valueSets[url]; ok {
 		return d
 	}
-	vs := b.s.reg.ValueSet(url)
-	d := &valueSetDef{url: url, external: vs == nil || !vs.Complete, syntax: externalSyntax[url]}
-	if vs != nil {
-		for _, c := range vs.Codes {
+	d := newValueSetDef(url, b.s.reg.ValueSet(url))
+	d.syntax = externalSyntax[url]
+	b.s.valueSets[url] = d
+	return d
+}
+
+// newValueSetDef is the validator's form of value set url, whose definition is src;
+// without one (src nil), or when src does not list every code, it is external.
+func newValueSetDef(url string, src *registry.ValueSet) *valueSetDef {
+	d := &valueSetDef{url: url, external: src == nil || !src.Complete}
+	if src != nil {
+		for _, c := range src.Codes {
 			d.codes = append(d.codes, c.Code)
 			d.pairs = append(d.pairs, c.System+"|"+c.Code)
 		}
@@ -387,7 +395,6 @@ func (b *schemaBuilder) valueSet(url string) *valueSetDef {
 	slices.Sort(d.codes)
 	d.codes = slices.Compact(d.codes)
 	slices.Sort(d.pairs)
-	b.s.valueSets[url] = d
 	return d
 }
 
