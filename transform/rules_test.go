@@ -116,66 +116,75 @@ func TestInvariantFamilies(t *testing.T) {
 	}, "Secret1", "Secret2", "Jane", "Doe")
 }
 
-// TestEle1MatchesItsExpression: the validator's own ele-1 check finds, node for node,
-// what the expression finds where the core package states it.
-func TestEle1MatchesItsExpression(t *testing.T) {
-	var ele1 []fhirpath.Invariant
+// nativeMatchesExpression checks that the validator's own check of invariant key
+// (violated: whether it finds the invariant broken at a node) decides, node for node,
+// what the invariant's expression decides. It runs on lines, the first and last line of
+// each fhir-all file and, with examples, the official examples; it returns how many
+// violations the two agreed on. Each line starts with no ref-1 id sets, as checkRef1
+// does.
+func nativeMatchesExpression(t *testing.T, key string, lines [][]byte, withExamples bool, violated func(*validator, fhirpath.NodeID) bool) int {
+	t.Helper()
+	var invs []fhirpath.Invariant
 	for _, x := range registry.R4().Invariants() {
-		if x.Key == "ele-1" {
-			ele1 = append(ele1, x)
+		if x.Key == key {
+			invs = append(invs, x)
 		}
 	}
-	set, err := fhirpath.NewSet(ele1)
+	set, err := fhirpath.NewSet(invs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tr := mustNew(t, Options{Profile: ProfileBase})
 	v := tr.newValidator()
 	var ev fhirpath.Evaluator
-	lines := [][]byte{
-		[]byte(obsHead + `,"valueQuantity":{"id":"q1"},"_issued":{"id":"i1"},"focus":[{"id":"f"},{"display":"x"}]}`),
-		[]byte(`{"resourceType":"Patient","name":[{"given":["A",null],"_given":[{"id":"g1"},{"id":"g2"}]}],"contained":[{"resourceType":"Organization","id":"o","contact":[{"id":"c"}]}],"managingOrganization":{"reference":"#o"}}`),
-		[]byte(`{"resourceType":"Bundle","type":"collection","entry":[{"id":"e1"},{"resource":{"resourceType":"Basic","id":"b","code":{"id":"c"}}}]}`),
-	}
 	for _, ls := range allLines(t) {
 		lines = append(lines, ls[0], ls[len(ls)-1])
 	}
+	if withExamples {
+		for _, ex := range examples(t) {
+			lines = append(lines, ex)
+		}
+	}
+	agreed := 0
 	for i, l := range lines {
 		v.reset(l)
 		if !v.resource() {
 			t.Fatalf("line %d: %v", i, v.err)
 		}
+		v.idSets = v.idSets[:0]
 		want := map[fhirpath.NodeID]bool{}
 		for _, x := range set.Check(&ev, &v.tree, nil) {
 			want[x.Node] = true
 		}
 		for n := 0; n < v.tree.Len(); n++ {
 			id := fhirpath.NodeID(n)
-			v.err = nil
-			got := !v.ele1At(id)
-			if got != want[id] {
-				t.Errorf("line %d, %s: native ele-1 violated=%v, expression violated=%v", i, v.tree.AppendLocation(nil, id), got, want[id])
+			if got := violated(&v, id); got != want[id] {
+				t.Errorf("line %d, %s: native %s violated=%v, expression violated=%v", i, v.tree.AppendLocation(nil, id), key, got, want[id])
+			} else if got {
+				agreed++
 			}
 		}
 	}
+	return agreed
+}
+
+// TestEle1MatchesItsExpression: the validator's own ele-1 check finds, node for node,
+// what the expression finds where the core package states it.
+func TestEle1MatchesItsExpression(t *testing.T) {
+	lines := [][]byte{
+		[]byte(obsHead + `,"valueQuantity":{"id":"q1"},"_issued":{"id":"i1"},"focus":[{"id":"f"},{"display":"x"}]}`),
+		[]byte(`{"resourceType":"Patient","name":[{"given":["A",null],"_given":[{"id":"g1"},{"id":"g2"}]}],"contained":[{"resourceType":"Organization","id":"o","contact":[{"id":"c"}]}],"managingOrganization":{"reference":"#o"}}`),
+		[]byte(`{"resourceType":"Bundle","type":"collection","entry":[{"id":"e1"},{"resource":{"resourceType":"Basic","id":"b","code":{"id":"c"}}}]}`),
+	}
+	nativeMatchesExpression(t, "ele-1", lines, false, func(v *validator, id fhirpath.NodeID) bool {
+		v.err = nil
+		return !v.ele1At(id)
+	})
 }
 
 // TestDom3MatchesItsExpression: the validator's own dom-3 check decides, resource for
 // resource, what the expression decides.
 func TestDom3MatchesItsExpression(t *testing.T) {
-	var dom3 []fhirpath.Invariant
-	for _, x := range registry.R4().Invariants() {
-		if x.Key == "dom-3" {
-			dom3 = append(dom3, x)
-		}
-	}
-	set, err := fhirpath.NewSet(dom3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := mustNew(t, Options{Profile: ProfileBase})
-	v := tr.newValidator()
-	var ev fhirpath.Evaluator
 	spec := func(contained, rest string) []byte {
 		return []byte(obsHead + `,"contained":[` + contained + `]` + rest + `}`)
 	}
@@ -200,31 +209,7 @@ func TestDom3MatchesItsExpression(t *testing.T) {
 		spec(`{"resourceType":"Specimen","id":"s\u0031"}`, `,"specimen":{"reference":"#s1"}`),
 		[]byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":` + string(spec(s1, ``)) + `},{"resource":` + string(spec(s1, `,"specimen":{"reference":"#s1"}`)) + `}]}`),
 	}
-	for _, ls := range allLines(t) {
-		lines = append(lines, ls[0], ls[len(ls)-1])
-	}
-	for _, ex := range examples(t) {
-		lines = append(lines, ex)
-	}
-	violated := 0
-	for i, l := range lines {
-		v.reset(l)
-		if !v.resource() {
-			t.Fatalf("line %d: %v", i, v.err)
-		}
-		want := map[fhirpath.NodeID]bool{}
-		for _, x := range set.Check(&ev, &v.tree, nil) {
-			want[x.Node] = true
-		}
-		for n := 0; n < v.tree.Len(); n++ {
-			id := fhirpath.NodeID(n)
-			if got := !v.dom3At(id); got != want[id] {
-				t.Errorf("line %d, %s: native dom-3 violated=%v, expression violated=%v", i, v.tree.AppendLocation(nil, id), got, want[id])
-			} else if got {
-				violated++
-			}
-		}
-	}
+	violated := nativeMatchesExpression(t, "dom-3", lines, true, func(v *validator, id fhirpath.NodeID) bool { return !v.dom3At(id) })
 	if violated < 6 {
 		t.Errorf("only %d violations among the cases", violated)
 	}
@@ -233,19 +218,6 @@ func TestDom3MatchesItsExpression(t *testing.T) {
 // TestRef1MatchesItsExpression: the validator's own ref-1 check decides, Reference for
 // Reference, what the expression decides.
 func TestRef1MatchesItsExpression(t *testing.T) {
-	var ref1 []fhirpath.Invariant
-	for _, x := range registry.R4().Invariants() {
-		if x.Key == "ref-1" {
-			ref1 = append(ref1, x)
-		}
-	}
-	set, err := fhirpath.NewSet(ref1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := mustNew(t, Options{Profile: ProfileBase})
-	v := tr.newValidator()
-	var ev fhirpath.Evaluator
 	many := ""
 	for i := 0; i < 12; i++ {
 		many += `,{"resourceType":"Specimen","id":"m` + strings.Repeat("x", i) + `"}`
@@ -263,32 +235,7 @@ func TestRef1MatchesItsExpression(t *testing.T) {
 		[]byte(obsHead + `,"contained":[{"resourceType":"Specimen","id":"s1"}` + many + `],"specimen":{"reference":"#mxxxxx"},"hasMember":[{"reference":"#s1"},{"reference":"#nope"}]}`),
 		[]byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":` + obsHead + `,"contained":[{"resourceType":"Specimen","id":"s1"}],"specimen":{"reference":"#s1"}}},{"resource":` + obsHead + `,"specimen":{"reference":"#s1"}}}]}`),
 	}
-	for _, ls := range allLines(t) {
-		lines = append(lines, ls[0], ls[len(ls)-1])
-	}
-	for _, ex := range examples(t) {
-		lines = append(lines, ex)
-	}
-	violated := 0
-	for i, l := range lines {
-		v.reset(l)
-		if !v.resource() {
-			t.Fatalf("line %d: %v", i, v.err)
-		}
-		v.idSets = v.idSets[:0]
-		want := map[fhirpath.NodeID]bool{}
-		for _, x := range set.Check(&ev, &v.tree, nil) {
-			want[x.Node] = true
-		}
-		for n := 0; n < v.tree.Len(); n++ {
-			id := fhirpath.NodeID(n)
-			if got := !v.ref1At(id); got != want[id] {
-				t.Errorf("line %d, %s: native ref-1 violated=%v, expression violated=%v", i, v.tree.AppendLocation(nil, id), got, want[id])
-			} else if got {
-				violated++
-			}
-		}
-	}
+	violated := nativeMatchesExpression(t, "ref-1", lines, true, func(v *validator, id fhirpath.NodeID) bool { return !v.ref1At(id) })
 	if violated < 5 {
 		t.Errorf("only %d violations among the cases", violated)
 	}
